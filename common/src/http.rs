@@ -1,0 +1,290 @@
+//! HTTP plumbing shared by the three servers: the body type, plain-text and JSON responses, a
+//! server loop with graceful shutdown, and a client whose every call has a deadline.
+
+use crate::shutdown::Shutdown;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client as PooledClient};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::{de::DeserializeOwned, Serialize};
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of every response the servers produce: a buffer or a stream passed through.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// How long in-flight requests may run on after shutdown begins.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Largest request head (URI and headers) a server accepts: room for a 64 KiB key escaped.
+pub const MAX_HEAD_BYTES: usize = 1 << 20;
+
+/// How long a client waits for a TCP connection before calling the peer unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A body holding `bytes` (no copy).
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// A streamed body passed through unchanged.
+pub fn stream(incoming: Incoming) -> Body {
+    incoming.map_err(BoxError::from).boxed_unsync()
+}
+
+/// A plain-text response: `message` and a newline, for people reading curl output.
+pub fn text(status: StatusCode, message: impl std::fmt::Display) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(full(format!("{message}\n")))
+        .expect("static response parts are valid")
+}
+
+/// A JSON response.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    match serde_json::to_vec(value) {
+        Ok(body) => Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(full(body))
+            .expect("static response parts are valid"),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode JSON: {e}")),
+    }
+}
+
+/// Serves HTTP/1.1 on `listener`, answering every request with `handler`, until `shutdown`
+/// fires; then stops accepting and gives open connections [`SHUTDOWN_GRACE`] to finish.
+pub async fn serve<H, F>(listener: TcpListener, handler: H, mut shutdown: Shutdown)
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.max_buf_size(MAX_HEAD_BYTES);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    log::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.wait() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let response = handler(req);
+            async move { Ok::<_, Infallible>(response.await) }
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                log::debug!("connection closed with error: {e}");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        log::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+    }
+}
+
+/// How a call to another node failed. Callers act on the variant: a timeout or refused
+/// connection means try another replica; a status is the peer's considered answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("connection failed: {0}")]
+    Transport(String),
+    #[error("answered {status}: {message}")]
+    Status { status: StatusCode, message: String },
+    #[error("unexpected answer: {0}")]
+    Protocol(String),
+}
+
+/// A pooled HTTP/1.1 client for calls between nodes.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: PooledClient<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Client {
+    pub fn new() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let inner = PooledClient::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(512)
+            .build(connector);
+        Self { inner }
+    }
+
+    /// Sends the request `make` builds and waits for the response head, all within `deadline`.
+    /// Requests sent this way must be idempotent: if a pooled connection turns out to be dead
+    /// the request is sent once more on a fresh one. Any status is returned as a response.
+    pub async fn send(
+        &self,
+        make: impl Fn() -> Request<Full<Bytes>>,
+        deadline: Duration,
+    ) -> Result<Response<Incoming>, RpcError> {
+        let attempt = async {
+            match self.inner.request(make()).await {
+                Ok(response) => Ok(response),
+                Err(e) if e.is_connect() => Err(RpcError::Connect(error_chain(&e))),
+                Err(first) => {
+                    log::debug!("retrying once after transport error: {}", error_chain(&first));
+                    self.inner.request(make()).await.map_err(|e| {
+                        if e.is_connect() {
+                            RpcError::Connect(error_chain(&e))
+                        } else {
+                            RpcError::Transport(error_chain(&e))
+                        }
+                    })
+                }
+            }
+        };
+        tokio::time::timeout(deadline, attempt).await.map_err(|_| RpcError::Timeout(deadline))?
+    }
+
+    /// Like [`Client::send`], and also reads the whole body within the same deadline.
+    pub async fn send_collect(
+        &self,
+        make: impl Fn() -> Request<Full<Bytes>>,
+        deadline: Duration,
+    ) -> Result<(http::response::Parts, Bytes), RpcError> {
+        let started = tokio::time::Instant::now();
+        let response = self.send(make, deadline).await?;
+        let (parts, body) = response.into_parts();
+        let remaining = deadline.saturating_sub(started.elapsed());
+        let body = tokio::time::timeout(remaining, body.collect())
+            .await
+            .map_err(|_| RpcError::Timeout(deadline))?
+            .map_err(|e| RpcError::Transport(error_chain(&e)))?
+            .to_bytes();
+        Ok((parts, body))
+    }
+
+    /// POSTs `body` as JSON and decodes a 2xx JSON answer; any other status is an error
+    /// carrying the peer's message.
+    pub async fn post_json<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        url: &str,
+        body: &Req,
+        deadline: Duration,
+    ) -> Result<Resp, RpcError> {
+        let payload = Bytes::from(serde_json::to_vec(body).map_err(|e| RpcError::Protocol(e.to_string()))?);
+        let make = || {
+            Request::post(url)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(payload.clone()))
+                .expect("valid request")
+        };
+        let (parts, body) = self.send_collect(make, deadline).await?;
+        decode_json(parts.status, &body)
+    }
+
+    /// GETs `url` and decodes a 2xx JSON answer. A 304 is returned as `Ok(None)`.
+    pub async fn get_json<Resp: DeserializeOwned>(
+        &self,
+        url: &str,
+        deadline: Duration,
+    ) -> Result<Option<Resp>, RpcError> {
+        let make = || Request::get(url).body(Full::new(Bytes::new())).expect("valid request");
+        let (parts, body) = self.send_collect(make, deadline).await?;
+        if parts.status == StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
+        decode_json(parts.status, &body).map(Some)
+    }
+}
+
+fn decode_json<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Result<T, RpcError> {
+    if !status.is_success() {
+        return Err(RpcError::Status { status, message: String::from_utf8_lossy(body).trim().to_owned() });
+    }
+    serde_json::from_slice(body).map_err(|e| RpcError::Protocol(format!("invalid JSON: {e}")))
+}
+
+/// An error and all its causes on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadBodyError {
+    #[error("body is larger than the {limit}-byte limit")]
+    TooLarge { limit: usize },
+    #[error("body could not be read: {0}")]
+    Transport(String),
+}
+
+/// Reads a whole body into one buffer, failing as soon as it exceeds `limit` bytes (before
+/// reading anything if the declared length already does). The bytes are copied once at most:
+/// a body that arrives as a single chunk is kept as it is.
+pub async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, ReadBodyError> {
+    use hyper::body::Body as _;
+    let declared = body.size_hint().lower() as usize;
+    if declared > limit {
+        return Err(ReadBodyError::TooLarge { limit });
+    }
+    let mut single: Option<Bytes> = None;
+    let mut joined: Option<bytes::BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ReadBodyError::Transport(error_chain(&e)))?;
+        let Ok(chunk) = frame.into_data() else { continue };
+        let so_far = single.as_ref().map_or(0, Bytes::len) + joined.as_ref().map_or(0, |b| b.len());
+        if so_far + chunk.len() > limit {
+            return Err(ReadBodyError::TooLarge { limit });
+        }
+        match (&mut single, &mut joined) {
+            (None, None) => single = Some(chunk),
+            (Some(first), None) => {
+                let mut buf = bytes::BytesMut::with_capacity(declared.max(first.len() + chunk.len()));
+                buf.extend_from_slice(first);
+                buf.extend_from_slice(&chunk);
+                single = None;
+                joined = Some(buf);
+            }
+            (_, Some(buf)) => buf.extend_from_slice(&chunk),
+        }
+    }
+    Ok(match (single, joined) {
+        (_, Some(buf)) => buf.freeze(),
+        (Some(chunk), None) => chunk,
+        (None, None) => Bytes::new(),
+    })
+}

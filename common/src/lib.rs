@@ -1,0 +1,16 @@
+//! Shared building blocks of Velour Fog.
+//!
+//! Pure logic (no I/O): [`partition`] (which partition a key is in), [`placement`] (which nodes
+//! hold a partition), [`version`] (which write wins), [`query`] (byte-exact query strings).
+//! Plumbing used by every server: [`proto`] (the internal wire protocol), [`http`] (server loop
+//! and deadline-bound client), [`shutdown`] (signals and logging). Nothing here knows about a
+//! particular server; the servers depend on this crate and never on each other.
+
+pub mod addr;
+pub mod http;
+pub mod partition;
+pub mod placement;
+pub mod proto;
+pub mod query;
+pub mod shutdown;
+pub mod version;

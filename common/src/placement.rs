@@ -1,0 +1,179 @@
+//! Placement: which storage nodes hold each partition.
+//!
+//! The controller turns the registered storage nodes into a [`PartitionMap`]: a number of hex
+//! digits (so `16^digits` partitions), and for every partition the `replication` distinct nodes
+//! that hold it. Replica slots are dealt round-robin over the nodes in id order (partition `p`
+//! replica `i` goes to node `(p * K + i) mod S`), so the `K` replicas of a partition are always
+//! distinct and every node holds either `floor(P*K/S)` or `ceil(P*K/S)` replica slots.
+//!
+//! [`choose_digits`] picks the smallest number of digits for which that rounding leaves the most
+//! loaded node within [`MAX_IMBALANCE`] of the mean. The prototype's rule (smallest `N` with
+//! `16^N >= S/K`) gives 16 partitions for most clusters, and 16 partitions over 5 nodes means
+//! some nodes hold 4 and others 3: a 25% skew.
+
+use crate::partition::{self, Partition, MAX_DIGITS};
+use serde::{Deserialize, Serialize};
+
+/// A storage node's cluster-wide identity, assigned by the controller at first registration.
+pub type NodeId = u32;
+
+/// The version number of a partition map; a newer map always has a greater epoch.
+pub type Epoch = u64;
+
+/// The most loaded node may hold at most this much more than the mean (0.10 = 10%).
+pub const MAX_IMBALANCE: f64 = 0.10;
+
+/// A storage node as the map names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: NodeId,
+    /// `host:port` where frontends reach the node.
+    pub addr: String,
+}
+
+/// The partition map the controller computes and every frontend routes by.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMap {
+    pub epoch: Epoch,
+    /// Hex digits of SHA-1 used to pick a partition.
+    pub digits: u8,
+    /// Replicas per partition (K).
+    pub replication: usize,
+    /// Every storage node the map uses, sorted by id.
+    pub members: Vec<Member>,
+    /// `replication` node ids per partition, partition-major: the replicas of partition `p`
+    /// are `replicas[p*K .. (p+1)*K]`.
+    pub replicas: Vec<NodeId>,
+}
+
+/// Why a map cannot be built.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlacementError {
+    #[error("replication factor must be at least 1")]
+    NoReplication,
+    #[error("replication factor {replication} exceeds the {nodes} storage nodes available")]
+    NotEnoughNodes { replication: usize, nodes: usize },
+}
+
+impl PartitionMap {
+    /// Builds the map for `members` (any order; ids must be distinct) with `replication`
+    /// replicas per partition.
+    pub fn build(epoch: Epoch, mut members: Vec<Member>, replication: usize) -> Result<Self, PlacementError> {
+        members.sort_by_key(|m| m.id);
+        let digits = choose_digits(members.len(), replication)?;
+        let partitions = partition::count(digits) as usize;
+        let replicas = (0..partitions * replication).map(|slot| members[slot % members.len()].id).collect();
+        Ok(Self { epoch, digits, replication, members, replicas })
+    }
+
+    pub fn partition_count(&self) -> u32 {
+        partition::count(self.digits)
+    }
+
+    /// The nodes holding `partition`.
+    pub fn replicas_of(&self, partition: Partition) -> &[NodeId] {
+        let start = partition as usize * self.replication;
+        &self.replicas[start..start + self.replication]
+    }
+
+    /// The partition of `key` and the nodes holding it.
+    pub fn locate(&self, key: &[u8]) -> (Partition, &[NodeId]) {
+        let p = partition::of(key, self.digits);
+        (p, self.replicas_of(p))
+    }
+
+    pub fn member(&self, id: NodeId) -> Option<&Member> {
+        self.members.iter().find(|m| m.id == id)
+    }
+
+    /// How many replica slots each member holds, in member order.
+    pub fn load(&self) -> Vec<usize> {
+        self.members.iter().map(|m| self.replicas.iter().filter(|&&r| r == m.id).count()).collect()
+    }
+}
+
+/// The smallest number of hex digits whose round-robin placement gives every one of `nodes`
+/// nodes some partition and keeps the most loaded within [`MAX_IMBALANCE`] of the mean.
+pub fn choose_digits(nodes: usize, replication: usize) -> Result<u8, PlacementError> {
+    if replication == 0 {
+        return Err(PlacementError::NoReplication);
+    }
+    if replication > nodes {
+        return Err(PlacementError::NotEnoughNodes { replication, nodes });
+    }
+    let balanced = |digits: u8| {
+        let slots = partition::count(digits) as usize * replication;
+        let most = slots.div_ceil(nodes) as f64;
+        let mean = slots as f64 / nodes as f64;
+        slots >= nodes && most <= mean * (1.0 + MAX_IMBALANCE)
+    };
+    Ok((1..=MAX_DIGITS).find(|&d| balanced(d)).unwrap_or(MAX_DIGITS))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(n: usize) -> Vec<Member> {
+        // Ids deliberately not contiguous and not in order.
+        (0..n as u32).rev().map(|i| Member { id: i * 3 + 7, addr: format!("10.0.0.{i}:7000") }).collect()
+    }
+
+    #[test]
+    fn every_partition_has_distinct_replicas_and_load_is_even() {
+        for nodes in 1..=64usize {
+            for replication in 1..=nodes.min(5) {
+                let map = PartitionMap::build(1, members(nodes), replication).unwrap();
+                assert_eq!(map.replicas.len(), map.partition_count() as usize * replication);
+                for p in 0..map.partition_count() {
+                    let mut r = map.replicas_of(p).to_vec();
+                    r.sort();
+                    r.dedup();
+                    assert_eq!(r.len(), replication, "partition {p} of S={nodes} K={replication}");
+                }
+                let load = map.load();
+                let mean = map.replicas.len() as f64 / nodes as f64;
+                let most = *load.iter().max().unwrap() as f64;
+                assert!(
+                    most <= mean * (1.0 + MAX_IMBALANCE),
+                    "S={nodes} K={replication}: most loaded {most} vs mean {mean:.2}"
+                );
+                assert!(load.iter().all(|&l| l > 0), "S={nodes} K={replication}: idle node");
+            }
+        }
+    }
+
+    #[test]
+    fn digits_are_the_smallest_that_balance() {
+        assert_eq!(choose_digits(1, 1), Ok(1));
+        assert_eq!(choose_digits(3, 3), Ok(1)); // 16 partitions, every node holds all
+        assert_eq!(choose_digits(3, 1), Ok(2)); // 16/3 would leave one node 12.5% over
+        assert_eq!(choose_digits(5, 3), Ok(1)); // 48 slots over 5 nodes: 10 vs 9.6
+        assert_eq!(choose_digits(17, 1), Ok(2)); // 16 partitions would leave a node idle
+        assert_eq!(choose_digits(63, 1), Ok(3)); // 256/63: 5 vs 4.06
+        assert_eq!(choose_digits(64, 1), Ok(2)); // 256/64: exactly 4 each
+        assert_eq!(choose_digits(64, 3), Ok(2));
+    }
+
+    #[test]
+    fn impossible_replication_is_rejected() {
+        assert_eq!(choose_digits(3, 0), Err(PlacementError::NoReplication));
+        assert_eq!(choose_digits(2, 3), Err(PlacementError::NotEnoughNodes { replication: 3, nodes: 2 }));
+    }
+
+    #[test]
+    fn locate_uses_the_key_hash() {
+        let map = PartitionMap::build(1, members(4), 2).unwrap();
+        let (p, replicas) = map.locate(b"foo");
+        assert_eq!(p, partition::of(b"foo", map.digits));
+        assert_eq!(replicas, map.replicas_of(p));
+        assert!(map.member(replicas[0]).is_some());
+    }
+
+    #[test]
+    fn map_round_trips_through_json() {
+        let map = PartitionMap::build(9, members(3), 2).unwrap();
+        let json = serde_json::to_vec(&map).unwrap();
+        assert_eq!(serde_json::from_slice::<PartitionMap>(&json).unwrap(), map);
+    }
+}

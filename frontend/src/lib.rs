@@ -1,0 +1,114 @@
+//! A Velour Fog frontend: the stateless public face of the cluster.
+//!
+//! A frontend hashes each key to its partition with the map it follows from the controller
+//! (see [`routing`]), writes to all K replicas of the partition in parallel and answers 200 only
+//! when all of them acknowledged, and reads from one random replica, falling back to the others
+//! (see [`replica`]). Writes are stamped by a clock that never goes backwards on this frontend.
+//! Any number of frontends can run behind any load balancer; they share nothing.
+
+pub mod api;
+pub mod replica;
+pub mod routing;
+
+use anyhow::Context;
+use common::http::Client;
+use common::shutdown::Shutdown;
+use common::version::Clock;
+use replica::Replicas;
+use routing::Router;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Command line and environment configuration of a frontend.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    name = "frontend",
+    version,
+    about = "Velour Fog frontend: serves /get/, /set/ and /delete/ for the whole cluster."
+)]
+pub struct Config {
+    /// The controller, as HOST:PORT.
+    #[arg(value_name = "CONTROLLER_HOST:PORT")]
+    pub controller: String,
+    /// Where clients reach this frontend, as HOST:PORT (port 0 picks a free port).
+    #[arg(value_name = "OWN_HOST:PORT")]
+    pub advertise: String,
+    /// Socket address to listen on [default: 0.0.0.0 at the port of OWN_HOST:PORT].
+    #[arg(long, env = "VF_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Largest key accepted, in bytes.
+    #[arg(long, env = "VF_MAX_KEY_BYTES", default_value_t = 64 * 1024)]
+    pub max_key_bytes: usize,
+    /// Largest value accepted, in bytes.
+    #[arg(long, env = "VF_MAX_VALUE_BYTES", default_value_t = 128 * 1024 * 1024)]
+    pub max_value_bytes: usize,
+    /// Deadline of a call to a storage node, in milliseconds (large values get more time).
+    #[arg(long, env = "VF_REPLICA_TIMEOUT_MS", default_value_t = 2000)]
+    pub replica_timeout_ms: u64,
+}
+
+/// Size limits applied to every request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+}
+
+/// The state a frontend's request handlers share.
+#[derive(Debug)]
+pub struct Frontend {
+    pub router: Arc<Router>,
+    pub replicas: Replicas,
+    pub clock: Clock,
+    pub limits: Limits,
+}
+
+/// A bound frontend, ready to run.
+pub struct Server {
+    listener: TcpListener,
+    advertise: String,
+    controller: String,
+    frontend: Arc<Frontend>,
+}
+
+impl Server {
+    /// Validates `config` and binds the listening socket.
+    pub async fn bind(config: Config) -> anyhow::Result<Self> {
+        common::addr::split(&config.controller).context("invalid CONTROLLER_HOST:PORT")?;
+        let listen =
+            common::addr::listen_addr(&config.advertise, config.listen).context("invalid OWN_HOST:PORT")?;
+        anyhow::ensure!(config.replica_timeout_ms > 0, "--replica-timeout-ms must be positive");
+        let listener =
+            TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        let advertise = common::addr::advertised(&config.advertise, listener.local_addr()?)?;
+        let frontend = Arc::new(Frontend {
+            router: Arc::new(Router::default()),
+            replicas: Replicas::new(Client::new(), Duration::from_millis(config.replica_timeout_ms)),
+            clock: Clock::new(),
+            limits: Limits { max_key_bytes: config.max_key_bytes, max_value_bytes: config.max_value_bytes },
+        });
+        Ok(Self { listener, advertise, controller: config.controller, frontend })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` fires.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        log::info!("frontend listening on {} (advertised as {})", self.local_addr()?, self.advertise);
+        let follower = tokio::spawn(routing::follow(
+            self.controller.clone(),
+            self.advertise.clone(),
+            self.frontend.router.clone(),
+            shutdown.clone(),
+        ));
+        let frontend = self.frontend.clone();
+        common::http::serve(self.listener, move |req| api::handle(frontend.clone(), req), shutdown).await;
+        follower.abort();
+        log::info!("frontend stopped");
+        Ok(())
+    }
+}

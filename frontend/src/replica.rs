@@ -1,0 +1,175 @@
+//! Calls from a frontend to the storage nodes holding a key: write to every replica in parallel,
+//! read from one and fall back to the next. Every call has a deadline that grows with the size
+//! of the value, so a dead or hung node costs a bounded delay.
+
+use crate::routing::Routes;
+use bytes::Bytes;
+use common::http::{self as h, Body, Client, RpcError};
+use common::placement::NodeId;
+use common::proto;
+use common::version::Record;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use std::time::Duration;
+
+/// Bodies up to this size are read whole before answering, so a replica that fails mid-body
+/// can be replaced by the next; larger ones are streamed straight through to the client.
+pub const BUFFERED_READ_BYTES: u64 = 1 << 20;
+/// The slowest transfer rate a healthy node is allowed: a call's deadline grows by one second
+/// for every this many bytes of value.
+pub const MIN_TRANSFER_BYTES_PER_SEC: u64 = 20 << 20;
+
+/// Talks to storage nodes on behalf of one frontend.
+#[derive(Debug, Clone)]
+pub struct Replicas {
+    client: Client,
+    timeout: Duration,
+}
+
+/// A replica that did not do what was asked, and why.
+#[derive(Debug)]
+pub struct ReplicaFailure {
+    pub node: NodeId,
+    pub addr: String,
+    pub error: RpcError,
+}
+
+impl std::fmt::Display for ReplicaFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "node {} at {}: {}", self.node, self.addr, self.error)
+    }
+}
+
+/// What a read found on one replica.
+pub enum Found {
+    /// A live value (body streamed or buffered).
+    Value { timestamp: u64, length: Option<u64>, body: Body },
+    /// The key was deleted.
+    Tombstone,
+    /// The replica holds nothing for the key.
+    Missing,
+}
+
+impl Replicas {
+    pub fn new(client: Client, timeout: Duration) -> Self {
+        Self { client, timeout }
+    }
+
+    fn deadline_for(&self, bytes: u64) -> Duration {
+        self.timeout + Duration::from_secs_f64(bytes as f64 / MIN_TRANSFER_BYTES_PER_SEC as f64)
+    }
+
+    /// Sends `record` for `key` to every node in `replicas` at once; returns how many
+    /// acknowledged and the failures of the others.
+    pub async fn write_all(
+        &self,
+        routes: &Routes,
+        replicas: &[NodeId],
+        escaped_key: &str,
+        record: &Record,
+    ) -> (usize, Vec<ReplicaFailure>) {
+        let body = record.value.clone().unwrap_or_default();
+        let deadline = self.deadline_for(body.len() as u64);
+        let calls = replicas.iter().map(|&node| {
+            let url = format!("{}{escaped_key}", routes.record_url(node));
+            let body = body.clone();
+            async move {
+                let make = || {
+                    let mut request = Request::put(url.as_str()).header(proto::TIMESTAMP, record.timestamp);
+                    if record.is_tombstone() {
+                        request = request.header(proto::TOMBSTONE, "1");
+                    }
+                    request.body(Full::new(body.clone())).expect("valid request")
+                };
+                let result = match self.client.send_collect(make, deadline).await {
+                    Ok((parts, _)) if parts.status == StatusCode::OK => Ok(()),
+                    Ok((parts, message)) => Err(RpcError::Status {
+                        status: parts.status,
+                        message: String::from_utf8_lossy(&message).trim().to_owned(),
+                    }),
+                    Err(e) => Err(e),
+                };
+                result.map_err(|error| ReplicaFailure { node, addr: routes.addr(node).to_owned(), error })
+            }
+        });
+        let results = futures_util::future::join_all(calls).await;
+        let mut failures = Vec::new();
+        let mut acked = 0;
+        for result in results {
+            match result {
+                Ok(()) => acked += 1,
+                Err(failure) => {
+                    log::warn!("replica write failed: {failure}");
+                    failures.push(failure);
+                }
+            }
+        }
+        (acked, failures)
+    }
+
+    /// Reads `key` from the first of `order` that answers; the failures of those that did not.
+    pub async fn read_first(
+        &self,
+        routes: &Routes,
+        order: &[NodeId],
+        escaped_key: &str,
+    ) -> Result<Found, Vec<ReplicaFailure>> {
+        let mut failures = Vec::new();
+        for &node in order {
+            let url = format!("{}{escaped_key}", routes.record_url(node));
+            match self.read_one(&url).await {
+                Ok(found) => return Ok(found),
+                Err(error) => {
+                    let failure = ReplicaFailure { node, addr: routes.addr(node).to_owned(), error };
+                    log::warn!("replica read failed, trying the next replica: {failure}");
+                    failures.push(failure);
+                }
+            }
+        }
+        Err(failures)
+    }
+
+    async fn read_one(&self, url: &str) -> Result<Found, RpcError> {
+        let make = || Request::get(url).body(Full::new(Bytes::new())).expect("valid request");
+        let response = self.client.send(make, self.timeout).await?;
+        let status = response.status();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(Found::Missing);
+        }
+        let headers = response.headers();
+        let timestamp = headers.get(proto::TIMESTAMP).and_then(|v| v.to_str().ok()?.parse().ok());
+        let tombstone = headers.get(proto::TOMBSTONE).is_some_and(|v| v == "1");
+        let length =
+            headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if status != StatusCode::OK {
+            let (_, body) = response.into_parts();
+            let message = tokio::time::timeout(self.timeout, http_body_util::BodyExt::collect(body))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|b| String::from_utf8_lossy(&b.to_bytes()).trim().to_owned())
+                .unwrap_or_default();
+            return Err(RpcError::Status { status, message });
+        }
+        let Some(timestamp) = timestamp else {
+            return Err(RpcError::Protocol(format!("record without a `{}` header", proto::TIMESTAMP)));
+        };
+        if tombstone {
+            return Ok(Found::Tombstone);
+        }
+        let body = match length {
+            Some(n) if n > BUFFERED_READ_BYTES => h::stream(response.into_body()),
+            _ => {
+                let deadline = self.deadline_for(length.unwrap_or(0));
+                let bytes =
+                    tokio::time::timeout(deadline, http_body_util::BodyExt::collect(response.into_body()))
+                        .await
+                        .map_err(|_| RpcError::Timeout(deadline))?
+                        .map_err(|e| RpcError::Transport(h::error_chain(&e)))?
+                        .to_bytes();
+                h::full(bytes)
+            }
+        };
+        Ok(Found::Value { timestamp, length, body })
+    }
+}

@@ -1,0 +1,180 @@
+//! Routing: the partition map this frontend uses, and the task that keeps it current.
+//!
+//! The frontend registers with the controller (retrying until it is up, so any start order
+//! works), installs the map it is given, then holds a long poll open for the next epoch. A newer
+//! map replaces the old one at once; an older or equal one is ignored. While the controller is
+//! unreachable the frontend keeps routing with the map it has.
+
+use common::http::{Client, RpcError};
+use common::placement::{NodeId, PartitionMap};
+use common::proto::{self, FrontendRegistered, FrontendRegistration};
+use common::shutdown::Shutdown;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// How long the controller may hold a map long poll open.
+pub const WATCH_WAIT: Duration = Duration::from_secs(30);
+/// Pause between attempts to reach an unreachable controller.
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// Deadline of a registration call.
+pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A map with everything the request path needs precomputed.
+#[derive(Debug)]
+pub struct Routes {
+    pub map: PartitionMap,
+    /// `http://host:port/v1/record?key=` per node: append the escaped key to get a record URL.
+    record_urls: HashMap<NodeId, String>,
+}
+
+impl Routes {
+    pub fn new(map: PartitionMap) -> Self {
+        let record_urls = map
+            .members
+            .iter()
+            .map(|m| (m.id, format!("http://{}{}?key=", m.addr, proto::RECORD_PATH)))
+            .collect();
+        Self { map, record_urls }
+    }
+
+    /// The record URL prefix of `node`.
+    pub fn record_url(&self, node: NodeId) -> &str {
+        self.record_urls.get(&node).map(String::as_str).unwrap_or("")
+    }
+
+    /// The `host:port` of `node`, for messages.
+    pub fn addr(&self, node: NodeId) -> &str {
+        self.map.member(node).map_or("?", |m| m.addr.as_str())
+    }
+}
+
+/// The routes currently in use; empty until the first map arrives.
+#[derive(Debug, Default)]
+pub struct Router {
+    current: RwLock<Option<Arc<Routes>>>,
+}
+
+impl Router {
+    pub fn current(&self) -> Option<Arc<Routes>> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Installs `map` if it is newer than the one in use; returns whether it did.
+    pub fn install(&self, map: PartitionMap) -> bool {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if current.as_ref().is_some_and(|c| c.map.epoch >= map.epoch) {
+            return false;
+        }
+        log::info!(
+            "map epoch {} installed: {} partitions, {} storage nodes, {} replicas each",
+            map.epoch,
+            map.partition_count(),
+            map.members.len(),
+            map.replication
+        );
+        *current = Some(Arc::new(Routes::new(map)));
+        true
+    }
+}
+
+/// Registers with the controller and follows its map until `shutdown`.
+pub async fn follow(controller: String, advertise: String, router: Arc<Router>, mut shutdown: Shutdown) {
+    let client = Client::new();
+    let register_url = format!("http://{controller}{}", proto::FRONTEND_REGISTER_PATH);
+    let registration = FrontendRegistration { addr: advertise };
+    let mut warned = false;
+    loop {
+        let session =
+            register_and_watch(&client, &controller, &register_url, &registration, &router, &mut warned);
+        let error = tokio::select! {
+            e = session => e,
+            _ = shutdown.wait() => return,
+        };
+        if !warned {
+            log::warn!(
+                "cannot reach the controller at {controller}: {error}; retrying every {RETRY_INTERVAL:?}"
+            );
+            warned = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RETRY_INTERVAL) => {}
+            _ = shutdown.wait() => return,
+        }
+    }
+}
+
+/// Registers, installs the map the controller has, and follows newer maps until a call fails.
+async fn register_and_watch(
+    client: &Client,
+    controller: &str,
+    register_url: &str,
+    registration: &FrontendRegistration,
+    router: &Router,
+    warned: &mut bool,
+) -> RpcError {
+    let answer: FrontendRegistered =
+        match client.post_json(register_url, registration, REGISTER_TIMEOUT).await {
+            Ok(answer) => answer,
+            Err(e) => return e,
+        };
+    if std::mem::take(warned) {
+        log::info!("controller {controller} reachable again");
+    }
+    match answer.map {
+        Some(map) => {
+            router.install(map);
+        }
+        None => log::info!(
+            "registered as frontend {}; waiting for the cluster to form ({} of {} storage nodes)",
+            answer.frontend_id,
+            answer.registered,
+            answer.expected
+        ),
+    }
+    watch(client, controller, answer.frontend_id, router).await
+}
+
+/// Long-polls for newer maps until a call fails.
+async fn watch(client: &Client, controller: &str, frontend_id: u64, router: &Router) -> RpcError {
+    loop {
+        let epoch = router.current().map_or(0, |r| r.map.epoch);
+        let url = format!(
+            "http://{controller}{}?newer_than={epoch}&wait_ms={}&frontend_id={frontend_id}",
+            proto::MAP_PATH,
+            WATCH_WAIT.as_millis()
+        );
+        match client.get_json::<PartitionMap>(&url, WATCH_WAIT + REGISTER_TIMEOUT).await {
+            Ok(Some(map)) => {
+                router.install(map);
+            }
+            Ok(None) => {}
+            Err(e) => return e,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::placement::Member;
+
+    fn map(epoch: u64) -> PartitionMap {
+        let members = (1..=3).map(|id| Member { id, addr: format!("s{id}:7000") }).collect();
+        PartitionMap::build(epoch, members, 2).unwrap()
+    }
+
+    #[test]
+    fn installs_only_newer_maps() {
+        let router = Router::default();
+        assert!(router.current().is_none());
+        assert!(router.install(map(2)));
+        assert!(!router.install(map(1)));
+        assert!(!router.install(map(2)));
+        assert_eq!(router.current().unwrap().map.epoch, 2);
+        assert!(router.install(map(3)));
+        let routes = router.current().unwrap();
+        assert_eq!(routes.record_url(2), "http://s2:7000/v1/record?key=");
+        assert_eq!(routes.addr(3), "s3:7000");
+    }
+}
