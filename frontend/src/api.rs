@@ -112,8 +112,11 @@ fn key_of<'a>(query: &'a Query<'_>, frontend: &Frontend) -> Result<&'a [u8], Api
     Ok(key)
 }
 
-fn too_large_value(length: impl std::fmt::Display, limit: usize) -> ApiError {
-    ApiError::TooLarge(format!("value is {length} bytes; the limit is {limit}"))
+fn too_large_value(length: Option<usize>, limit: usize) -> ApiError {
+    ApiError::TooLarge(match length {
+        Some(length) => format!("value is {length} bytes; the limit is {limit}"),
+        None => format!("value is larger than the {limit}-byte limit"),
+    })
 }
 
 async fn get(frontend: &Frontend, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
@@ -159,12 +162,12 @@ async fn set(frontend: &Frontend, req: Request<Incoming>) -> Result<Response<Bod
                 })?;
             }
             if value.len() > limit {
-                return Err(too_large_value(value.len(), limit));
+                return Err(too_large_value(Some(value.len()), limit));
             }
             Bytes::copy_from_slice(value)
         }
         (None, Method::POST) => h::read_body(body, limit).await.map_err(|e| match e {
-            ReadBodyError::TooLarge { limit } => too_large_value("more than the limit of", limit),
+            ReadBodyError::TooLarge { limit } => too_large_value(None, limit),
             ReadBodyError::Transport(e) => {
                 ApiError::BadRequest(format!("the request body could not be read: {e}"))
             }

@@ -1,1 +1,367 @@
-pub fn x() {}
+//! A harness that runs real Velour Fog clusters for integration and fault tests.
+//!
+//! [`Cluster::start`] builds the three binaries (once per test run, in the profile the tests
+//! were built in), starts a controller, storage nodes and frontends on free loopback ports with
+//! a temp dir per cluster, and waits until every frontend serves. Each process logs to its own
+//! file; when a test panics the tail of every log is printed. Processes are killed on drop.
+//! [`Process`] really signals the child: `kill` is SIGKILL, `pause` is SIGSTOP.
+
+use bytes::Bytes;
+use common::http::{Client, RpcError};
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long a cluster may take to come up before a test fails.
+pub const START_DEADLINE: Duration = Duration::from_secs(30);
+/// Deadline of one request a test makes.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Path of a workspace binary, building all three the first time one is asked for.
+pub fn binary(name: &str) -> PathBuf {
+    static TARGET: OnceLock<PathBuf> = OnceLock::new();
+    let dir = TARGET.get_or_init(|| {
+        // Test executables live in target/<profile>/deps/.
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).args([
+            "build",
+            "-p",
+            "controller",
+            "-p",
+            "storage",
+            "-p",
+            "frontend",
+        ]);
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(status.success(), "building the cluster binaries failed");
+        profile_dir
+    });
+    dir.join(name)
+}
+
+/// A free loopback port (bound and released; the kernel does not hand it out again at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
+/// One child process of the cluster.
+pub struct Process {
+    pub name: String,
+    /// `127.0.0.1:port` it listens on.
+    pub addr: String,
+    program: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Process {
+    fn new(name: String, addr: String, program: PathBuf, args: Vec<String>, dir: &Path) -> Self {
+        let log = dir.join(format!("{name}.log"));
+        Self { name, addr, program, args, log, child: None }
+    }
+
+    /// Starts (or restarts) the process; its output is appended to its log.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        let log = OpenOptions::new().create(true).append(true).open(&self.log).expect("open log");
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.program.display()));
+        self.child = Some(child);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().unwrap_or_else(|| panic!("{} is not running", self.name));
+        // SAFETY: kill(2) on the pid of a child we own and have not reaped.
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "signal {signal} to {} failed", self.name);
+    }
+
+    /// SIGKILL: the process dies at once, with no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns whether it exited with status 0.
+    pub fn terminate(&mut self, deadline: Duration) -> bool {
+        self.signal(libc::SIGTERM);
+        let mut child = self.child.take().expect("running");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.success();
+            }
+            if started.elapsed() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGSTOP: the process hangs, holding its sockets open.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Process::pause`].
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The whole log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn log_tail(&self, bytes: u64) -> String {
+        let Ok(mut file) = File::open(&self.log) else { return String::new() };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = file.seek(SeekFrom::Start(len.saturating_sub(bytes)));
+        let mut tail = String::new();
+        let _ = file.read_to_string(&mut tail);
+        tail
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// In which order a cluster's processes start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOrder {
+    ControllerFirst,
+    /// Frontends, then storage nodes, then the controller.
+    ControllerLast,
+    /// Storage nodes, then the controller, then frontends.
+    StorageFirst,
+}
+
+/// What cluster to start.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub storage: usize,
+    pub frontends: usize,
+    pub replication: usize,
+    pub order: StartOrder,
+    /// Extra flags for every frontend.
+    pub frontend_args: Vec<String>,
+    /// Extra flags for every storage node.
+    pub storage_args: Vec<String>,
+    /// How many of the storage nodes (the last ones) not to start; a test starts them itself.
+    pub held_back_storage: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            storage: 3,
+            frontends: 2,
+            replication: 3,
+            order: StartOrder::ControllerFirst,
+            frontend_args: Vec::new(),
+            storage_args: Vec::new(),
+            held_back_storage: 0,
+        }
+    }
+}
+
+/// A running cluster of real processes.
+pub struct Cluster {
+    pub controller: Process,
+    pub storage: Vec<Process>,
+    pub frontends: Vec<Process>,
+    pub client: TestClient,
+    /// Holds every log and data directory; removed on drop.
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts a cluster and waits until every frontend serves.
+    pub async fn start(config: ClusterConfig) -> Self {
+        let cluster = Self::launch(config).await;
+        cluster.wait_until_serving(START_DEADLINE).await;
+        cluster
+    }
+
+    /// Starts a cluster's processes without waiting for it to serve.
+    pub async fn launch(config: ClusterConfig) -> Self {
+        let dir = tempfile::Builder::new().prefix("velourfog-test-").tempdir().expect("temp dir");
+        let controller_port = free_port();
+        let controller_addr = format!("127.0.0.1:{controller_port}");
+        let controller = Process::new(
+            "controller".into(),
+            controller_addr.clone(),
+            binary("controller"),
+            vec![
+                controller_port.to_string(),
+                config.storage.to_string(),
+                config.replication.to_string(),
+                "--host".into(),
+                "127.0.0.1".into(),
+            ],
+            dir.path(),
+        );
+        let node = |kind: &str, i: usize, extra: &[String]| {
+            let addr = format!("127.0.0.1:{}", free_port());
+            let mut args = vec![controller_addr.clone(), addr.clone(), "--listen".into(), addr.clone()];
+            args.extend(extra.iter().cloned());
+            Process::new(format!("{kind}{i}"), addr, binary(kind), args, dir.path())
+        };
+        let storage = (0..config.storage).map(|i| node("storage", i, &config.storage_args)).collect();
+        let frontends = (0..config.frontends).map(|i| node("frontend", i, &config.frontend_args)).collect();
+        let mut cluster = Self { controller, storage, frontends, client: TestClient::new(), dir };
+        let pause = Duration::from_millis(300);
+        let started_storage = config.storage - config.held_back_storage.min(config.storage);
+        let start_storage =
+            |cluster: &mut Self| cluster.storage[..started_storage].iter_mut().for_each(Process::start);
+        match config.order {
+            StartOrder::ControllerFirst => {
+                cluster.controller.start();
+                start_storage(&mut cluster);
+                cluster.frontends.iter_mut().for_each(Process::start);
+            }
+            StartOrder::ControllerLast => {
+                cluster.frontends.iter_mut().for_each(Process::start);
+                tokio::time::sleep(pause).await;
+                start_storage(&mut cluster);
+                tokio::time::sleep(pause).await;
+                cluster.controller.start();
+            }
+            StartOrder::StorageFirst => {
+                start_storage(&mut cluster);
+                tokio::time::sleep(pause).await;
+                cluster.controller.start();
+                tokio::time::sleep(pause).await;
+                cluster.frontends.iter_mut().for_each(Process::start);
+            }
+        }
+        cluster
+    }
+
+    /// Waits until every frontend's `/health` answers 200.
+    pub async fn wait_until_serving(&self, deadline: Duration) {
+        let started = Instant::now();
+        for frontend in &self.frontends {
+            loop {
+                let health = self.client.call(Method::GET, &frontend.addr, "/health", Bytes::new()).await;
+                if matches!(health, Ok((StatusCode::OK, _))) {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < deadline,
+                    "{} not serving after {deadline:?}: {health:?}",
+                    frontend.name
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// `host:port` of frontend `i`.
+    pub fn frontend(&self, i: usize) -> &str {
+        &self.frontends[i].addr
+    }
+
+    /// Sets `key` to `value` through frontend `i` (value in the POST body).
+    pub async fn set(&self, i: usize, key: &[u8], value: impl Into<Bytes>) -> (StatusCode, Bytes) {
+        let path = format!("/set/?key={}", common::query::encode(key));
+        self.client.call(Method::POST, self.frontend(i), &path, value.into()).await.expect("set")
+    }
+
+    /// Reads `key` through frontend `i`.
+    pub async fn get(&self, i: usize, key: &[u8]) -> (StatusCode, Bytes) {
+        let path = format!("/get/?key={}", common::query::encode(key));
+        self.client.call(Method::GET, self.frontend(i), &path, Bytes::new()).await.expect("get")
+    }
+
+    /// Deletes `key` through frontend `i`.
+    pub async fn delete(&self, i: usize, key: &[u8]) -> (StatusCode, Bytes) {
+        let path = format!("/delete/?key={}", common::query::encode(key));
+        self.client.call(Method::DELETE, self.frontend(i), &path, Bytes::new()).await.expect("delete")
+    }
+
+    /// The record storage node `s` holds for `key`: status, timestamp header and body.
+    pub async fn storage_record(&self, s: usize, key: &[u8]) -> (StatusCode, Option<u64>, Bytes) {
+        let path = format!("{}?key={}", common::proto::RECORD_PATH, common::query::encode(key));
+        let url = format!("http://{}{path}", self.storage[s].addr);
+        let make = || Request::get(url.as_str()).body(Full::new(Bytes::new())).expect("request");
+        let (parts, body) =
+            self.client.inner.send_collect(make, REQUEST_DEADLINE).await.expect("storage read");
+        let timestamp =
+            parts.headers.get(common::proto::TIMESTAMP).and_then(|v| v.to_str().ok()?.parse().ok());
+        (parts.status, timestamp, body)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("\n==== cluster logs ({}) ====", self.dir.path().display());
+            for p in std::iter::once(&self.controller).chain(&self.storage).chain(&self.frontends) {
+                eprintln!("---- {} ({}) ----\n{}", p.name, p.addr, p.log_tail(6000));
+            }
+        }
+    }
+}
+
+/// An HTTP client for tests: any method, any path, raw status and body.
+#[derive(Clone, Debug, Default)]
+pub struct TestClient {
+    pub inner: Client,
+}
+
+impl TestClient {
+    pub fn new() -> Self {
+        Self { inner: Client::new() }
+    }
+
+    /// Sends `method` to `http://addr{path_and_query}` with `body`.
+    pub async fn call(
+        &self,
+        method: Method,
+        addr: &str,
+        path_and_query: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), RpcError> {
+        let url = format!("http://{addr}{path_and_query}");
+        let make = || {
+            Request::builder()
+                .method(method.clone())
+                .uri(url.as_str())
+                .body(Full::new(body.clone()))
+                .expect("request")
+        };
+        let (parts, body) = self.inner.send_collect(make, REQUEST_DEADLINE).await?;
+        Ok((parts.status, body))
+    }
+}

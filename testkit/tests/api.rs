@@ -1,0 +1,181 @@
+//! The public API end to end on a real cluster: what a user sees for good and bad input.
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use testkit::{Cluster, ClusterConfig};
+
+async fn call(cluster: &Cluster, method: Method, path: &str, body: &'static [u8]) -> (StatusCode, String) {
+    let (status, body) =
+        cluster.client.call(method, cluster.frontend(0), path, Bytes::from_static(body)).await.expect("call");
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn set_get_overwrite_delete_across_frontends() {
+    let cluster = Cluster::start(ClusterConfig::default()).await;
+    assert_eq!(cluster.get(1, b"greeting").await.0, StatusCode::NOT_FOUND);
+    let (status, body) = call(&cluster, Method::GET, "/set/?key=greeting&value=hello", b"").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ok\n"));
+    // Exactly the stored bytes, no newline added, from the other frontend.
+    assert_eq!(cluster.get(1, b"greeting").await, (StatusCode::OK, Bytes::from_static(b"hello")));
+    assert_eq!(cluster.set(1, b"greeting", "bonjour").await.0, StatusCode::OK);
+    assert_eq!(cluster.get(0, b"greeting").await.1, Bytes::from_static(b"bonjour"));
+    let (status, _) = call(&cluster, Method::GET, "/delete/?key=greeting", b"").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = call(&cluster, Method::GET, "/get/?key=greeting", b"").await;
+    assert_eq!((status, body.as_str()), (StatusCode::NOT_FOUND, "key not found\n"));
+    assert_eq!(cluster.get(1, b"greeting").await.0, StatusCode::NOT_FOUND);
+    // A deleted key can be written again; HTTP DELETE works too.
+    assert_eq!(cluster.set(0, b"greeting", "again").await.0, StatusCode::OK);
+    assert_eq!(cluster.get(1, b"greeting").await.1, Bytes::from_static(b"again"));
+    assert_eq!(cluster.delete(1, b"greeting").await.0, StatusCode::OK);
+    assert_eq!(cluster.get(0, b"greeting").await.0, StatusCode::NOT_FOUND);
+    // Deleting a key that never existed is fine and leaves it missing.
+    assert_eq!(cluster.delete(0, b"never-set").await.0, StatusCode::OK);
+    assert_eq!(cluster.get(0, b"never-set").await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn any_byte_string_is_a_key_or_value() {
+    let cluster = Cluster::start(ClusterConfig::default()).await;
+    let binary: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+    let keys: Vec<Vec<u8>> = vec![
+        b"a&b=c?d".to_vec(),
+        b"with space and +plus".to_vec(),
+        "ключ-été-鍵-🔑".as_bytes().to_vec(),
+        vec![0, 1, 2, 255, 254, b'%', b'#'],
+        b"".to_vec(),
+        b"/slashes/and\\back".to_vec(),
+    ];
+    for (i, key) in keys.iter().enumerate() {
+        let value = [&binary[..i * 100], key.as_slice()].concat();
+        assert_eq!(cluster.set(i % 2, key, value.clone()).await.0, StatusCode::OK, "key {key:?}");
+        assert_eq!(cluster.get((i + 1) % 2, key).await, (StatusCode::OK, Bytes::from(value)), "key {key:?}");
+    }
+    // The empty value is a value, not a missing key.
+    assert_eq!(cluster.set(0, b"empty", Bytes::new()).await.0, StatusCode::OK);
+    assert_eq!(cluster.get(1, b"empty").await, (StatusCode::OK, Bytes::new()));
+    let (status, _) = call(&cluster, Method::GET, "/set/?key=empty2&value=", b"").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cluster.get(1, b"empty2").await, (StatusCode::OK, Bytes::new()));
+    // Escapes in query-string values decode exactly; `+` is a space.
+    let (status, _) = call(&cluster, Method::GET, "/set/?key=q&value=%26%3D%3F+%2B%00%FF", b"").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cluster.get(0, b"q").await.1, Bytes::from_static(b"&=? +\0\xff"));
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
+    let cluster = Cluster::start(ClusterConfig {
+        frontend_args: vec!["--max-key-bytes".into(), "16".into(), "--max-value-bytes".into(), "64".into()],
+        ..ClusterConfig::default()
+    })
+    .await;
+    assert_eq!(cluster.set(0, b"k", "original").await.0, StatusCode::OK);
+    let cases: &[(Method, &str, &[u8], StatusCode, &str)] = &[
+        (Method::GET, "/get/", b"", StatusCode::BAD_REQUEST, "missing parameter `key`"),
+        (Method::GET, "/get/?value=x", b"", StatusCode::BAD_REQUEST, "unknown parameter `value`"),
+        (Method::GET, "/set/?key=k", b"", StatusCode::BAD_REQUEST, "missing parameter `value`"),
+        (Method::GET, "/set/?value=v", b"", StatusCode::BAD_REQUEST, "missing parameter `key`"),
+        (Method::GET, "/set/?key=k&value=%zz", b"", StatusCode::BAD_REQUEST, "malformed percent-escape"),
+        (Method::GET, "/get/?key=%4", b"", StatusCode::BAD_REQUEST, "malformed percent-escape"),
+        (Method::GET, "/set/?key=k&kye=v", b"", StatusCode::BAD_REQUEST, "unknown parameter `kye`"),
+        (Method::GET, "/set/?key=k&key=j&value=v", b"", StatusCode::BAD_REQUEST, "more than once"),
+        (Method::POST, "/set/?key=k&value=v", b"body", StatusCode::BAD_REQUEST, "both"),
+        (Method::GET, "/nowhere", b"", StatusCode::NOT_FOUND, "no such endpoint"),
+        (Method::GET, "/", b"", StatusCode::NOT_FOUND, "no such endpoint"),
+        (Method::GET, "/v1/record?key=k", b"", StatusCode::NOT_FOUND, "no such endpoint"),
+        (Method::PUT, "/set/?key=k&value=v", b"", StatusCode::METHOD_NOT_ALLOWED, "allowed: GET, POST"),
+        (Method::POST, "/get/?key=k", b"", StatusCode::METHOD_NOT_ALLOWED, "allowed: GET"),
+        (Method::PATCH, "/delete/?key=k", b"", StatusCode::METHOD_NOT_ALLOWED, "allowed: GET, POST, DELETE"),
+        (Method::GET, "/get/?key=0123456789abcdefX", b"", StatusCode::PAYLOAD_TOO_LARGE, "limit is 16"),
+        (
+            Method::GET,
+            "/set/?key=0123456789abcdefX&value=v",
+            b"",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "limit is 16",
+        ),
+        (Method::POST, "/set/?key=k", &[b'x'; 65], StatusCode::PAYLOAD_TOO_LARGE, "64-byte limit"),
+    ];
+    for (method, path, body, status, message) in cases {
+        let (got, text) = cluster
+            .client
+            .call(method.clone(), cluster.frontend(0), path, Bytes::from_static(body))
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&text);
+        assert_eq!(got, *status, "{method} {path}: {text}");
+        assert!(text.contains(message), "{method} {path}: expected {message:?} in {text:?}");
+        assert_eq!(text.matches('\n').count(), 1, "one-line message: {text:?}");
+    }
+    let too_long = format!("/set/?key=k&value={}", "v".repeat(65));
+    let (status, _) = call(&cluster, Method::GET, Box::leak(too_long.into_boxed_str()), b"").await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    // Exactly at the limits is fine.
+    assert_eq!(cluster.set(0, b"0123456789abcdef", vec![7u8; 64]).await.0, StatusCode::OK);
+    // None of the rejected writes touched the key.
+    assert_eq!(cluster.get(1, b"k").await, (StatusCode::OK, Bytes::from_static(b"original")));
+}
+
+#[tokio::test]
+async fn large_values_round_trip_byte_exact() {
+    let cluster = Cluster::start(ClusterConfig::default()).await;
+    let mut value = vec![0u8; 24 << 20];
+    let mut state = 0x9e3779b97f4a7c15u64;
+    for chunk in value.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    let value = Bytes::from(value);
+    assert_eq!(cluster.set(0, b"photo", value.clone()).await.0, StatusCode::OK);
+    for frontend in 0..2 {
+        let (status, body) = cluster.get(frontend, b"photo").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body.len(), value.len());
+        assert!(body == value, "24 MiB value differs after the round trip");
+    }
+}
+
+#[tokio::test]
+async fn frontend_answers_503_until_the_cluster_forms() {
+    let mut cluster =
+        Cluster::launch(ClusterConfig { held_back_storage: 1, ..ClusterConfig::default() }).await;
+    let started = std::time::Instant::now();
+    let (status, text) = loop {
+        match cluster.client.call(Method::GET, cluster.frontend(0), "/get/?key=k", Bytes::new()).await {
+            Ok(answer) => break answer,
+            Err(_) if started.elapsed() < testkit::START_DEADLINE => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("frontend never answered: {e}"),
+        }
+    };
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(String::from_utf8_lossy(&text).contains("no partition map yet"), "{text:?}");
+    // Still 503 well after every started node registered: the cluster waits for the third.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(cluster.set(1, b"k", "v").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, _) = call(&cluster, Method::GET, "/health", b"").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    cluster.storage[2].start();
+    cluster.wait_until_serving(testkit::START_DEADLINE).await;
+    assert_eq!(cluster.set(1, b"k", "v").await.0, StatusCode::OK);
+    assert_eq!(cluster.get(0, b"k").await, (StatusCode::OK, Bytes::from_static(b"v")));
+}
+
+#[tokio::test]
+async fn sigterm_stops_every_process_cleanly() {
+    let mut cluster = Cluster::start(ClusterConfig::default()).await;
+    assert_eq!(cluster.set(0, b"k", "v").await.0, StatusCode::OK);
+    let deadline = std::time::Duration::from_secs(10);
+    for frontend in &mut cluster.frontends {
+        assert!(frontend.terminate(deadline), "{} did not exit 0 on SIGTERM", frontend.name);
+    }
+    for node in &mut cluster.storage {
+        assert!(node.terminate(deadline), "{} did not exit 0 on SIGTERM", node.name);
+    }
+    assert!(cluster.controller.terminate(deadline), "controller did not exit 0 on SIGTERM");
+}
