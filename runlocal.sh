@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Runs a whole Velour Fog cluster on this machine: one controller, storage nodes and frontends.
+# Ctrl-C (or SIGTERM to this script) stops every process it started.
+set -euo pipefail
+
+usage() {
+  cat <<USAGE
+Usage: ./runlocal.sh [options]
+
+Builds the release binaries, starts a controller, storage nodes and frontends on this machine,
+prints the frontend URLs, and runs until Ctrl-C or SIGTERM, which stops every process it started.
+
+Options (each also settable by the environment variable in brackets):
+  -s, --storage N          storage nodes                        [VF_STORAGE, default 3]
+  -f, --frontends N        frontends                            [VF_FRONTENDS, default 2]
+  -k, --redundancy K       replicas per partition               [VF_REDUNDANCY, default min(3, N)]
+      --host HOST          address every node binds and uses    [VF_HOST, default 127.0.0.1]
+      --controller-port P  controller port                      [VF_CONTROLLER_PORT, default 7000]
+      --storage-port P     first storage port (then P+1, ...)   [VF_STORAGE_PORT, default 7001]
+      --frontend-port P    first frontend port (then P+1, ...)  [VF_FRONTEND_PORT, default 8000]
+      --dir DIR            logs (and data) directory            [VF_DIR, default ./runlocal-data]
+      --no-build           use the binaries already in target/release
+  -h, --help               this text
+
+Logs go to DIR/logs/<node>.log; set RUST_LOG (e.g. debug) for more detail.
+USAGE
+}
+
+STORAGE=${VF_STORAGE:-3}
+FRONTENDS=${VF_FRONTENDS:-2}
+REDUNDANCY=${VF_REDUNDANCY:-}
+HOST=${VF_HOST:-127.0.0.1}
+CONTROLLER_PORT=${VF_CONTROLLER_PORT:-7000}
+STORAGE_PORT=${VF_STORAGE_PORT:-7001}
+FRONTEND_PORT=${VF_FRONTEND_PORT:-8000}
+DIR=${VF_DIR:-./runlocal-data}
+BUILD=1
+
+die() { echo "runlocal.sh: $*" >&2; exit 2; }
+need_value() { [ $# -ge 2 ] && [ -n "$2" ] || die "option $1 needs a value (see --help)"; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -s|--storage) need_value "$@"; STORAGE=$2; shift 2 ;;
+    -f|--frontends) need_value "$@"; FRONTENDS=$2; shift 2 ;;
+    -k|--redundancy) need_value "$@"; REDUNDANCY=$2; shift 2 ;;
+    --host) need_value "$@"; HOST=$2; shift 2 ;;
+    --controller-port) need_value "$@"; CONTROLLER_PORT=$2; shift 2 ;;
+    --storage-port) need_value "$@"; STORAGE_PORT=$2; shift 2 ;;
+    --frontend-port) need_value "$@"; FRONTEND_PORT=$2; shift 2 ;;
+    --dir) need_value "$@"; DIR=$2; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+  esac
+done
+
+is_count() { [[ "$1" =~ ^[1-9][0-9]*$ ]]; }
+is_count "$STORAGE" || die "storage count must be a positive number, got '$STORAGE'"
+is_count "$FRONTENDS" || die "frontend count must be a positive number, got '$FRONTENDS'"
+[ -n "$REDUNDANCY" ] || REDUNDANCY=$(( STORAGE < 3 ? STORAGE : 3 ))
+is_count "$REDUNDANCY" || die "redundancy must be a positive number, got '$REDUNDANCY'"
+[ "$REDUNDANCY" -le "$STORAGE" ] || die "redundancy $REDUNDANCY exceeds the $STORAGE storage nodes"
+for p in "$CONTROLLER_PORT" "$STORAGE_PORT" "$FRONTEND_PORT"; do
+  [[ "$p" =~ ^[0-9]+$ ]] && [ "$p" -gt 0 ] && [ "$p" -lt 65536 ] || die "invalid port '$p'"
+done
+
+cd "$(dirname "$0")"
+if [ "$BUILD" = 1 ]; then
+  echo "building release binaries (cargo build --release)..."
+  cargo build --release --quiet -p controller -p storage -p frontend
+fi
+BIN=target/release
+for b in controller storage frontend; do
+  [ -x "$BIN/$b" ] || die "$BIN/$b is missing; run without --no-build"
+done
+
+mkdir -p "$DIR/logs"
+PIDS=()
+NAMES=()
+stopping=0
+stop_all() {
+  [ "$stopping" = 1 ] && return
+  stopping=1
+  echo
+  echo "stopping ${#PIDS[@]} processes..."
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    alive=0
+    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  echo "stopped."
+}
+trap 'stop_all; exit 0' INT TERM
+trap stop_all EXIT
+
+start() { # name, binary, args...
+  local name=$1 bin=$2
+  shift 2
+  "$BIN/$bin" "$@" >"$DIR/logs/$name.log" 2>&1 &
+  PIDS+=($!)
+  NAMES+=("$name")
+}
+
+CONTROLLER="$HOST:$CONTROLLER_PORT"
+start controller controller "$CONTROLLER_PORT" "$STORAGE" "$REDUNDANCY" --host "$HOST"
+for i in $(seq 1 "$STORAGE"); do
+  addr="$HOST:$((STORAGE_PORT + i - 1))"
+  start "storage$i" storage "$CONTROLLER" "$addr" --listen "$addr"
+done
+FRONTEND_URLS=()
+for i in $(seq 1 "$FRONTENDS"); do
+  addr="$HOST:$((FRONTEND_PORT + i - 1))"
+  start "frontend$i" frontend "$CONTROLLER" "$addr" --listen "$addr"
+  FRONTEND_URLS+=("http://$addr")
+done
+
+# Wait until every frontend has the partition map.
+if command -v curl >/dev/null; then
+  for url in "${FRONTEND_URLS[@]}"; do
+    for attempt in $(seq 200); do
+      curl -fsS -o /dev/null "$url/health" 2>/dev/null && break
+      for idx in "${!PIDS[@]}"; do
+        kill -0 "${PIDS[$idx]}" 2>/dev/null || die "${NAMES[$idx]} exited at start; see $DIR/logs/${NAMES[$idx]}.log"
+      done
+      [ "$attempt" = 200 ] && die "$url not ready after 20 s; see $DIR/logs/"
+      sleep 0.1
+    done
+  done
+fi
+
+cat <<READY
+Velour Fog is running: controller on $CONTROLLER, $STORAGE storage nodes, $FRONTENDS frontends, $REDUNDANCY replicas per key.
+Frontends:
+$(printf '  %s\n' "${FRONTEND_URLS[@]}")
+Try:
+  curl '${FRONTEND_URLS[0]}/set/?key=greeting&value=hello'
+  curl '${FRONTEND_URLS[${#FRONTEND_URLS[@]}-1]}/get/?key=greeting'
+Cluster status: curl http://$CONTROLLER/v1/status
+Logs: $DIR/logs/   Stop: Ctrl-C
+READY
+
+# Run until a signal; report any process that dies on its own and keep the rest running.
+LIVE=("${PIDS[@]}")
+while [ "${#LIVE[@]}" -gt 0 ]; do
+  done_pid=
+  set +e
+  wait -n -p done_pid "${LIVE[@]}"
+  status=$?
+  set -e
+  [ -n "$done_pid" ] || break
+  for idx in "${!PIDS[@]}"; do
+    [ "${PIDS[$idx]}" = "$done_pid" ] && echo "${NAMES[$idx]} (pid $done_pid) exited with status $status; see $DIR/logs/${NAMES[$idx]}.log" >&2
+  done
+  still=()
+  for pid in "${LIVE[@]}"; do [ "$pid" = "$done_pid" ] || still+=("$pid"); done
+  LIVE=("${still[@]+"${still[@]}"}")
+done

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs the README quick start for real: ./runlocal.sh, a set and a get with curl, then SIGTERM,
+# and checks that no process the script started outlives it. Used by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+out="$dir/runlocal.out"
+VF_DIR="$dir/data" VF_CONTROLLER_PORT=17400 VF_STORAGE_PORT=17401 VF_FRONTEND_PORT=17500 \
+  ./runlocal.sh >"$out" 2>&1 &
+script=$!
+for _ in $(seq 600); do
+  grep -q "Velour Fog is running" "$out" && break
+  kill -0 "$script" 2>/dev/null || { cat "$out"; echo "smoke: runlocal.sh exited early" >&2; exit 1; }
+  sleep 0.5
+done
+grep -q "Velour Fog is running" "$out" || { cat "$out"; echo "smoke: cluster not ready" >&2; kill "$script"; exit 1; }
+children=$(pgrep -P "$script" | tr '\n' ' ')
+curl -fsS 'http://127.0.0.1:17500/set/?key=greeting&value=hello' >/dev/null
+got=$(curl -fsS 'http://127.0.0.1:17501/get/?key=greeting')
+[ "$got" = hello ] || { echo "smoke: expected hello, got '$got'" >&2; kill "$script"; exit 1; }
+kill -TERM "$script"
+wait "$script" || true
+sleep 0.5
+for pid in $children; do
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "smoke: process $pid outlived runlocal.sh" >&2
+    kill -KILL $children 2>/dev/null || true
+    exit 1
+  fi
+done
+cat "$out"
+echo "smoke: runlocal.sh quick start works and stops cleanly (children: $children)"
