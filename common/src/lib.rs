@@ -7,6 +7,7 @@
 //! particular server; the servers depend on this crate and never on each other.
 
 pub mod addr;
+pub mod atomic_file;
 pub mod http;
 pub mod partition;
 pub mod placement;

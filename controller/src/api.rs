@@ -26,6 +26,8 @@ pub enum ApiError {
     MethodNotAllowed { method: Method, path: String },
     #[error("no such endpoint: {0}")]
     UnknownPath(String),
+    #[error("cannot save the cluster state: {0}")]
+    Persist(String),
 }
 
 impl ApiError {
@@ -35,6 +37,7 @@ impl ApiError {
             ApiError::Refused(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnknownPath(_) => StatusCode::NOT_FOUND,
+            ApiError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -60,8 +63,10 @@ pub async fn handle(controller: Arc<Controller>, req: Request<Incoming>) -> Resp
         (_, path) => Err(ApiError::UnknownPath(path.to_owned())),
     };
     result.unwrap_or_else(|e| {
-        if matches!(e, ApiError::Refused(_)) {
-            log::warn!("registration refused: {e}");
+        match e {
+            ApiError::Refused(_) => log::warn!("registration refused: {e}"),
+            ApiError::Persist(_) => log::error!("{e}"),
+            _ => {}
         }
         h::text(e.status(), e)
     })
@@ -80,11 +85,20 @@ async fn register_storage(
 ) -> Result<Response<Body>, ApiError> {
     let registration: StorageRegistration = read_json(req).await?;
     common::addr::split(&registration.addr).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let (answer, new_map) = controller.cluster().register_storage(&registration, Instant::now())?;
-    if let Some(map) = new_map {
+    let admission = {
+        let mut cluster = controller.cluster();
+        let admission = cluster.register_storage(&registration, Instant::now())?;
+        if admission.changed {
+            // Saved before anyone hears of the change; on failure the node simply retries.
+            tokio::task::block_in_place(|| controller.save(&cluster))
+                .map_err(|e| ApiError::Persist(e.to_string()))?;
+        }
+        admission
+    };
+    if let Some(map) = admission.new_map {
         controller.publish(map);
     }
-    Ok(h::json(StatusCode::OK, &answer))
+    Ok(h::json(StatusCode::OK, &admission.answer))
 }
 
 async fn register_frontend(

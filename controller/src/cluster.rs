@@ -12,11 +12,15 @@
 //! - it names an unknown id or none, and the cluster is still forming: a new member (keeping
 //!   the id it names, so members survive a controller restart);
 //! - otherwise it is refused: the cluster is full.
+//!
+//! [`Cluster::saved`] and [`Cluster::restore`] turn the durable part (sizes, members, map) into
+//! a [`SavedCluster`] and back, so a restarted controller resumes the same cluster and epoch.
 
 use common::placement::{Epoch, Member, NodeId, PartitionMap, PlacementError};
 use common::proto::{
     ClusterStatus, FrontendRegistered, FrontendStatus, StorageRegistered, StorageRegistration, StorageStatus,
 };
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,6 +34,35 @@ pub enum RegisterError {
     UnknownId { id: NodeId, addr: String },
     #[error("address {addr} belongs to node {owner}, not to node {claimed}")]
     AddressTaken { addr: String, owner: NodeId, claimed: NodeId },
+}
+
+/// What the controller keeps on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedCluster {
+    pub expected: usize,
+    pub replication: usize,
+    pub members: Vec<Member>,
+    pub map: Option<PartitionMap>,
+}
+
+/// Why saved state cannot be resumed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RestoreError {
+    #[error(
+        "the saved cluster has {saved_nodes} storage nodes and {saved_replication} replicas, but the controller \
+         was started with {nodes} and {replication}; start it with the saved sizes or a fresh --state-dir"
+    )]
+    SizeMismatch { saved_nodes: usize, saved_replication: usize, nodes: usize, replication: usize },
+}
+
+/// The outcome of an accepted storage registration.
+#[derive(Debug)]
+pub struct Admission {
+    pub answer: StorageRegistered,
+    /// Membership changed: the saved state must be updated before answering.
+    pub changed: bool,
+    /// Routing changed: this new map must be published.
+    pub new_map: Option<Arc<PartitionMap>>,
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +95,39 @@ impl Cluster {
         Ok(Self { expected, replication, members: BTreeMap::new(), frontends: BTreeMap::new(), map: None })
     }
 
+    /// Resumes a saved cluster; the sizes given at start must match the saved ones.
+    pub fn restore(
+        saved: SavedCluster,
+        expected: usize,
+        replication: usize,
+        now: Instant,
+    ) -> Result<Self, RestoreError> {
+        if (saved.expected, saved.replication) != (expected, replication) {
+            return Err(RestoreError::SizeMismatch {
+                saved_nodes: saved.expected,
+                saved_replication: saved.replication,
+                nodes: expected,
+                replication,
+            });
+        }
+        let members = saved
+            .members
+            .into_iter()
+            .map(|m| (m.id, StorageMember { addr: m.addr, last_seen: now }))
+            .collect();
+        Ok(Self { expected, replication, members, frontends: BTreeMap::new(), map: saved.map.map(Arc::new) })
+    }
+
+    /// The durable part of the state.
+    pub fn saved(&self) -> SavedCluster {
+        SavedCluster {
+            expected: self.expected,
+            replication: self.replication,
+            members: self.members.iter().map(|(&id, m)| Member { id, addr: m.addr.clone() }).collect(),
+            map: self.map.as_deref().cloned(),
+        }
+    }
+
     pub fn map(&self) -> Option<&Arc<PartitionMap>> {
         self.map.as_ref()
     }
@@ -70,13 +136,12 @@ impl Cluster {
         self.map.as_ref().map(|m| m.epoch)
     }
 
-    /// Admits or refreshes a storage node. Returns the answer for the node and, if routing
-    /// changed, the new map to publish.
+    /// Admits or refreshes a storage node.
     pub fn register_storage(
         &mut self,
         registration: &StorageRegistration,
         now: Instant,
-    ) -> Result<(StorageRegistered, Option<Arc<PartitionMap>>), RegisterError> {
+    ) -> Result<Admission, RegisterError> {
         let addr = &registration.addr;
         let owner_of_addr = self.members.iter().find(|(_, m)| &m.addr == addr).map(|(&id, _)| id);
         let id = match (registration.node_id, owner_of_addr) {
@@ -124,7 +189,7 @@ impl Cluster {
             expected: self.expected,
             epoch: self.epoch(),
         };
-        Ok((answer, new_map))
+        Ok(Admission { answer, changed: routing_changed, new_map })
     }
 
     fn rebuild_map(&mut self) -> Arc<PartitionMap> {
@@ -223,13 +288,14 @@ mod tests {
     fn forms_once_every_expected_node_registered() {
         let mut cluster = Cluster::new(3, 2).unwrap();
         let now = Instant::now();
-        let (a, map) = cluster.register_storage(&reg("a:1", None), now).unwrap();
-        assert_eq!((a.node_id, a.registered, a.epoch, map), (1, 1, None, None));
-        let (b, _) = cluster.register_storage(&reg("b:1", None), now).unwrap();
-        assert_eq!(b.node_id, 2);
-        let (c, map) = cluster.register_storage(&reg("c:1", None), now).unwrap();
-        assert_eq!((c.node_id, c.epoch), (3, Some(1)));
-        let map = map.expect("cluster formed");
+        let a = cluster.register_storage(&reg("a:1", None), now).unwrap();
+        assert_eq!((a.answer.node_id, a.answer.registered, a.answer.epoch, a.changed), (1, 1, None, true));
+        assert!(a.new_map.is_none());
+        let b = cluster.register_storage(&reg("b:1", None), now).unwrap();
+        assert_eq!(b.answer.node_id, 2);
+        let c = cluster.register_storage(&reg("c:1", None), now).unwrap();
+        assert_eq!((c.answer.node_id, c.answer.epoch), (3, Some(1)));
+        let map = c.new_map.expect("cluster formed");
         assert_eq!(map.epoch, 1);
         assert_eq!(map.members.iter().map(|m| m.id).collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(cluster.map(), Some(&map));
@@ -238,20 +304,20 @@ mod tests {
     #[test]
     fn heartbeats_keep_identity_and_do_not_change_the_map() {
         let mut cluster = formed(3, 3);
-        let (again, map) = cluster.register_storage(&reg("s1:1", Some(2)), Instant::now()).unwrap();
-        assert_eq!((again.node_id, map), (2, None));
+        let again = cluster.register_storage(&reg("s1:1", Some(2)), Instant::now()).unwrap();
+        assert_eq!((again.answer.node_id, again.changed, again.new_map), (2, false, None));
         // A node that lost its id but comes back from its old address is the same member.
-        let (again, map) = cluster.register_storage(&reg("s2:1", None), Instant::now()).unwrap();
-        assert_eq!((again.node_id, map), (3, None));
+        let again = cluster.register_storage(&reg("s2:1", None), Instant::now()).unwrap();
+        assert_eq!((again.answer.node_id, again.changed, again.new_map), (3, false, None));
         assert_eq!(cluster.epoch(), Some(1));
     }
 
     #[test]
     fn a_member_moving_address_bumps_the_epoch() {
         let mut cluster = formed(3, 2);
-        let (answer, map) = cluster.register_storage(&reg("new:9", Some(1)), Instant::now()).unwrap();
-        let map = map.expect("routing changed");
-        assert_eq!((answer.node_id, map.epoch), (1, 2));
+        let moved = cluster.register_storage(&reg("new:9", Some(1)), Instant::now()).unwrap();
+        let map = moved.new_map.expect("routing changed");
+        assert_eq!((moved.answer.node_id, moved.changed, map.epoch), (1, true, 2));
         assert_eq!(map.member(1).unwrap().addr, "new:9");
     }
 
@@ -277,8 +343,8 @@ mod tests {
     fn remembered_ids_are_kept_after_a_controller_restart() {
         let mut cluster = Cluster::new(2, 1).unwrap();
         let now = Instant::now();
-        assert_eq!(cluster.register_storage(&reg("b:1", Some(7)), now).unwrap().0.node_id, 7);
-        assert_eq!(cluster.register_storage(&reg("a:1", None), now).unwrap().0.node_id, 8);
+        assert_eq!(cluster.register_storage(&reg("b:1", Some(7)), now).unwrap().answer.node_id, 7);
+        assert_eq!(cluster.register_storage(&reg("a:1", None), now).unwrap().answer.node_id, 8);
     }
 
     #[test]
@@ -295,6 +361,25 @@ mod tests {
         let status = cluster.status(now);
         assert_eq!(status.frontends.len(), 2);
         assert_eq!(status.storage[0].partitions, 16);
+    }
+
+    #[test]
+    fn saved_state_resumes_the_same_cluster_and_epoch() {
+        let mut cluster = formed(3, 2);
+        cluster.register_storage(&reg("moved:1", Some(2)), Instant::now()).unwrap();
+        let saved = cluster.saved();
+        let json = serde_json::to_vec(&saved).unwrap();
+        let saved: SavedCluster = serde_json::from_slice(&json).unwrap();
+        let mut resumed = Cluster::restore(saved.clone(), 3, 2, Instant::now()).unwrap();
+        assert_eq!(resumed.epoch(), Some(2));
+        assert_eq!(resumed.map(), cluster.map());
+        // Members keep their ids; heartbeats change nothing.
+        let again = resumed.register_storage(&reg("moved:1", Some(2)), Instant::now()).unwrap();
+        assert_eq!((again.answer.node_id, again.changed), (2, false));
+        assert_eq!(
+            Cluster::restore(saved, 4, 2, Instant::now()).unwrap_err(),
+            RestoreError::SizeMismatch { saved_nodes: 3, saved_replication: 2, nodes: 4, replication: 2 }
+        );
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! push rides on a long poll each frontend keeps open (`GET /v1/map?newer_than=E`), answered the
 //! moment a newer map exists; so a frontend needs no port of its own for the controller, and one
 //! that missed a push (or started late) gets the current map as soon as it asks.
+//!
+//! Membership and the map are saved atomically to `cluster.json` in the state directory before
+//! any change is announced, so a restarted controller resumes the same cluster at the same
+//! epoch without anyone re-registering. While it is down, frontends keep routing with the map
+//! they have and storage nodes keep serving; both reconnect by themselves.
 
 pub mod api;
 pub mod cluster;
@@ -15,6 +20,7 @@ use cluster::Cluster;
 use common::placement::{Epoch, PartitionMap};
 use common::shutdown::Shutdown;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -39,7 +45,12 @@ pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "VF_LISTEN_HOST", default_value = "0.0.0.0")]
     pub host: IpAddr,
+    /// Where the cluster state is kept [default: ./velourfog-data/controller-PORT].
+    #[arg(long, env = "VF_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
 }
+
+const STATE_FILE: &str = "cluster.json";
 
 /// A map as published to watchers: its epoch and its JSON, encoded once.
 #[derive(Debug)]
@@ -52,14 +63,21 @@ pub struct PublishedMap {
 #[derive(Debug)]
 pub struct Controller {
     cluster: Mutex<Cluster>,
+    state_file: PathBuf,
     published: watch::Sender<Option<Arc<PublishedMap>>>,
     /// Fires when the controller stops, so open long polls end at once.
     pub shutdown: Shutdown,
 }
 
 impl Controller {
-    pub fn new(cluster: Cluster, shutdown: Shutdown) -> Self {
-        Self { cluster: Mutex::new(cluster), published: watch::Sender::new(None), shutdown }
+    pub fn new(cluster: Cluster, state_file: PathBuf, shutdown: Shutdown) -> Self {
+        Self { cluster: Mutex::new(cluster), state_file, published: watch::Sender::new(None), shutdown }
+    }
+
+    /// Saves `cluster` atomically to the state file.
+    pub fn save(&self, cluster: &Cluster) -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(&cluster.saved()).expect("state encodes");
+        common::atomic_file::write(&self.state_file, &json)
     }
 
     pub fn cluster(&self) -> MutexGuard<'_, Cluster> {
@@ -83,13 +101,43 @@ impl Controller {
 pub struct Server {
     listener: TcpListener,
     cluster: Cluster,
+    state_file: PathBuf,
+    /// Held for the controller's lifetime: one controller per state directory.
+    _lock: std::fs::File,
 }
 
 impl Server {
     /// Validates `config` and binds the listening socket.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
-        let cluster = Cluster::new(config.num_storage, config.redundancy)
+        let fresh = Cluster::new(config.num_storage, config.redundancy)
             .context("invalid NUM_STORAGE / REDUNDANCY")?;
+        let state_dir = config
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("velourfog-data").join(format!("controller-{}", config.port)));
+        std::fs::create_dir_all(&state_dir)
+            .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+        let lock = common::atomic_file::lock_dir(&state_dir)
+            .with_context(|| format!("cannot lock state directory {}", state_dir.display()))?;
+        let state_file = state_dir.join(STATE_FILE);
+        let cluster = match load(&state_file)? {
+            None => fresh,
+            Some(saved) => {
+                let cluster = Cluster::restore(
+                    saved,
+                    config.num_storage,
+                    config.redundancy,
+                    std::time::Instant::now(),
+                )?;
+                log::info!(
+                    "resumed cluster from {}: {} storage nodes registered, map epoch {}",
+                    state_file.display(),
+                    cluster.saved().members.len(),
+                    cluster.epoch().map_or("none yet".to_owned(), |e| e.to_string())
+                );
+                cluster
+            }
+        };
         let addr = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         log::info!(
@@ -97,7 +145,7 @@ impl Server {
             config.num_storage,
             config.redundancy
         );
-        Ok(Self { listener, cluster })
+        Ok(Self { listener, cluster, state_file, _lock: lock })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -107,9 +155,27 @@ impl Server {
     /// Serves until `shutdown` fires.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         log::info!("controller listening on {}", self.local_addr()?);
-        let controller = Arc::new(Controller::new(self.cluster, shutdown.clone()));
+        let map = self.cluster.map().cloned();
+        let controller = Arc::new(Controller::new(self.cluster, self.state_file, shutdown.clone()));
+        if let Some(map) = map {
+            controller.publish(map);
+        }
         common::http::serve(self.listener, move |req| api::handle(controller.clone(), req), shutdown).await;
         log::info!("controller stopped");
         Ok(())
     }
+}
+
+/// Reads the saved cluster, if any. A file that does not parse stops the controller: starting
+/// afresh would hand out new ids and a new map over nodes that hold data.
+fn load(path: &Path) -> anyhow::Result<Option<cluster::SavedCluster>> {
+    let Some(bytes) =
+        common::atomic_file::read(path).with_context(|| format!("cannot read {}", path.display()))?
+    else {
+        return Ok(None);
+    };
+    let saved = serde_json::from_slice(&bytes).with_context(|| {
+        format!("{} is corrupt; restore it or start with a fresh --state-dir", path.display())
+    })?;
+    Ok(Some(saved))
 }

@@ -24,6 +24,10 @@ pub enum ApiError {
     MethodNotAllowed { method: Method, path: String },
     #[error("no such endpoint: {0}")]
     UnknownPath(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    NotDurable(#[from] crate::durability::SyncFailed),
 }
 
 impl ApiError {
@@ -33,6 +37,7 @@ impl ApiError {
             ApiError::NotFound | ApiError::UnknownPath(_) => StatusCode::NOT_FOUND,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Store(_) | ApiError::NotDurable(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -48,13 +53,21 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
     let result = match (req.method(), req.uri().path()) {
         (&Method::GET, proto::RECORD_PATH) => get(&node, &req),
         (&Method::PUT, proto::RECORD_PATH) => put(&node, req).await,
-        (&Method::GET, "/health") => Ok(h::text(StatusCode::OK, node.describe())),
+        (&Method::GET, "/health") => match node.durability.failure() {
+            None => Ok(h::text(StatusCode::OK, node.describe())),
+            Some(failure) => Ok(h::text(StatusCode::SERVICE_UNAVAILABLE, failure)),
+        },
         (method, path @ (proto::RECORD_PATH | "/health")) => {
             Err(ApiError::MethodNotAllowed { method: method.clone(), path: path.to_owned() })
         }
         (_, path) => Err(ApiError::UnknownPath(path.to_owned())),
     };
-    result.unwrap_or_else(|e| h::text(e.status(), e))
+    result.unwrap_or_else(|e| {
+        if e.status().is_server_error() {
+            log::error!("request failed: {e}");
+        }
+        h::text(e.status(), e)
+    })
 }
 
 fn key_of<'a>(query: &'a Query<'_>, max_key_bytes: usize) -> Result<&'a [u8], ApiError> {
@@ -68,7 +81,7 @@ fn key_of<'a>(query: &'a Query<'_>, max_key_bytes: usize) -> Result<&'a [u8], Ap
 fn get(node: &Node, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let query = Query::parse(req.uri().query().unwrap_or(""))?;
     let key = key_of(&query, node.limits.max_key_bytes)?;
-    let record = node.store.get(key).ok_or(ApiError::NotFound)?;
+    let record = tokio::task::block_in_place(|| node.store.get(key))?.ok_or(ApiError::NotFound)?;
     let mut response = Response::builder().status(StatusCode::OK).header(proto::TIMESTAMP, record.timestamp);
     if record.is_tombstone() {
         response = response.header(proto::TOMBSTONE, "1");
@@ -108,7 +121,9 @@ async fn put(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiE
     } else {
         Record::value(timestamp, value)
     };
-    let applied = node.store.apply(key, record);
+    let applied = tokio::task::block_in_place(|| node.store.apply(key, &record))?;
+    // Even a superseded write waits: the newer record that beat it may not be durable yet.
+    node.durability.wait_durable().await?;
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(proto::APPLIED, if applied == Applied::Stored { "1" } else { "0" })

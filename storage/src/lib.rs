@@ -1,20 +1,27 @@
 //! A Velour Fog storage node.
 //!
-//! A storage node keeps timestamp-versioned records (see `common::version`) and answers reads and
-//! writes from frontends. It knows no other node but the controller: it registers there at start
-//! (retrying until the controller is up, so any start order works) and repeats the registration
-//! as a heartbeat, which also re-announces it to a restarted controller under the same id.
+//! A storage node keeps timestamp-versioned records (see `common::version`) on disk and answers
+//! reads and writes from frontends; a write is acknowledged only once it is durable under the
+//! node's sync policy ([`durability`]). It knows no other node but the controller: it registers
+//! there at start (retrying until the controller is up, so any start order works) and repeats
+//! the registration as a heartbeat. The id the controller gives it is kept in the data directory
+//! ([`identity`]), so a restarted node rejoins as the same member with its data.
 
 pub mod api;
+pub mod durability;
+pub mod identity;
 pub mod membership;
 pub mod store;
 
 use anyhow::Context;
 use common::placement::NodeId;
 use common::shutdown::Shutdown;
+use durability::{Durability, SyncPolicy};
+use identity::IdentityFile;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use store::MemoryStore;
+use store::Store;
 use tokio::net::TcpListener;
 
 /// Command line and environment configuration of a storage node.
@@ -40,6 +47,17 @@ pub struct Config {
     /// Largest value accepted, in bytes.
     #[arg(long, env = "VF_MAX_VALUE_BYTES", default_value_t = 128 * 1024 * 1024)]
     pub max_value_bytes: usize,
+    /// Data directory [default: ./velourfog-data/storage-HOST-PORT, one per node].
+    #[arg(long, env = "VF_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// When writes are fsynced: `always` (before every acknowledgement, group-committed), or an
+    /// interval such as `100ms` (acknowledge on write to the OS; a machine crash can lose the
+    /// last interval of acknowledged writes, a process crash loses nothing).
+    #[arg(long, env = "VF_SYNC", default_value = "always")]
+    pub sync: SyncPolicy,
+    /// Block cache of the storage engine, in MiB: the bound on memory used for cached data.
+    #[arg(long, env = "VF_CACHE_MIB", default_value_t = 64)]
+    pub cache_mib: u64,
 }
 
 /// Size limits applied to every write.
@@ -52,8 +70,10 @@ pub struct Limits {
 /// The state one storage node's request handlers share.
 #[derive(Debug)]
 pub struct Node {
-    pub store: MemoryStore,
+    pub store: Arc<Store>,
+    pub durability: Durability,
     pub limits: Limits,
+    pub identity: IdentityFile,
     /// The id the controller gave this node, once it has registered.
     pub node_id: Mutex<Option<NodeId>>,
 }
@@ -61,10 +81,11 @@ pub struct Node {
 impl Node {
     /// One line for the health endpoint.
     pub fn describe(&self) -> String {
-        match *self.node_id.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(id) => format!("ok: node {id}, {} records", self.store.len()),
-            None => format!("ok: not registered yet, {} records", self.store.len()),
-        }
+        let id = match *self.node_id.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(id) => format!("node {id}"),
+            None => "not registered yet".to_owned(),
+        };
+        format!("ok: {id}, about {} records", self.store.approximate_len())
     }
 }
 
@@ -74,6 +95,8 @@ pub struct Server {
     advertise: String,
     controller: String,
     node: Arc<Node>,
+    /// Held for the node's lifetime: no other process may open the same data directory.
+    _lock: std::fs::File,
 }
 
 impl Server {
@@ -85,12 +108,35 @@ impl Server {
         let listener =
             TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let advertise = common::addr::advertised(&config.advertise, listener.local_addr()?)?;
-        let node = Arc::new(Node {
-            store: MemoryStore::new(),
-            limits: Limits { max_key_bytes: config.max_key_bytes, max_value_bytes: config.max_value_bytes },
-            node_id: Mutex::new(None),
+        let data_dir = config.data_dir.clone().unwrap_or_else(|| {
+            let (host, port) = common::addr::split(&advertise).expect("validated above");
+            PathBuf::from("velourfog-data").join(format!("storage-{host}-{port}"))
         });
-        Ok(Self { listener, advertise, controller: config.controller, node })
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        let lock = common::atomic_file::lock_dir(&data_dir)
+            .with_context(|| format!("cannot lock data directory {}", data_dir.display()))?;
+        let identity = IdentityFile::new(&data_dir);
+        let node_id = identity.load()?;
+        let store = Arc::new(
+            Store::open(&data_dir.join("db"), config.cache_mib << 20)
+                .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
+        );
+        log::info!(
+            "data directory {} opened ({}, sync {:?}, about {} records)",
+            data_dir.display(),
+            node_id.map_or("new node".to_owned(), |id| format!("node {id}")),
+            config.sync,
+            store.approximate_len()
+        );
+        let node = Arc::new(Node {
+            durability: Durability::start(store.clone(), config.sync),
+            store,
+            limits: Limits { max_key_bytes: config.max_key_bytes, max_value_bytes: config.max_value_bytes },
+            identity,
+            node_id: Mutex::new(node_id),
+        });
+        Ok(Self { listener, advertise, controller: config.controller, node, _lock: lock })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

@@ -26,6 +26,15 @@ pub async fn run(controller: String, advertise: String, node: Arc<Node>, mut shu
         match client.post_json::<_, StorageRegistered>(&url, &registration, REGISTER_TIMEOUT).await {
             Ok(answer) => {
                 if known_id != Some(answer.node_id) {
+                    // Remember the id before using it, so a crash cannot make us a stranger.
+                    if let Err(e) = node.identity.save(answer.node_id) {
+                        log::error!("cannot save node id {}: {e}; retrying", answer.node_id);
+                        reachable = None;
+                        tokio::select! {
+                            _ = tokio::time::sleep(HEARTBEAT_INTERVAL) => continue,
+                            _ = shutdown.wait() => return,
+                        }
+                    }
                     log::info!(
                         "registered with controller {controller} as node {} ({} of {} storage nodes)",
                         answer.node_id,

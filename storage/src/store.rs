@@ -1,23 +1,38 @@
-//! The record store of one storage node: for each key, the winning [`Record`] of every write the
-//! node has been sent.
+//! The record store of one storage node, on disk: for each key, the winning [`Record`] of every
+//! write the node has been sent.
 //!
-//! Records are kept ordered by the key's hash prefix, so one partition's records form one
-//! contiguous range whatever the map's digit count. The store holds data in memory only; a
-//! restarted node starts empty.
+//! Records live in a fjall keyspace (an LSM tree with a write-ahead journal; large values go to
+//! separate blob files). The stored key is the key's 4-byte hash prefix followed by the key, so
+//! one partition's records are one contiguous range whatever the map's digit count. The stored
+//! value is a 9-byte header (flags, timestamp) followed by the value bytes.
+//!
+//! Durability: every write reaches the operating system (`write(2)` on the journal) before
+//! [`Store::apply`] returns, so a killed process loses nothing. Surviving a machine crash needs
+//! an fsync: [`crate::durability`] batches the fsyncs of concurrent writers (group commit).
+//! Memory is bounded by the block cache (`cache_bytes`); nothing is loaded whole at start.
 
 use bytes::Bytes;
 use common::partition::{self, Partition};
 use common::version::Record;
-use std::collections::BTreeMap;
-use std::sync::RwLock;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
+use std::path::Path;
+use std::sync::Mutex;
 
-/// Records ordered by `(hash prefix, key)`.
-#[derive(Debug, Default)]
-pub struct MemoryStore {
-    records: RwLock<BTreeMap<(u32, Bytes), Record>>,
+/// Independent locks that serialise read-compare-write per key without one global lock.
+const WRITE_STRIPES: usize = 256;
+const HEADER_BYTES: usize = 9;
+const FLAG_TOMBSTONE: u8 = 1;
+
+/// A storage engine failure: the data directory cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage engine error: {0}")]
+    Engine(#[from] fjall::Error),
+    #[error("corrupt record for key {key:?}: {reason}")]
+    Corrupt { key: String, reason: &'static str },
 }
 
-/// What [`MemoryStore::apply`] did.
+/// What [`Store::apply`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
     /// The record superseded what the store held (or it held nothing): it is now stored.
@@ -26,52 +41,117 @@ pub enum Applied {
     Superseded,
 }
 
-impl MemoryStore {
-    pub fn new() -> Self {
-        Self::default()
+/// The records of one storage node.
+pub struct Store {
+    db: Database,
+    records: Keyspace,
+    stripes: Box<[Mutex<()>]>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, recovering anything a crash left in the journal.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        let db = Database::builder(dir).cache_size(cache_bytes).open()?;
+        let records = db.keyspace("records", || {
+            KeyspaceCreateOptions::default().with_kv_separation(Some(KvSeparationOptions::default()))
+        })?;
+        let stripes = (0..WRITE_STRIPES).map(|_| Mutex::new(())).collect();
+        Ok(Self { db, records, stripes })
     }
 
     /// Keeps `record` for `key` if it supersedes the record held (see [`Record::supersedes`]).
-    pub fn apply(&self, key: &[u8], record: Record) -> Applied {
-        let index = (partition::hash_prefix(key), Bytes::copy_from_slice(key));
-        let mut records = self.records.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match records.get_mut(&index) {
-            Some(held) if !record.supersedes(held) => Applied::Superseded,
-            Some(held) => {
-                *held = record;
-                Applied::Stored
-            }
-            None => {
-                records.insert(index, record);
-                Applied::Stored
+    /// On return the write has reached the OS; call [`Store::sync`] to make it crash-proof.
+    pub fn apply(&self, key: &[u8], record: &Record) -> Result<Applied, StoreError> {
+        let prefix = partition::hash_prefix(key);
+        let stored_key = stored_key(prefix, key);
+        let _guard = self.stripes[prefix as usize % WRITE_STRIPES].lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(held) = self.records.get(&stored_key)? {
+            let held = decode(key, &held)?;
+            if !record.supersedes(&held) {
+                return Ok(Applied::Superseded);
             }
         }
+        self.records.insert(stored_key, encode(record))?;
+        Ok(Applied::Stored)
     }
 
     /// The record held for `key`, tombstones included.
-    pub fn get(&self, key: &[u8]) -> Option<Record> {
-        let index = (partition::hash_prefix(key), Bytes::copy_from_slice(key));
-        let records = self.records.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        records.get(&index).cloned()
+    pub fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        let stored_key = stored_key(partition::hash_prefix(key), key);
+        match self.records.get(&stored_key)? {
+            Some(raw) => Ok(Some(decode(key, &raw)?)),
+            None => Ok(None),
+        }
     }
 
-    /// Every record of `partition` (in a map of `digits` hex digits), in key-hash order.
-    pub fn scan_partition(&self, partition: Partition, digits: u8) -> Vec<(Bytes, Record)> {
+    /// Every record of `partition` (in a map of `digits` hex digits), in key-hash order, read
+    /// from a consistent snapshot.
+    pub fn scan_partition(
+        &self,
+        partition: Partition,
+        digits: u8,
+    ) -> Result<Vec<(Bytes, Record)>, StoreError> {
         let (start, end) = partition::prefix_range(partition, digits);
-        let records = self.records.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        records
-            .range((start, Bytes::new())..)
-            .take_while(|((prefix, _), _)| *prefix <= end)
-            .map(|((_, key), record)| (key.clone(), record.clone()))
-            .collect()
+        let lower = start.to_be_bytes().to_vec();
+        let mut out = Vec::new();
+        for item in self.records.range(lower..) {
+            let (stored_key, raw) = item.into_inner()?;
+            let prefix = u32::from_be_bytes(stored_key[..4].try_into().expect("4-byte prefix"));
+            if prefix > end {
+                break;
+            }
+            let key = Bytes::copy_from_slice(&stored_key[4..]);
+            let record = decode(&key, &raw)?;
+            out.push((key, record));
+        }
+        Ok(out)
     }
 
-    pub fn len(&self) -> usize {
-        self.records.read().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+    /// Forces every write applied so far to stable storage (fsync of the journal).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.db.persist(PersistMode::SyncData)?;
+        Ok(())
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Approximate number of records (fast; may count overwritten versions not yet compacted).
+    pub fn approximate_len(&self) -> u64 {
+        self.records.approximate_len() as u64
+    }
+}
+
+fn stored_key(prefix: u32, key: &[u8]) -> Vec<u8> {
+    let mut stored = Vec::with_capacity(4 + key.len());
+    stored.extend_from_slice(&prefix.to_be_bytes());
+    stored.extend_from_slice(key);
+    stored
+}
+
+fn encode(record: &Record) -> Vec<u8> {
+    let value = record.value.as_deref().unwrap_or_default();
+    let mut raw = Vec::with_capacity(HEADER_BYTES + value.len());
+    raw.push(if record.is_tombstone() { FLAG_TOMBSTONE } else { 0 });
+    raw.extend_from_slice(&record.timestamp.to_be_bytes());
+    raw.extend_from_slice(value);
+    raw
+}
+
+fn decode(key: &[u8], raw: &[u8]) -> Result<Record, StoreError> {
+    let corrupt = |reason| StoreError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason };
+    if raw.len() < HEADER_BYTES {
+        return Err(corrupt("shorter than its header"));
+    }
+    let timestamp = u64::from_be_bytes(raw[1..HEADER_BYTES].try_into().expect("8 bytes"));
+    match raw[0] {
+        0 => Ok(Record::value(timestamp, Bytes::copy_from_slice(&raw[HEADER_BYTES..]))),
+        FLAG_TOMBSTONE if raw.len() == HEADER_BYTES => Ok(Record::tombstone(timestamp)),
+        FLAG_TOMBSTONE => Err(corrupt("tombstone with a value")),
+        _ => Err(corrupt("unknown flags")),
     }
 }
 
@@ -79,51 +159,82 @@ impl MemoryStore {
 mod tests {
     use super::*;
 
+    const CACHE: u64 = 8 << 20;
+
     fn value(ts: u64, v: &'static str) -> Record {
         Record::value(ts, Bytes::from_static(v.as_bytes()))
     }
 
     #[test]
     fn keeps_only_newer_records() {
-        let store = MemoryStore::new();
-        assert_eq!(store.apply(b"k", value(2, "b")), Applied::Stored);
-        assert_eq!(store.apply(b"k", value(1, "z")), Applied::Superseded);
-        assert_eq!(store.apply(b"k", value(2, "b")), Applied::Superseded, "replayed write");
-        assert_eq!(store.get(b"k"), Some(value(2, "b")));
-        assert_eq!(store.apply(b"k", value(2, "c")), Applied::Stored, "tie: greater value wins");
-        assert_eq!(store.get(b"k"), Some(value(2, "c")));
-        assert_eq!(store.get(b"other"), None);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), CACHE).unwrap();
+        assert_eq!(store.apply(b"k", &value(2, "b")).unwrap(), Applied::Stored);
+        assert_eq!(store.apply(b"k", &value(1, "z")).unwrap(), Applied::Superseded);
+        assert_eq!(store.apply(b"k", &value(2, "b")).unwrap(), Applied::Superseded, "replayed write");
+        assert_eq!(store.get(b"k").unwrap(), Some(value(2, "b")));
+        assert_eq!(store.apply(b"k", &value(2, "c")).unwrap(), Applied::Stored, "tie: greater value wins");
+        assert_eq!(store.get(b"k").unwrap(), Some(value(2, "c")));
+        assert_eq!(store.get(b"other").unwrap(), None);
     }
 
     #[test]
     fn tombstones_hide_values_and_block_late_writes() {
-        let store = MemoryStore::new();
-        store.apply(b"k", value(1, "a"));
-        assert_eq!(store.apply(b"k", Record::tombstone(5)), Applied::Stored);
-        assert_eq!(store.apply(b"k", value(4, "late")), Applied::Superseded);
-        assert_eq!(store.get(b"k"), Some(Record::tombstone(5)));
-        assert_eq!(store.apply(b"k", value(6, "again")), Applied::Stored);
-        assert_eq!(store.get(b"k"), Some(value(6, "again")));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), CACHE).unwrap();
+        store.apply(b"k", &value(1, "a")).unwrap();
+        assert_eq!(store.apply(b"k", &Record::tombstone(5)).unwrap(), Applied::Stored);
+        assert_eq!(store.apply(b"k", &value(4, "late")).unwrap(), Applied::Superseded);
+        assert_eq!(store.get(b"k").unwrap(), Some(Record::tombstone(5)));
+        assert_eq!(store.apply(b"k", &value(6, "again")).unwrap(), Applied::Stored);
+        assert_eq!(store.get(b"k").unwrap(), Some(value(6, "again")));
+    }
+
+    #[test]
+    fn records_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = Bytes::from(vec![7u8; 3 << 20]);
+        {
+            let store = Store::open(dir.path(), CACHE).unwrap();
+            store.apply(b"small", &value(1, "v")).unwrap();
+            store.apply(b"big", &Record::value(2, big.clone())).unwrap();
+            store.apply(b"gone", &Record::tombstone(3)).unwrap();
+            store.sync().unwrap();
+        }
+        let store = Store::open(dir.path(), CACHE).unwrap();
+        assert_eq!(store.get(b"small").unwrap(), Some(value(1, "v")));
+        assert_eq!(store.get(b"big").unwrap(), Some(Record::value(2, big)));
+        assert_eq!(store.get(b"gone").unwrap(), Some(Record::tombstone(3)));
     }
 
     #[test]
     fn scans_exactly_one_partition() {
-        let store = MemoryStore::new();
-        let keys: Vec<String> = (0..500).map(|i| format!("key-{i}")).collect();
-        for (i, key) in keys.iter().enumerate() {
-            store.apply(key.as_bytes(), value(i as u64 + 1, "v"));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), CACHE).unwrap();
+        for i in 0..500u64 {
+            store.apply(format!("key-{i}").as_bytes(), &value(i + 1, "v")).unwrap();
         }
-        assert_eq!(store.len(), 500);
         for digits in [1u8, 2] {
             let mut seen = 0;
             for p in 0..partition::count(digits) {
-                let scanned = store.scan_partition(p, digits);
-                for (key, _) in &scanned {
+                let scanned = store.scan_partition(p, digits).unwrap();
+                for (key, record) in &scanned {
                     assert_eq!(partition::of(key, digits), p);
+                    assert_eq!(record.value.as_deref(), Some(&b"v"[..]));
                 }
                 seen += scanned.len();
             }
             assert_eq!(seen, 500, "digits {digits}: every record in exactly one partition");
         }
+    }
+
+    #[test]
+    fn corrupt_records_are_reported_not_misread() {
+        assert!(decode(b"k", &[0, 1, 2]).is_err());
+        assert!(decode(b"k", &[9, 0, 0, 0, 0, 0, 0, 0, 1]).is_err());
+        assert!(decode(b"k", &[1, 0, 0, 0, 0, 0, 0, 0, 1, b'x']).is_err());
+        let record = value(42, "payload");
+        assert_eq!(decode(b"k", &encode(&record)).unwrap(), record);
+        assert_eq!(decode(b"k", &encode(&Record::tombstone(7))).unwrap(), Record::tombstone(7));
     }
 }

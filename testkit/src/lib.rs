@@ -73,8 +73,12 @@ impl Process {
         Self { name, addr, program, args, log, child: None }
     }
 
-    /// Starts (or restarts) the process; its output is appended to its log.
+    /// Starts (or restarts) the process; its output is appended to its log. A child killed
+    /// with [`Process::sigkill`] is reaped first.
     pub fn start(&mut self) {
+        if self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_)))) {
+            self.child = None;
+        }
         assert!(self.child.is_none(), "{} is already running", self.name);
         let log = OpenOptions::new().create(true).append(true).open(&self.log).expect("open log");
         let child = Command::new(&self.program)
@@ -101,6 +105,25 @@ impl Process {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Waits until the process accepts TCP connections on its address.
+    pub async fn wait_listening(&self) {
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(&self.addr).await.is_err() {
+            assert!(
+                started.elapsed() < START_DEADLINE,
+                "{} not listening after {START_DEADLINE:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL without waiting, so several processes can be killed at the same instant; call
+    /// [`Process::kill`] (or restart with [`Process::start`] after it) to reap the child.
+    pub fn sigkill(&self) {
+        self.signal(libc::SIGKILL);
     }
 
     /// SIGTERM, then waits for a clean exit; returns whether it exited with status 0.
@@ -228,12 +251,20 @@ impl Cluster {
                 config.replication.to_string(),
                 "--host".into(),
                 "127.0.0.1".into(),
+                "--state-dir".into(),
+                dir.path().join("controller").display().to_string(),
             ],
             dir.path(),
         );
         let node = |kind: &str, i: usize, extra: &[String]| {
             let addr = format!("127.0.0.1:{}", free_port());
             let mut args = vec![controller_addr.clone(), addr.clone(), "--listen".into(), addr.clone()];
+            if kind == "storage" {
+                args.extend([
+                    "--data-dir".into(),
+                    dir.path().join(format!("storage{i}")).display().to_string(),
+                ]);
+            }
             args.extend(extra.iter().cloned());
             Process::new(format!("{kind}{i}"), addr, binary(kind), args, dir.path())
         };
@@ -285,6 +316,17 @@ impl Cluster {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+
+    /// The controller's view of the cluster (`/v1/status`), as JSON.
+    pub async fn status(&self) -> serde_json::Value {
+        let (status, body) = self
+            .client
+            .call(Method::GET, &self.controller.addr, common::proto::STATUS_PATH, Bytes::new())
+            .await
+            .expect("controller status");
+        assert_eq!(status, StatusCode::OK);
+        serde_json::from_slice(&body).expect("status JSON")
     }
 
     /// `host:port` of frontend `i`.

@@ -1,0 +1,189 @@
+//! Crash tests: nothing acknowledged is lost when every process is killed with SIGKILL, and the
+//! cluster keeps serving while the controller is down.
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use http::StatusCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use testkit::{Cluster, ClusterConfig, Process};
+
+fn value_of(i: usize) -> Bytes {
+    Bytes::from(format!("value-{i}-{}", "x".repeat(i % 300)))
+}
+
+async fn restart_everything(cluster: &mut Cluster) {
+    cluster.controller.start();
+    cluster.storage.iter_mut().for_each(Process::start);
+    cluster.wait_until_serving(testkit::START_DEADLINE).await;
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_kill_9_of_every_node_and_the_controller() {
+    let mut cluster =
+        Cluster::start(ClusterConfig { storage: 3, replication: 2, ..Default::default() }).await;
+    const KEYS: usize = 2000;
+    {
+        let c = &cluster;
+        let writes = (0..16).map(|w| async move {
+            for i in (w..KEYS).step_by(16) {
+                assert_eq!(c.set(i % 2, format!("k{i}").as_bytes(), value_of(i)).await.0, StatusCode::OK);
+            }
+        });
+        join_all(writes).await;
+    }
+    for i in (0..KEYS).step_by(10) {
+        assert_eq!(cluster.delete(0, format!("k{i}").as_bytes()).await.0, StatusCode::OK);
+    }
+    let epoch_before = cluster.status().await["epoch"].clone();
+    cluster.controller.kill();
+    cluster.storage.iter_mut().for_each(Process::kill);
+    restart_everything(&mut cluster).await;
+    let status = cluster.status().await;
+    assert_eq!(status["epoch"], epoch_before, "restarted controller resumes the same epoch");
+    let c = &cluster;
+    let reads = (0..16).map(|r| async move {
+        for i in (r..KEYS).step_by(16) {
+            let got = c.get((i + 1) % 2, format!("k{i}").as_bytes()).await;
+            if i % 10 == 0 {
+                assert_eq!(got.0, StatusCode::NOT_FOUND, "k{i} was deleted");
+            } else {
+                assert_eq!(got, (StatusCode::OK, value_of(i)), "k{i}");
+            }
+        }
+    });
+    join_all(reads).await;
+}
+
+#[tokio::test]
+async fn writes_acknowledged_under_load_survive_killing_all_storage_nodes_mid_load() {
+    let cluster = Cluster::start(ClusterConfig::default()).await;
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let cluster = Arc::new(tokio::sync::RwLock::new(cluster));
+    let writers: Vec<_> = (0..32)
+        .map(|w| {
+            let (cluster, acknowledged, stop) = (cluster.clone(), acknowledged.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("w{w}-{i}");
+                    let status = cluster.read().await.set(w % 2, key.as_bytes(), value_of(i)).await.0;
+                    if status == StatusCode::OK {
+                        acknowledged.lock().unwrap().push((key, value_of(i)));
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill every storage node at the same instant, with writes in flight.
+    cluster.read().await.storage.iter().for_each(Process::sigkill);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let mut cluster = Arc::try_unwrap(cluster).ok().expect("writers done").into_inner();
+    cluster.storage.iter_mut().for_each(Process::start);
+    cluster.wait_until_serving(testkit::START_DEADLINE).await;
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() > 100, "only {} writes acknowledged before the kill", acknowledged.len());
+    for (key, value) in &acknowledged {
+        assert_eq!(cluster.get(0, key.as_bytes()).await, (StatusCode::OK, value.clone()), "{key}");
+    }
+}
+
+#[tokio::test]
+async fn the_cluster_serves_without_its_controller_and_resumes_when_it_returns() {
+    let mut cluster = Cluster::start(ClusterConfig::default()).await;
+    assert_eq!(cluster.set(0, b"before", "1").await.0, StatusCode::OK);
+    let epoch = cluster.status().await["epoch"].clone();
+    cluster.controller.kill();
+    for i in 0..300 {
+        let key = format!("while-down-{i}");
+        assert_eq!(cluster.set(i % 2, key.as_bytes(), "v").await.0, StatusCode::OK, "{key}");
+        assert_eq!(cluster.get((i + 1) % 2, key.as_bytes()).await.0, StatusCode::OK, "{key}");
+    }
+    assert_eq!(cluster.get(1, b"before").await.1, Bytes::from_static(b"1"));
+    cluster.controller.start();
+    cluster.controller.wait_listening().await;
+    // Every storage node heartbeats and every frontend re-registers by itself.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = cluster.status().await;
+        let fresh = |list: &serde_json::Value| {
+            list.as_array().unwrap().iter().all(|m| m["last_seen_ms"].as_u64().unwrap() < 1500)
+        };
+        if status["epoch"] == epoch
+            && status["frontends"].as_array().unwrap().len() == 2
+            && status["storage"].as_array().unwrap().len() == 3
+            && fresh(&status["storage"])
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "cluster not whole again: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(cluster.set(0, b"after", "2").await.0, StatusCode::OK);
+    assert_eq!(cluster.get(1, b"after").await.1, Bytes::from_static(b"2"));
+}
+
+#[tokio::test]
+async fn a_restarted_storage_node_is_the_same_member_with_its_data() {
+    let mut cluster = Cluster::start(ClusterConfig::default()).await;
+    assert_eq!(cluster.set(0, b"k", "kept").await.0, StatusCode::OK);
+    let members_before = cluster.status().await["storage"].clone();
+    cluster.storage[1].kill();
+    cluster.storage[1].start();
+    cluster.storage[1].wait_listening().await;
+    cluster.storage[0].kill();
+    cluster.storage[2].kill();
+    // Only the restarted node is up: it must answer from its own disk.
+    assert_eq!(cluster.get(0, b"k").await, (StatusCode::OK, Bytes::from_static(b"kept")));
+    cluster.storage[0].start();
+    cluster.storage[2].start();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let members_after = cluster.status().await["storage"].clone();
+    let ids = |m: &serde_json::Value| {
+        m.as_array().unwrap().iter().map(|n| (n["node_id"].clone(), n["addr"].clone())).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&members_after), ids(&members_before));
+}
+
+/// Runs a storage node that must refuse to start; returns what it printed.
+fn refused_start(data_dir: &std::path::Path) -> String {
+    let port = testkit::free_port();
+    let output = std::process::Command::new(testkit::binary("storage"))
+        .args(["127.0.0.1:1", &format!("127.0.0.1:{port}"), "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("run storage");
+    assert!(!output.status.success(), "storage started on an unusable data directory");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn an_unusable_data_directory_is_a_clear_error_at_start() {
+    let scratch = tempfile::tempdir().unwrap();
+    // A regular file where the directory should be.
+    let file = scratch.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let message = refused_start(&file);
+    assert!(message.contains("cannot create data directory"), "{message}");
+    // A corrupt identity file is not silently replaced by a new identity.
+    let corrupt = scratch.path().join("corrupt");
+    std::fs::create_dir(&corrupt).unwrap();
+    std::fs::write(corrupt.join("node.json"), b"{\"node_id\": oops").unwrap();
+    let message = refused_start(&corrupt);
+    assert!(message.contains("node.json is corrupt"), "{message}");
+    // Two nodes never share a directory.
+    let cluster =
+        Cluster::start(ClusterConfig { storage: 1, replication: 1, frontends: 1, ..Default::default() })
+            .await;
+    let message = refused_start(&cluster.dir.path().join("storage0"));
+    assert!(message.contains("in use by another process"), "{message}");
+}
