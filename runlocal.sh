@@ -18,11 +18,14 @@ Options (each also settable by the environment variable in brackets):
       --controller-port P  controller port                      [VF_CONTROLLER_PORT, default 7000]
       --storage-port P     first storage port (then P+1, ...)   [VF_STORAGE_PORT, default 7001]
       --frontend-port P    first frontend port (then P+1, ...)  [VF_FRONTEND_PORT, default 8000]
-      --dir DIR            logs (and data) directory            [VF_DIR, default ./runlocal-data]
+      --dir DIR            data and logs directory              [VF_DIR, default ./runlocal-data]
+      --fresh              delete DIR's data first (a new, empty cluster)
       --no-build           use the binaries already in target/release
   -h, --help               this text
 
-Logs go to DIR/logs/<node>.log; set RUST_LOG (e.g. debug) for more detail.
+Data persists in DIR across runs: stop and start again and every key is still there, as long
+as the node counts and redundancy are the same. Logs go to DIR/logs/<node>.log; set RUST_LOG
+(e.g. debug) for more detail.
 USAGE
 }
 
@@ -35,6 +38,7 @@ STORAGE_PORT=${VF_STORAGE_PORT:-7001}
 FRONTEND_PORT=${VF_FRONTEND_PORT:-8000}
 DIR=${VF_DIR:-./runlocal-data}
 BUILD=1
+FRESH=0
 
 die() { echo "runlocal.sh: $*" >&2; exit 2; }
 need_value() { [ $# -ge 2 ] && [ -n "$2" ] || die "option $1 needs a value (see --help)"; }
@@ -50,6 +54,7 @@ while [ $# -gt 0 ]; do
     --frontend-port) need_value "$@"; FRONTEND_PORT=$2; shift 2 ;;
     --dir) need_value "$@"; DIR=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
+    --fresh) FRESH=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
@@ -75,6 +80,9 @@ for b in controller storage frontend; do
   [ -x "$BIN/$b" ] || die "$BIN/$b is missing; run without --no-build"
 done
 
+if [ "$FRESH" = 1 ]; then
+  rm -rf "$DIR/controller" "$DIR"/storage* "$DIR/logs"
+fi
 mkdir -p "$DIR/logs"
 PIDS=()
 NAMES=()
@@ -107,10 +115,10 @@ start() { # name, binary, args...
 }
 
 CONTROLLER="$HOST:$CONTROLLER_PORT"
-start controller controller "$CONTROLLER_PORT" "$STORAGE" "$REDUNDANCY" --host "$HOST"
+start controller controller "$CONTROLLER_PORT" "$STORAGE" "$REDUNDANCY" --host "$HOST" --state-dir "$DIR/controller"
 for i in $(seq 1 "$STORAGE"); do
   addr="$HOST:$((STORAGE_PORT + i - 1))"
-  start "storage$i" storage "$CONTROLLER" "$addr" --listen "$addr"
+  start "storage$i" storage "$CONTROLLER" "$addr" --listen "$addr" --data-dir "$DIR/storage$i"
 done
 FRONTEND_URLS=()
 for i in $(seq 1 "$FRONTENDS"); do
@@ -141,7 +149,7 @@ Try:
   curl '${FRONTEND_URLS[0]}/set/?key=greeting&value=hello'
   curl '${FRONTEND_URLS[${#FRONTEND_URLS[@]}-1]}/get/?key=greeting'
 Cluster status: curl http://$CONTROLLER/v1/status
-Logs: $DIR/logs/   Stop: Ctrl-C
+Data: $DIR/ (kept across runs)   Logs: $DIR/logs/   Stop: Ctrl-C
 READY
 
 # Run until a signal; report any process that dies on its own and keep the rest running.
