@@ -34,6 +34,16 @@ impl Shutdown {
     }
 }
 
+/// A shutdown signal that SIGINT or SIGTERM triggers. Must be called inside a Tokio runtime.
+pub fn on_signals() -> Shutdown {
+    let (trigger, shutdown) = channel();
+    tokio::spawn(async move {
+        on_signal().await;
+        trigger.trigger();
+    });
+    shutdown
+}
+
 /// Completes on the first SIGINT or SIGTERM.
 pub async fn on_signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -44,9 +54,7 @@ pub async fn on_signal() {
     }
 }
 
-/// Starts env_logger at `info` unless `RUST_LOG` says otherwise.
-pub fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+/// Starts env_logger with `filter` (`info`, `debug`, `info,frontend=debug`, ...).
+pub fn init_logging(filter: &str) {
+    env_logger::Builder::new().parse_filters(filter).format_timestamp_millis().init();
 }

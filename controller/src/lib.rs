@@ -48,6 +48,9 @@ pub struct Config {
     /// Where the cluster state is kept [default: ./velourfog-data/controller-PORT].
     #[arg(long, env = "VF_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Log level or filter, such as `debug` or `info,frontend=debug`.
+    #[arg(long, env = "RUST_LOG", default_value = "info,fjall=warn,lsm_tree=warn")]
+    pub log_level: String,
 }
 
 const STATE_FILE: &str = "cluster.json";

@@ -2,12 +2,8 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    common::shutdown::init_logging();
-    let server = controller::Server::bind(controller::Config::parse()).await?;
-    let (trigger, shutdown) = common::shutdown::channel();
-    tokio::spawn(async move {
-        common::shutdown::on_signal().await;
-        trigger.trigger();
-    });
-    server.run(shutdown).await
+    let config = controller::Config::parse();
+    common::shutdown::init_logging(&config.log_level);
+    let server = controller::Server::bind(config).await?;
+    server.run(common::shutdown::on_signals()).await
 }

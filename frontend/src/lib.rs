@@ -47,6 +47,9 @@ pub struct Config {
     /// Deadline of a call to a storage node, in milliseconds (large values get more time).
     #[arg(long, env = "VF_REPLICA_TIMEOUT_MS", default_value_t = 2000)]
     pub replica_timeout_ms: u64,
+    /// Log level or filter, such as `debug` or `info,frontend=debug`.
+    #[arg(long, env = "RUST_LOG", default_value = "info,fjall=warn,lsm_tree=warn")]
+    pub log_level: String,
 }
 
 /// Size limits applied to every request.

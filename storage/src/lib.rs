@@ -58,6 +58,9 @@ pub struct Config {
     /// Block cache of the storage engine, in MiB: the bound on memory used for cached data.
     #[arg(long, env = "VF_CACHE_MIB", default_value_t = 64)]
     pub cache_mib: u64,
+    /// Log level or filter, such as `debug` or `info,frontend=debug`.
+    #[arg(long, env = "RUST_LOG", default_value = "info,fjall=warn,lsm_tree=warn")]
+    pub log_level: String,
 }
 
 /// Size limits applied to every write.

@@ -2,12 +2,8 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    common::shutdown::init_logging();
-    let server = storage::Server::bind(storage::Config::parse()).await?;
-    let (trigger, shutdown) = common::shutdown::channel();
-    tokio::spawn(async move {
-        common::shutdown::on_signal().await;
-        trigger.trigger();
-    });
-    server.run(shutdown).await
+    let config = storage::Config::parse();
+    common::shutdown::init_logging(&config.log_level);
+    let server = storage::Server::bind(config).await?;
+    server.run(common::shutdown::on_signals()).await
 }

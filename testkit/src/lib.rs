@@ -83,7 +83,10 @@ impl Process {
         let log = OpenOptions::new().create(true).append(true).open(&self.log).expect("open log");
         let child = Command::new(&self.program)
             .args(&self.args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)
@@ -297,6 +300,20 @@ impl Cluster {
             }
         }
         cluster
+    }
+
+    /// Waits until the controller and every running storage node accept connections (after a
+    /// restart, frontends still serve with their map, so `wait_until_serving` alone says
+    /// nothing about them).
+    pub async fn wait_backends_listening(&mut self) {
+        if self.controller.is_running() {
+            self.controller.wait_listening().await;
+        }
+        for node in &mut self.storage {
+            if node.is_running() {
+                node.wait_listening().await;
+            }
+        }
     }
 
     /// Waits until every frontend's `/health` answers 200.

@@ -16,6 +16,7 @@ fn value_of(i: usize) -> Bytes {
 async fn restart_everything(cluster: &mut Cluster) {
     cluster.controller.start();
     cluster.storage.iter_mut().for_each(Process::start);
+    cluster.wait_backends_listening().await;
     cluster.wait_until_serving(testkit::START_DEADLINE).await;
 }
 
@@ -88,7 +89,7 @@ async fn writes_acknowledged_under_load_survive_killing_all_storage_nodes_mid_lo
     }
     let mut cluster = Arc::try_unwrap(cluster).ok().expect("writers done").into_inner();
     cluster.storage.iter_mut().for_each(Process::start);
-    cluster.wait_until_serving(testkit::START_DEADLINE).await;
+    cluster.wait_backends_listening().await;
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert!(acknowledged.len() > 100, "only {} writes acknowledged before the kill", acknowledged.len());
     for (key, value) in &acknowledged {
@@ -145,6 +146,7 @@ async fn a_restarted_storage_node_is_the_same_member_with_its_data() {
     assert_eq!(cluster.get(0, b"k").await, (StatusCode::OK, Bytes::from_static(b"kept")));
     cluster.storage[0].start();
     cluster.storage[2].start();
+    cluster.wait_backends_listening().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let members_after = cluster.status().await["storage"].clone();
     let ids = |m: &serde_json::Value| {
