@@ -205,6 +205,8 @@ pub struct ClusterConfig {
     pub storage_args: Vec<String>,
     /// How many of the storage nodes (the last ones) not to start; a test starts them itself.
     pub held_back_storage: usize,
+    /// Where storage data directories go [default: the cluster's temp dir].
+    pub data_root: Option<PathBuf>,
 }
 
 impl Default for ClusterConfig {
@@ -217,6 +219,7 @@ impl Default for ClusterConfig {
             frontend_args: Vec::new(),
             storage_args: Vec::new(),
             held_back_storage: 0,
+            data_root: None,
         }
     }
 }
@@ -263,10 +266,8 @@ impl Cluster {
             let addr = format!("127.0.0.1:{}", free_port());
             let mut args = vec![controller_addr.clone(), addr.clone(), "--listen".into(), addr.clone()];
             if kind == "storage" {
-                args.extend([
-                    "--data-dir".into(),
-                    dir.path().join(format!("storage{i}")).display().to_string(),
-                ]);
+                let root = config.data_root.as_deref().unwrap_or(dir.path());
+                args.extend(["--data-dir".into(), root.join(format!("storage{i}")).display().to_string()]);
             }
             args.extend(extra.iter().cloned());
             Process::new(format!("{kind}{i}"), addr, binary(kind), args, dir.path())

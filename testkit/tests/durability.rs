@@ -189,3 +189,74 @@ async fn an_unusable_data_directory_is_a_clear_error_at_start() {
     let message = refused_start(&cluster.dir.path().join("storage0"));
     assert!(message.contains("in use by another process"), "{message}");
 }
+
+/// A tmpfs of a few MiB, unmounted on drop.
+struct TinyFilesystem(tempfile::TempDir);
+
+impl TinyFilesystem {
+    /// `None` where mounting is not permitted (not root): the caller says so and skips.
+    fn mount(megabytes: u32) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then_some(Self(dir))
+    }
+}
+
+impl Drop for TinyFilesystem {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_writes_loudly_and_keeps_what_was_acknowledged() {
+    let Some(disk) = TinyFilesystem::mount(6) else {
+        eprintln!("SKIPPED: mounting a tmpfs needs root; this test runs in CI, which is root");
+        return;
+    };
+    let cluster = Cluster::start(ClusterConfig {
+        storage: 1,
+        replication: 1,
+        frontends: 1,
+        data_root: Some(disk.0.path().to_path_buf()),
+        ..Default::default()
+    })
+    .await;
+    // Incompressible, so the engine's compression cannot stretch the disk.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let value: Bytes = (0..(256 << 10))
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect::<Vec<u8>>()
+        .into();
+    let mut acknowledged = Vec::new();
+    let refusal = loop {
+        let key = format!("fill-{}", acknowledged.len());
+        let (status, body) = cluster.set(0, key.as_bytes(), value.clone()).await;
+        if status != StatusCode::OK {
+            break (status, String::from_utf8_lossy(&body).into_owned());
+        }
+        acknowledged.push(key);
+        assert!(acknowledged.len() < 200, "a 6 MiB disk took {} writes of 256 KiB", acknowledged.len());
+    };
+    eprintln!("full disk answered {}: {}", refusal.0, refusal.1.trim());
+    assert_eq!(refusal.0, StatusCode::SERVICE_UNAVAILABLE, "{}", refusal.1);
+    assert!(refusal.1.contains("500"), "the replica's 500 is reported: {}", refusal.1);
+    assert!(!acknowledged.is_empty(), "the disk was full before the first write");
+    // The node did not crash, and every acknowledged write is intact.
+    assert!(cluster.storage[0].log().contains("request failed"), "the failure is logged");
+    for key in &acknowledged {
+        assert_eq!(cluster.get(0, key.as_bytes()).await, (StatusCode::OK, value.clone()), "{key}");
+    }
+    drop(cluster);
+    drop(disk);
+}
