@@ -9,6 +9,7 @@
 pub mod addr;
 pub mod atomic_file;
 pub mod http;
+pub mod mapwatch;
 pub mod partition;
 pub mod placement;
 pub mod proto;

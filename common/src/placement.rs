@@ -23,12 +23,43 @@ pub type Epoch = u64;
 /// The most loaded node may hold at most this much more than the mean (0.10 = 10%).
 pub const MAX_IMBALANCE: f64 = 0.10;
 
+/// Where a storage node stands in the map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Holds every acknowledged write of its partitions: takes writes and serves reads.
+    #[default]
+    Up,
+    /// Back after being down: takes new writes while it pulls what it missed; serves no reads.
+    CatchingUp,
+    /// Dead, hung or fenced out: takes no writes and serves no reads.
+    Down,
+}
+
 /// A storage node as the map names it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     pub id: NodeId,
     /// `host:port` where frontends reach the node.
     pub addr: String,
+    #[serde(default)]
+    pub state: NodeState,
+    /// The epoch at which the node last entered the write set (formation, or catching up after
+    /// being down). Writes routed by an older map skip this node, so its partitions' other
+    /// replicas refuse them (see [`PartitionMap::min_write_epoch`]).
+    #[serde(default = "first_epoch")]
+    pub joined: Epoch,
+}
+
+fn first_epoch() -> Epoch {
+    1
+}
+
+impl Member {
+    /// A node that is up since the map's first epoch.
+    pub fn up(id: NodeId, addr: impl Into<String>) -> Self {
+        Self { id, addr: addr.into(), state: NodeState::Up, joined: 1 }
+    }
 }
 
 /// The partition map the controller computes and every frontend routes by.
@@ -86,6 +117,39 @@ impl PartitionMap {
         self.members.iter().find(|m| m.id == id)
     }
 
+    /// The state of `id` (a node the map does not know is down).
+    pub fn state(&self, id: NodeId) -> NodeState {
+        self.member(id).map_or(NodeState::Down, |m| m.state)
+    }
+
+    /// The replicas of `partition` that take writes: up and catching up.
+    pub fn write_set(&self, partition: Partition) -> impl Iterator<Item = NodeId> + '_ {
+        self.replicas_of(partition).iter().copied().filter(move |&id| self.state(id) != NodeState::Down)
+    }
+
+    /// The replicas of `partition` that may serve reads: up only.
+    pub fn read_set(&self, partition: Partition) -> impl Iterator<Item = NodeId> + '_ {
+        self.replicas_of(partition).iter().copied().filter(move |&id| self.state(id) == NodeState::Up)
+    }
+
+    /// The oldest map epoch whose writes to `partition` are still accepted: the latest epoch at
+    /// which one of its live replicas (re)joined. A frontend routing by an older map does not
+    /// send to that replica, so its write must be refused and retried with a newer map.
+    pub fn min_write_epoch(&self, partition: Partition) -> Epoch {
+        self.replicas_of(partition)
+            .iter()
+            .filter_map(|&id| self.member(id))
+            .filter(|m| m.state != NodeState::Down)
+            .map(|m| m.joined)
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// The partitions `id` holds.
+    pub fn partitions_of(&self, id: NodeId) -> impl Iterator<Item = Partition> + '_ {
+        (0..self.partition_count()).filter(move |&p| self.replicas_of(p).contains(&id))
+    }
+
     /// How many replica slots each member holds, in member order.
     pub fn load(&self) -> Vec<usize> {
         self.members.iter().map(|m| self.replicas.iter().filter(|&&r| r == m.id).count()).collect()
@@ -116,7 +180,7 @@ mod tests {
 
     fn members(n: usize) -> Vec<Member> {
         // Ids deliberately not contiguous and not in order.
-        (0..n as u32).rev().map(|i| Member { id: i * 3 + 7, addr: format!("10.0.0.{i}:7000") }).collect()
+        (0..n as u32).rev().map(|i| Member::up(i * 3 + 7, format!("10.0.0.{i}:7000"))).collect()
     }
 
     #[test]
@@ -168,6 +232,24 @@ mod tests {
         assert_eq!(p, partition::of(b"foo", map.digits));
         assert_eq!(replicas, map.replicas_of(p));
         assert!(map.member(replicas[0]).is_some());
+    }
+
+    #[test]
+    fn states_shape_write_and_read_sets() {
+        let mut map = PartitionMap::build(5, members(3), 3).unwrap();
+        let ids: Vec<NodeId> = map.members.iter().map(|m| m.id).collect();
+        map.members[0].state = NodeState::Down;
+        map.members[1].state = NodeState::CatchingUp;
+        map.members[1].joined = 5;
+        let p = 0;
+        let mut writes: Vec<_> = map.write_set(p).collect();
+        writes.sort();
+        assert_eq!(writes, [ids[1], ids[2]]);
+        assert_eq!(map.read_set(p).collect::<Vec<_>>(), [ids[2]]);
+        assert_eq!(map.min_write_epoch(p), 5, "a rejoined replica fences older writers");
+        map.members[1].state = NodeState::Down;
+        assert_eq!(map.min_write_epoch(p), 1, "down replicas do not fence");
+        assert_eq!(map.partitions_of(ids[2]).count(), 16);
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //!   (a long poll: the controller answers the moment a new map exists, or 304 after `W` ms).
 //! - `GET /v1/status`: members, frontends and the map epoch, for operators.
 
-use crate::placement::{Epoch, NodeId, PartitionMap};
+use crate::partition::Partition;
+use crate::placement::{Epoch, NodeId, NodeState, PartitionMap};
 use serde::{Deserialize, Serialize};
 
 /// Header carrying a record's timestamp (decimal microseconds).
@@ -33,6 +34,15 @@ pub const STORAGE_REGISTER_PATH: &str = "/v1/storage/register";
 pub const FRONTEND_REGISTER_PATH: &str = "/v1/frontend/register";
 pub const MAP_PATH: &str = "/v1/map";
 pub const STATUS_PATH: &str = "/v1/status";
+pub const CAUGHT_UP_PATH: &str = "/v1/storage/caught-up";
+pub const FENCE_PATH: &str = "/v1/fence";
+pub const DIGESTS_PATH: &str = "/v1/digests";
+pub const DIFF_PATH: &str = "/v1/diff";
+/// Header on a record read asking for the record even without a read lease (`1`): the caller
+/// compares several replicas, so it does not rely on any one being fresh.
+pub const UNLEASED: &str = "vf-unleased";
+/// Header carrying the map epoch a write was routed by.
+pub const EPOCH: &str = "vf-epoch";
 
 /// A storage node announcing itself (and, repeated, its heartbeat).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +61,26 @@ pub struct StorageRegistered {
     pub expected: usize,
     /// The epoch of the current map, once the cluster has formed.
     pub epoch: Option<Epoch>,
+    /// The node's state in that map, and the epoch it last joined the write set.
+    pub state: NodeState,
+    pub joined: Epoch,
+    /// How long, from when it sent this heartbeat, the node may serve reads (0: it may not).
+    pub lease_ms: u64,
+}
+
+/// A storage node telling the controller it has pulled everything it missed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaughtUp {
+    pub node_id: NodeId,
+    /// The epoch at which it started catching up (its `joined`), so a stale report is ignored.
+    pub joined: Epoch,
+}
+
+/// A frontend asking the controller to fence a replica that failed a write out of reads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceRequest {
+    pub node_id: NodeId,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,12 +107,23 @@ pub struct ClusterStatus {
     pub partitions: Option<u32>,
     pub storage: Vec<StorageStatus>,
     pub frontends: Vec<FrontendStatus>,
+    /// Partitions with every replica up.
+    pub partitions_healthy: usize,
+    /// Partitions with some replica not up, and their replicas' states.
+    pub partitions_degraded: Vec<PartitionHealth>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionHealth {
+    pub partition: Partition,
+    pub replicas: Vec<(NodeId, NodeState)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StorageStatus {
     pub node_id: NodeId,
     pub addr: String,
+    pub state: NodeState,
     /// Milliseconds since the node's last heartbeat.
     pub last_seen_ms: u64,
     /// Partition replicas the node holds in the current map.

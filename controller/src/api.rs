@@ -3,7 +3,7 @@
 use crate::cluster::RegisterError;
 use crate::Controller;
 use common::http::{self as h, Body, ReadBodyError};
-use common::proto::{self, FrontendRegistration, StorageRegistration};
+use common::proto::{self, CaughtUp, FenceRequest, FrontendRegistration, StorageRegistration};
 use common::query::Query;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -26,8 +26,10 @@ pub enum ApiError {
     MethodNotAllowed { method: Method, path: String },
     #[error("no such endpoint: {0}")]
     UnknownPath(String),
-    #[error("cannot save the cluster state: {0}")]
-    Persist(String),
+    #[error("unknown storage node {0}")]
+    UnknownNode(u32),
+    #[error("the cluster has not formed yet")]
+    NotFormed,
 }
 
 impl ApiError {
@@ -37,7 +39,8 @@ impl ApiError {
             ApiError::Refused(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnknownPath(_) => StatusCode::NOT_FOUND,
-            ApiError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::UnknownNode(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFormed => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -48,6 +51,8 @@ pub async fn handle(controller: Arc<Controller>, req: Request<Incoming>) -> Resp
         (&Method::POST, proto::STORAGE_REGISTER_PATH) => register_storage(&controller, req).await,
         (&Method::POST, proto::FRONTEND_REGISTER_PATH) => register_frontend(&controller, req).await,
         (&Method::GET, proto::MAP_PATH) => watch_map(&controller, req).await,
+        (&Method::POST, proto::FENCE_PATH) => fence(&controller, req).await,
+        (&Method::POST, proto::CAUGHT_UP_PATH) => caught_up(&controller, req).await,
         (&Method::GET, proto::STATUS_PATH) => {
             Ok(h::json(StatusCode::OK, &controller.cluster().status(Instant::now())))
         }
@@ -58,15 +63,15 @@ pub async fn handle(controller: Arc<Controller>, req: Request<Incoming>) -> Resp
             | proto::FRONTEND_REGISTER_PATH
             | proto::MAP_PATH
             | proto::STATUS_PATH
+            | proto::FENCE_PATH
+            | proto::CAUGHT_UP_PATH
             | "/health"),
         ) => Err(ApiError::MethodNotAllowed { method: method.clone(), path: path.to_owned() }),
         (_, path) => Err(ApiError::UnknownPath(path.to_owned())),
     };
     result.unwrap_or_else(|e| {
-        match e {
-            ApiError::Refused(_) => log::warn!("registration refused: {e}"),
-            ApiError::Persist(_) => log::error!("{e}"),
-            _ => {}
+        if matches!(e, ApiError::Refused(_)) {
+            log::warn!("registration refused: {e}");
         }
         h::text(e.status(), e)
     })
@@ -89,9 +94,8 @@ async fn register_storage(
         let mut cluster = controller.cluster();
         let admission = cluster.register_storage(&registration, Instant::now())?;
         if admission.changed {
-            // Saved before anyone hears of the change; on failure the node simply retries.
-            tokio::task::block_in_place(|| controller.save(&cluster))
-                .map_err(|e| ApiError::Persist(e.to_string()))?;
+            // Saved before anyone hears of the change.
+            controller.save(&cluster);
         }
         admission
     };
@@ -99,6 +103,46 @@ async fn register_storage(
         controller.publish(map);
     }
     Ok(h::json(StatusCode::OK, &admission.answer))
+}
+
+/// Fences a node out of reads and answers, with the new map, once its last lease has expired.
+async fn fence(controller: &Controller, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let request: FenceRequest = read_json(req).await?;
+    let fenced = {
+        let mut cluster = controller.cluster();
+        let fenced =
+            cluster.fence(request.node_id, &request.reason).ok_or(ApiError::UnknownNode(request.node_id))?;
+        if fenced.new_map.is_some() {
+            controller.save(&cluster);
+        }
+        fenced
+    };
+    if let Some(map) = fenced.new_map {
+        controller.publish(map);
+    }
+    tokio::time::sleep_until(fenced.ready_at.into()).await;
+    let map = controller.cluster().map().cloned().ok_or(ApiError::NotFormed)?;
+    Ok(h::json(StatusCode::OK, &*map))
+}
+
+/// A catching-up node reports it has pulled everything: it is marked up.
+async fn caught_up(controller: &Controller, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let report: CaughtUp = read_json(req).await?;
+    let new_map = {
+        let mut cluster = controller.cluster();
+        let new_map = cluster.caught_up(report.node_id, report.joined);
+        if new_map.is_some() {
+            controller.save(&cluster);
+        }
+        new_map
+    };
+    match new_map {
+        Some(map) => {
+            controller.publish(map.clone());
+            Ok(h::json(StatusCode::OK, &*map))
+        }
+        None => Ok(h::text(StatusCode::CONFLICT, "not catching up since that epoch; nothing changed")),
+    }
 }
 
 async fn register_frontend(

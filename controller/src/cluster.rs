@@ -13,17 +13,48 @@
 //!   the id it names, so members survive a controller restart);
 //! - otherwise it is refused: the cluster is full.
 //!
+//! Liveness: every heartbeat of an up node grants it a read lease of [`Timing::lease`]. A node
+//! whose heartbeats stop for [`Timing::down_after`] is marked down; a frontend that saw a node
+//! fail a write asks to [`Cluster::fence`] it, which marks it down at once and tells the caller
+//! when the last lease granted to it has expired: from then on the node serves no reads, so a
+//! write it missed can be acknowledged. A down node that heartbeats again is marked catching up
+//! (it takes new writes and pulls what it missed) and up once it reports [`Cluster::caught_up`].
+//! Every state change is a new map epoch.
+//!
 //! [`Cluster::saved`] and [`Cluster::restore`] turn the durable part (sizes, members, map) into
 //! a [`SavedCluster`] and back, so a restarted controller resumes the same cluster and epoch.
 
-use common::placement::{Epoch, Member, NodeId, PartitionMap, PlacementError};
+use common::placement::{Epoch, Member, NodeId, NodeState, PartitionMap, PlacementError};
 use common::proto::{
-    ClusterStatus, FrontendRegistered, FrontendStatus, StorageRegistered, StorageRegistration, StorageStatus,
+    ClusterStatus, FrontendRegistered, FrontendStatus, PartitionHealth, StorageRegistered,
+    StorageRegistration, StorageStatus,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// The liveness clocks. `down_after` must exceed `lease + margin`, so that a node marked down by
+/// silence holds no lease any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// How long after sending a heartbeat an up node may serve reads.
+    pub lease: Duration,
+    /// Allowance for clock-rate differences and message delay on top of the lease.
+    pub margin: Duration,
+    /// Silence after which a node is marked down without anyone asking.
+    pub down_after: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_millis(1500),
+            margin: Duration::from_millis(250),
+            down_after: Duration::from_millis(3000),
+        }
+    }
+}
 
 /// Why a registration is refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -68,7 +99,27 @@ pub struct Admission {
 #[derive(Debug, Clone)]
 struct StorageMember {
     addr: String,
+    state: NodeState,
+    joined: Epoch,
     last_seen: Instant,
+    /// When the last read lease granted to the node has surely expired.
+    lease_expiry: Instant,
+}
+
+impl StorageMember {
+    fn new(addr: String, state: NodeState, joined: Epoch, now: Instant, timing: &Timing) -> Self {
+        // Conservative: a lease may have been granted just before we (re)started.
+        Self { addr, state, joined, last_seen: now, lease_expiry: now + timing.lease + timing.margin }
+    }
+}
+
+/// When a fenced node can no longer serve reads.
+#[derive(Debug)]
+pub struct Fenced {
+    /// The caller may acknowledge writes the node missed from this instant on.
+    pub ready_at: Instant,
+    /// The new map, if fencing changed it.
+    pub new_map: Option<Arc<PartitionMap>>,
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +133,7 @@ struct Frontend {
 pub struct Cluster {
     expected: usize,
     replication: usize,
+    timing: Timing,
     members: BTreeMap<NodeId, StorageMember>,
     frontends: BTreeMap<u64, Frontend>,
     map: Option<Arc<PartitionMap>>,
@@ -90,9 +142,16 @@ pub struct Cluster {
 impl Cluster {
     /// A cluster waiting for `expected` storage nodes, storing each partition `replication`
     /// times. Fails if that can never form a map.
-    pub fn new(expected: usize, replication: usize) -> Result<Self, PlacementError> {
+    pub fn new(expected: usize, replication: usize, timing: Timing) -> Result<Self, PlacementError> {
         common::placement::choose_digits(expected, replication)?;
-        Ok(Self { expected, replication, members: BTreeMap::new(), frontends: BTreeMap::new(), map: None })
+        Ok(Self {
+            expected,
+            replication,
+            timing,
+            members: BTreeMap::new(),
+            frontends: BTreeMap::new(),
+            map: None,
+        })
     }
 
     /// Resumes a saved cluster; the sizes given at start must match the saved ones.
@@ -100,6 +159,7 @@ impl Cluster {
         saved: SavedCluster,
         expected: usize,
         replication: usize,
+        timing: Timing,
         now: Instant,
     ) -> Result<Self, RestoreError> {
         if (saved.expected, saved.replication) != (expected, replication) {
@@ -113,9 +173,16 @@ impl Cluster {
         let members = saved
             .members
             .into_iter()
-            .map(|m| (m.id, StorageMember { addr: m.addr, last_seen: now }))
+            .map(|m| (m.id, StorageMember::new(m.addr, m.state, m.joined, now, &timing)))
             .collect();
-        Ok(Self { expected, replication, members, frontends: BTreeMap::new(), map: saved.map.map(Arc::new) })
+        Ok(Self {
+            expected,
+            replication,
+            timing,
+            members,
+            frontends: BTreeMap::new(),
+            map: saved.map.map(Arc::new),
+        })
     }
 
     /// The durable part of the state.
@@ -123,7 +190,7 @@ impl Cluster {
         SavedCluster {
             expected: self.expected,
             replication: self.replication,
-            members: self.members.iter().map(|(&id, m)| Member { id, addr: m.addr.clone() }).collect(),
+            members: self.member_list(),
             map: self.map.as_deref().cloned(),
         }
     }
@@ -159,12 +226,20 @@ impl Cluster {
             }
         };
         let mut routing_changed = false;
+        let next_epoch = self.epoch().map_or(1, |e| e + 1);
+        let formed = self.map.is_some();
         match self.members.get_mut(&id) {
             Some(member) => {
                 member.last_seen = now;
                 if &member.addr != addr {
                     log::info!("storage node {id} moved from {} to {addr}", member.addr);
                     member.addr = addr.clone();
+                    routing_changed = true;
+                }
+                if member.state == NodeState::Down && formed {
+                    log::info!("storage node {id} is back: catching up (map epoch {next_epoch})");
+                    member.state = NodeState::CatchingUp;
+                    member.joined = next_epoch;
                     routing_changed = true;
                 }
             }
@@ -174,7 +249,8 @@ impl Cluster {
                     self.members.len() + 1,
                     self.expected
                 );
-                self.members.insert(id, StorageMember { addr: addr.clone(), last_seen: now });
+                let member = StorageMember::new(addr.clone(), NodeState::Up, 1, now, &self.timing);
+                self.members.insert(id, member);
                 routing_changed = true;
             }
         }
@@ -183,19 +259,79 @@ impl Cluster {
         } else {
             None
         };
+        let (registered, epoch, timing) = (self.members.len(), self.epoch(), self.timing);
+        // Only an up node gets a read lease.
+        let member = self.members.get_mut(&id).expect("admitted above");
+        let lease = if member.state == NodeState::Up {
+            member.lease_expiry = now + timing.lease + timing.margin;
+            timing.lease
+        } else {
+            Duration::ZERO
+        };
         let answer = StorageRegistered {
             node_id: id,
-            registered: self.members.len(),
+            registered,
             expected: self.expected,
-            epoch: self.epoch(),
+            epoch,
+            state: member.state,
+            joined: member.joined,
+            lease_ms: lease.as_millis() as u64,
         };
         Ok(Admission { answer, changed: routing_changed, new_map })
     }
 
+    /// Marks down every live node silent for longer than `down_after`; returns the new map if
+    /// any was.
+    pub fn check_liveness(&mut self, now: Instant) -> Option<Arc<PartitionMap>> {
+        self.map.as_ref()?;
+        let down_after = self.timing.down_after;
+        let mut changed = false;
+        for (id, member) in &mut self.members {
+            let silent = now.saturating_duration_since(member.last_seen);
+            if member.state != NodeState::Down && silent > down_after {
+                log::warn!("storage node {id} silent for {silent:?}: marked down");
+                member.state = NodeState::Down;
+                changed = true;
+            }
+        }
+        changed.then(|| self.rebuild_map())
+    }
+
+    /// Fences `id` out of reads because `reason`: marks it down (if it is not already) and says
+    /// when its last lease has expired.
+    pub fn fence(&mut self, id: NodeId, reason: &str) -> Option<Fenced> {
+        let member = self.members.get_mut(&id)?;
+        let ready_at = member.lease_expiry;
+        if member.state == NodeState::Down {
+            return Some(Fenced { ready_at, new_map: None });
+        }
+        log::warn!("storage node {id} fenced out ({reason}): marked down");
+        member.state = NodeState::Down;
+        let new_map = self.map.is_some().then(|| self.rebuild_map());
+        Some(Fenced { ready_at, new_map })
+    }
+
+    /// Marks `id` up if it is catching up since epoch `joined`; returns the new map if so.
+    pub fn caught_up(&mut self, id: NodeId, joined: Epoch) -> Option<Arc<PartitionMap>> {
+        let member = self.members.get_mut(&id)?;
+        if member.state != NodeState::CatchingUp || member.joined != joined {
+            return None;
+        }
+        log::info!("storage node {id} caught up: marked up");
+        member.state = NodeState::Up;
+        Some(self.rebuild_map())
+    }
+
+    fn member_list(&self) -> Vec<Member> {
+        self.members
+            .iter()
+            .map(|(&id, m)| Member { id, addr: m.addr.clone(), state: m.state, joined: m.joined })
+            .collect()
+    }
+
     fn rebuild_map(&mut self) -> Arc<PartitionMap> {
         let epoch = self.epoch().map_or(1, |e| e + 1);
-        let members = self.members.iter().map(|(&id, m)| Member { id, addr: m.addr.clone() }).collect();
-        let map = PartitionMap::build(epoch, members, self.replication)
+        let map = PartitionMap::build(epoch, self.member_list(), self.replication)
             .expect("cluster sizes were validated at start");
         if epoch == 1 {
             log::info!(
@@ -248,6 +384,7 @@ impl Cluster {
                 .map(|(&node_id, m)| StorageStatus {
                     node_id,
                     addr: m.addr.clone(),
+                    state: m.state,
                     last_seen_ms: ms(m.last_seen),
                     partitions: self
                         .map
@@ -264,6 +401,18 @@ impl Cluster {
                     last_seen_ms: ms(f.last_seen),
                 })
                 .collect(),
+            partitions_healthy: self.map.as_ref().map_or(0, |map| {
+                (0..map.partition_count()).filter(|&p| map.read_set(p).count() == map.replication).count()
+            }),
+            partitions_degraded: self.map.as_ref().map_or_else(Vec::new, |map| {
+                (0..map.partition_count())
+                    .filter(|&p| map.read_set(p).count() < map.replication)
+                    .map(|partition| PartitionHealth {
+                        partition,
+                        replicas: map.replicas_of(partition).iter().map(|&id| (id, map.state(id))).collect(),
+                    })
+                    .collect()
+            }),
         }
     }
 }
@@ -277,7 +426,7 @@ mod tests {
     }
 
     fn formed(n: usize, k: usize) -> Cluster {
-        let mut cluster = Cluster::new(n, k).unwrap();
+        let mut cluster = Cluster::new(n, k, Timing::default()).unwrap();
         for i in 0..n {
             cluster.register_storage(&reg(&format!("s{i}:1"), None), Instant::now()).unwrap();
         }
@@ -286,7 +435,7 @@ mod tests {
 
     #[test]
     fn forms_once_every_expected_node_registered() {
-        let mut cluster = Cluster::new(3, 2).unwrap();
+        let mut cluster = Cluster::new(3, 2, Timing::default()).unwrap();
         let now = Instant::now();
         let a = cluster.register_storage(&reg("a:1", None), now).unwrap();
         assert_eq!((a.answer.node_id, a.answer.registered, a.answer.epoch, a.changed), (1, 1, None, true));
@@ -341,7 +490,7 @@ mod tests {
 
     #[test]
     fn remembered_ids_are_kept_after_a_controller_restart() {
-        let mut cluster = Cluster::new(2, 1).unwrap();
+        let mut cluster = Cluster::new(2, 1, Timing::default()).unwrap();
         let now = Instant::now();
         assert_eq!(cluster.register_storage(&reg("b:1", Some(7)), now).unwrap().answer.node_id, 7);
         assert_eq!(cluster.register_storage(&reg("a:1", None), now).unwrap().answer.node_id, 8);
@@ -349,7 +498,7 @@ mod tests {
 
     #[test]
     fn frontends_get_the_current_map() {
-        let mut cluster = Cluster::new(1, 1).unwrap();
+        let mut cluster = Cluster::new(1, 1, Timing::default()).unwrap();
         let now = Instant::now();
         let early = cluster.register_frontend("f:1", now);
         assert_eq!((early.frontend_id, early.map), (1, None));
@@ -370,21 +519,73 @@ mod tests {
         let saved = cluster.saved();
         let json = serde_json::to_vec(&saved).unwrap();
         let saved: SavedCluster = serde_json::from_slice(&json).unwrap();
-        let mut resumed = Cluster::restore(saved.clone(), 3, 2, Instant::now()).unwrap();
+        let mut resumed = Cluster::restore(saved.clone(), 3, 2, Timing::default(), Instant::now()).unwrap();
         assert_eq!(resumed.epoch(), Some(2));
         assert_eq!(resumed.map(), cluster.map());
         // Members keep their ids; heartbeats change nothing.
         let again = resumed.register_storage(&reg("moved:1", Some(2)), Instant::now()).unwrap();
         assert_eq!((again.answer.node_id, again.changed), (2, false));
         assert_eq!(
-            Cluster::restore(saved, 4, 2, Instant::now()).unwrap_err(),
+            Cluster::restore(saved, 4, 2, Timing::default(), Instant::now()).unwrap_err(),
             RestoreError::SizeMismatch { saved_nodes: 3, saved_replication: 2, nodes: 4, replication: 2 }
         );
     }
 
     #[test]
+    fn silence_marks_down_and_a_returning_node_catches_up_before_it_is_up() {
+        let timing = Timing::default();
+        let mut cluster = formed(3, 3);
+        let start = Instant::now();
+        for id in 1..=3 {
+            cluster.register_storage(&reg(&format!("s{}:1", id - 1), Some(id)), start).unwrap();
+        }
+        assert!(cluster.check_liveness(start + timing.down_after / 2).is_none());
+        // Node 2 goes silent; the others keep heartbeating.
+        let later = start + timing.down_after + Duration::from_millis(10);
+        for id in [1, 3] {
+            cluster.register_storage(&reg(&format!("s{}:1", id - 1), Some(id)), later).unwrap();
+        }
+        let map = cluster.check_liveness(later).expect("node 2 marked down");
+        assert_eq!(map.state(2), NodeState::Down);
+        assert_eq!(map.read_set(0).count(), 2);
+        // It comes back: catching up, no lease, a new joined epoch; then up once caught up.
+        let back = cluster.register_storage(&reg("s1:1", Some(2)), later).unwrap();
+        assert_eq!((back.answer.state, back.answer.lease_ms), (NodeState::CatchingUp, 0));
+        let map = back.new_map.expect("state changed");
+        assert_eq!(map.member(2).unwrap().joined, map.epoch);
+        assert_eq!(map.min_write_epoch(0), map.epoch);
+        assert!(cluster.caught_up(2, map.epoch - 1).is_none(), "a stale report is ignored");
+        let up = cluster.caught_up(2, map.epoch).expect("marked up");
+        assert_eq!(up.state(2), NodeState::Up);
+        let again = cluster.register_storage(&reg("s1:1", Some(2)), later).unwrap();
+        assert_eq!(
+            (again.answer.state, again.answer.lease_ms),
+            (NodeState::Up, timing.lease.as_millis() as u64)
+        );
+    }
+
+    #[test]
+    fn fencing_waits_out_the_last_lease() {
+        let timing = Timing::default();
+        let mut cluster = formed(3, 3);
+        let granted = Instant::now();
+        cluster.register_storage(&reg("s0:1", Some(1)), granted).unwrap();
+        let fenced = cluster.fence(1, "write timed out").unwrap();
+        assert!(fenced.ready_at >= granted + timing.lease + timing.margin);
+        assert_eq!(fenced.new_map.unwrap().state(1), NodeState::Down);
+        // Heartbeats of a fenced node grant nothing; fencing again changes nothing.
+        let beat = cluster.register_storage(&reg("s0:1", Some(1)), granted).unwrap();
+        assert_eq!(beat.answer.state, NodeState::CatchingUp);
+        assert_eq!(beat.answer.lease_ms, 0);
+        assert!(cluster.fence(9, "unknown").is_none());
+        let status = cluster.status(granted);
+        assert_eq!(status.partitions_degraded.len(), 16);
+        assert_eq!(status.partitions_healthy, 0);
+    }
+
+    #[test]
     fn impossible_sizes_are_rejected() {
-        assert!(Cluster::new(2, 3).is_err());
-        assert!(Cluster::new(2, 0).is_err());
+        assert!(Cluster::new(2, 3, Timing::default()).is_err());
+        assert!(Cluster::new(2, 0, Timing::default()).is_err());
     }
 }

@@ -16,7 +16,7 @@ pub mod cluster;
 
 use anyhow::Context;
 use bytes::Bytes;
-use cluster::Cluster;
+use cluster::{Cluster, Timing};
 use common::placement::{Epoch, PartitionMap};
 use common::shutdown::Shutdown;
 use std::net::{IpAddr, SocketAddr};
@@ -45,6 +45,13 @@ pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "VF_LISTEN_HOST", default_value = "0.0.0.0")]
     pub host: IpAddr,
+    /// How long after a heartbeat an up storage node may serve reads, in milliseconds.
+    #[arg(long, env = "VF_LEASE_MS", default_value_t = 1500)]
+    pub lease_ms: u64,
+    /// Silence after which a storage node is marked down, in milliseconds (must exceed the
+    /// lease by at least 250 ms).
+    #[arg(long, env = "VF_DOWN_AFTER_MS", default_value_t = 3000)]
+    pub down_after_ms: u64,
     /// Where the cluster state is kept [default: ./velourfog-data/controller-PORT].
     #[arg(long, env = "VF_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
@@ -77,10 +84,15 @@ impl Controller {
         Self { cluster: Mutex::new(cluster), state_file, published: watch::Sender::new(None), shutdown }
     }
 
-    /// Saves `cluster` atomically to the state file.
-    pub fn save(&self, cluster: &Cluster) -> std::io::Result<()> {
+    /// Saves `cluster` atomically to the state file, before any change is announced or acted
+    /// on. A controller that cannot save exits: a decision it announced but could not keep (a
+    /// node fenced out, say) must never be undone by a restart.
+    pub fn save(&self, cluster: &Cluster) {
         let json = serde_json::to_vec_pretty(&cluster.saved()).expect("state encodes");
-        common::atomic_file::write(&self.state_file, &json)
+        if let Err(e) = tokio::task::block_in_place(|| common::atomic_file::write(&self.state_file, &json)) {
+            log::error!("cannot save the cluster state to {}: {e}; exiting", self.state_file.display());
+            std::process::exit(1);
+        }
     }
 
     pub fn cluster(&self) -> MutexGuard<'_, Cluster> {
@@ -112,7 +124,18 @@ pub struct Server {
 impl Server {
     /// Validates `config` and binds the listening socket.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
-        let fresh = Cluster::new(config.num_storage, config.redundancy)
+        let timing = Timing {
+            lease: std::time::Duration::from_millis(config.lease_ms),
+            margin: std::time::Duration::from_millis(250),
+            down_after: std::time::Duration::from_millis(config.down_after_ms),
+        };
+        anyhow::ensure!(
+            timing.down_after >= timing.lease + timing.margin,
+            "--down-after-ms ({}) must be at least --lease-ms ({}) + 250",
+            config.down_after_ms,
+            config.lease_ms
+        );
+        let fresh = Cluster::new(config.num_storage, config.redundancy, timing)
             .context("invalid NUM_STORAGE / REDUNDANCY")?;
         let state_dir = config
             .state_dir
@@ -130,6 +153,7 @@ impl Server {
                     saved,
                     config.num_storage,
                     config.redundancy,
+                    timing,
                     std::time::Instant::now(),
                 )?;
                 log::info!(
@@ -163,9 +187,34 @@ impl Server {
         if let Some(map) = map {
             controller.publish(map);
         }
+        let liveness = tokio::spawn(check_liveness(controller.clone(), shutdown.clone()));
         common::http::serve(self.listener, move |req| api::handle(controller.clone(), req), shutdown).await;
+        liveness.abort();
         log::info!("controller stopped");
         Ok(())
+    }
+}
+
+/// How often the controller looks for silent storage nodes.
+pub const LIVENESS_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+async fn check_liveness(controller: Arc<Controller>, mut shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(LIVENESS_CHECK_INTERVAL) => {}
+            _ = shutdown.wait() => return,
+        }
+        let new_map = {
+            let mut cluster = controller.cluster();
+            let new_map = cluster.check_liveness(std::time::Instant::now());
+            if new_map.is_some() {
+                controller.save(&cluster);
+            }
+            new_map
+        };
+        if let Some(map) = new_map {
+            controller.publish(map);
+        }
     }
 }
 

@@ -3,18 +3,22 @@
 //! Keys and values are byte strings, percent-decoded strictly (see `common::query`). Every
 //! misuse is a 4xx with a one-line message; 503 means the cluster could not do what was asked.
 
-use crate::replica::Found;
+use crate::consistency::Level;
+use crate::replica::{Found, ReplicaFailure};
+use crate::routing::Routes;
 use crate::Frontend;
 use bytes::Bytes;
 use common::http::{self as h, Body, ReadBodyError};
+use common::placement::NodeId;
 use common::query::{self, Query, QueryError};
 use common::version::Record;
 use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::sync::Arc;
 
-const USAGE: &str = "use GET /get/?key=K, GET or POST /set/?key=K&value=V (or the value as POST body), \
-GET, POST or DELETE /delete/?key=K";
+const USAGE: &str =
+    "use GET /get/?key=K[&r=one|quorum|all], GET or POST /set/?key=K&value=V[&w=one|quorum|all] \
+(or the value as POST body), GET, POST or DELETE /delete/?key=K[&w=...]";
 
 /// Everything a public request can fail with, and the status each maps to.
 #[derive(Debug, thiserror::Error)]
@@ -119,36 +123,115 @@ fn too_large_value(length: Option<usize>, limit: usize) -> ApiError {
     })
 }
 
+fn level_of(query: &Query<'_>, name: &str, default: Level) -> Result<Level, ApiError> {
+    match query.get(name) {
+        None => Ok(default),
+        Some(raw) => std::str::from_utf8(raw)
+            .map_err(|_| ApiError::BadRequest(format!("`{name}` must be one, quorum or all")))?
+            .parse()
+            .map_err(|e| ApiError::BadRequest(format!("parameter `{name}`: {e}"))),
+    }
+}
+
 async fn get(frontend: &Frontend, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let query = parse_query(req.uri().query(), &["key"])?;
+    let query = parse_query(req.uri().query(), &["key", "r"])?;
     let key = key_of(&query, frontend)?;
+    let level = level_of(&query, "r", frontend.read_level)?;
     let routes = frontend.router.current().ok_or(ApiError::NoMap)?;
-    let (partition, replicas) = routes.map.locate(key);
-    // One random replica, then the others in map order.
-    let start = rand::random_range(0..replicas.len());
-    let order: Vec<_> = replicas[start..].iter().chain(&replicas[..start]).copied().collect();
-    match frontend.replicas.read_first(&routes, &order, &query::encode(key)).await {
-        Ok(Found::Value { length, body, .. }) => {
-            let mut response = Response::builder()
-                .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, "application/octet-stream");
-            if let Some(length) = length {
-                response = response.header(header::CONTENT_LENGTH, length);
-            }
-            Ok(response.body(body).expect("valid response parts"))
+    let partition = common::partition::of(key, routes.map.digits);
+    let escaped = query::encode(key);
+    let replication = routes.map.replication;
+    if level != Level::One {
+        return read_and_compare(frontend, &routes, partition, &escaped, level.required(replication)).await;
+    }
+    let readable: Vec<NodeId> = routes.map.read_set(partition).collect();
+    let failures = match frontend.replicas.read_first(&routes, &frontend.read_order(readable), &escaped).await
+    {
+        Ok(Found::Value { length, body, .. }) => return Ok(value_response(length, body)),
+        Ok(Found::Tombstone { .. } | Found::Missing) => return Err(ApiError::KeyNotFound),
+        Err(failures) => failures,
+    };
+    frontend.suspect(&failures);
+    // No up replica with a lease answered (the controller may be down, so leases lapse):
+    // compare enough replicas to meet every write quorum; the newest record among them is at
+    // least as new as any acknowledged write.
+    if failures.iter().all(ReplicaFailure::is_not_serving) {
+        let required = replication - frontend.write_level.required(replication) + 1;
+        return read_and_compare(frontend, &routes, partition, &escaped, required).await;
+    }
+    Err(ApiError::Unavailable(format!("no replica of partition {partition} answered: {}", join(&failures))))
+}
+
+fn value_response(length: Option<u64>, body: Body) -> Response<Body> {
+    let mut response =
+        Response::builder().status(StatusCode::OK).header(header::CONTENT_TYPE, "application/octet-stream");
+    if let Some(length) = length {
+        response = response.header(header::CONTENT_LENGTH, length);
+    }
+    response.body(body).expect("valid response parts")
+}
+
+/// Reads every replica of `partition` (leases not needed), and once `required` answered,
+/// answers with the newest record and writes it back to any replica found behind (read
+/// repair). Serves `r=quorum`, `r=all`, and reads while no replica holds a lease.
+async fn read_and_compare(
+    frontend: &Frontend,
+    routes: &Arc<Routes>,
+    partition: u32,
+    escaped: &str,
+    required: usize,
+) -> Result<Response<Body>, ApiError> {
+    let reads = routes
+        .map
+        .replicas_of(partition)
+        .iter()
+        .map(|&node| async move { (node, frontend.replicas.read_record(routes, node, escaped).await) });
+    let mut answered = Vec::new();
+    let mut failures = Vec::new();
+    for (node, result) in futures_util::future::join_all(reads).await {
+        match result {
+            Ok(record) => answered.push((node, record)),
+            Err(failure) => failures.push(failure),
         }
-        Ok(Found::Tombstone | Found::Missing) => Err(ApiError::KeyNotFound),
-        Err(failures) => Err(ApiError::Unavailable(format!(
-            "no replica of partition {partition} answered: {}",
+    }
+    if answered.len() < required {
+        frontend.suspect(&failures);
+        return Err(ApiError::Unavailable(format!(
+            "the read needs {required} replicas of partition {partition} to compare; {} answered ({})",
+            answered.len(),
             join(&failures)
-        ))),
+        )));
+    }
+    let newest = answered
+        .iter()
+        .filter_map(|(_, record)| record.as_ref())
+        .max_by(|a, b| common::version::compare(a, b))
+        .cloned();
+    if let Some(newest) = &newest {
+        let behind: Vec<NodeId> =
+            answered.iter().filter(|(_, r)| r.as_ref() != Some(newest)).map(|(node, _)| *node).collect();
+        if !behind.is_empty() {
+            log::info!("read repair of partition {partition}: nodes {behind:?} were behind");
+            let (replicas, routes, escaped, newest) =
+                (frontend.replicas.clone(), routes.clone(), escaped.to_owned(), newest.clone());
+            tokio::spawn(async move {
+                replicas.write_all(&routes, &behind, &escaped, &newest, None).await;
+            });
+        }
+    }
+    match newest {
+        Some(Record { value: Some(value), .. }) => {
+            Ok(value_response(Some(value.len() as u64), h::full(value)))
+        }
+        _ => Err(ApiError::KeyNotFound),
     }
 }
 
 async fn set(frontend: &Frontend, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let (parts, body) = req.into_parts();
-    let query = parse_query(parts.uri.query(), &["key", "value"])?;
+    let query = parse_query(parts.uri.query(), &["key", "value", "w"])?;
     let key = key_of(&query, frontend)?;
+    let level = level_of(&query, "w", frontend.write_level)?;
     let limit = frontend.limits.max_value_bytes;
     let routes = frontend.router.current().ok_or(ApiError::NoMap)?;
     let value = match (query.get("value"), parts.method) {
@@ -179,35 +262,71 @@ async fn set(frontend: &Frontend, req: Request<Incoming>) -> Result<Response<Bod
         }
     };
     let record = Record::value(frontend.clock.next(), value);
-    write(frontend, &routes, key, record).await
+    write(frontend, routes, key, record, level).await
 }
 
 async fn delete(frontend: &Frontend, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let query = parse_query(req.uri().query(), &["key"])?;
+    let query = parse_query(req.uri().query(), &["key", "w"])?;
     let key = key_of(&query, frontend)?;
+    let level = level_of(&query, "w", frontend.write_level)?;
     let routes = frontend.router.current().ok_or(ApiError::NoMap)?;
     let record = Record::tombstone(frontend.clock.next());
-    write(frontend, &routes, key, record).await
+    write(frontend, routes, key, record, level).await
 }
 
-/// Writes `record` to every replica of `key`; 200 only once all of them acknowledged.
+/// Writes `record` to the live replicas of `key` and answers 200 once `level` of them stored it
+/// and every live replica that did not is fenced out of reads, so that no read can miss it.
 async fn write(
     frontend: &Frontend,
-    routes: &crate::routing::Routes,
+    mut routes: Arc<Routes>,
     key: &[u8],
     record: Record,
+    level: Level,
 ) -> Result<Response<Body>, ApiError> {
-    let (partition, replicas) = routes.map.locate(key);
-    let (acked, failures) = frontend.replicas.write_all(routes, replicas, &query::encode(key), &record).await;
-    if failures.is_empty() {
+    let escaped = query::encode(key);
+    let mut refreshed = false;
+    loop {
+        let partition = common::partition::of(key, routes.map.digits);
+        let targets: Vec<NodeId> = routes.map.write_set(partition).collect();
+        let replication = routes.map.replication;
+        let (acked, failures) =
+            frontend.replicas.write_all(&routes, &targets, &escaped, &record, Some(routes.map.epoch)).await;
+        if failures.iter().any(ReplicaFailure::is_stale_epoch) {
+            // A replica has seen a newer map (a node rejoined): route by it and write again.
+            if !refreshed {
+                refreshed = true;
+                routes = frontend.refresh_routes(routes.map.epoch).await;
+                continue;
+            }
+            return Err(ApiError::Unavailable(format!(
+                "write not acknowledged: the partition map changed and the controller could not be asked for it ({})",
+                join(&failures)
+            )));
+        }
+        let required = level.required(replication);
+        if acked < required {
+            return Err(ApiError::Unavailable(format!(
+                "write not acknowledged: {acked} of {replication} replicas of partition {partition} stored it, \
+                 w={level} needs {required} ({}); the write may be visible on some replicas",
+                join(&failures)
+            )));
+        }
+        let fences = failures.iter().map(|f| frontend.fence(f.node, f.to_string()));
+        let unfenced: Vec<String> = futures_util::future::join_all(fences)
+            .await
+            .into_iter()
+            .zip(&failures)
+            .filter_map(|(result, failure)| result.err().map(|e| format!("node {}: {e}", failure.node)))
+            .collect();
+        if !unfenced.is_empty() {
+            return Err(ApiError::Unavailable(format!(
+                "write stored on {acked} of {replication} replicas, but replicas that missed it could not be fenced \
+                 out of reads ({}); the write may be visible on some replicas",
+                unfenced.join("; ")
+            )));
+        }
         return Ok(h::text(StatusCode::OK, "ok"));
     }
-    Err(ApiError::Unavailable(format!(
-        "write not acknowledged: {acked} of {} replicas of partition {partition} stored it ({}); \
-         the write may be visible on some replicas",
-        replicas.len(),
-        join(&failures)
-    )))
 }
 
 fn health(frontend: &Frontend) -> Response<Body> {
@@ -220,6 +339,6 @@ fn health(frontend: &Frontend) -> Response<Body> {
     }
 }
 
-fn join(failures: &[crate::replica::ReplicaFailure]) -> String {
+fn join(failures: &[ReplicaFailure]) -> String {
     failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }

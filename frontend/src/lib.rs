@@ -1,12 +1,13 @@
 //! A Velour Fog frontend: the stateless public face of the cluster.
 //!
 //! A frontend hashes each key to its partition with the map it follows from the controller
-//! (see [`routing`]), writes to all K replicas of the partition in parallel and answers 200 only
-//! when all of them acknowledged, and reads from one random replica, falling back to the others
-//! (see [`replica`]). Writes are stamped by a clock that never goes backwards on this frontend.
+//! (see [`routing`]), writes to the partition's live replicas in parallel and answers 200 once a
+//! write quorum stored it and every live replica that did not was fenced out of reads, and reads
+//! from one random up replica, falling back to the others (see [`replica`], [`consistency`]). Writes are stamped by a clock that never goes backwards on this frontend.
 //! Any number of frontends can run behind any load balancer; they share nothing.
 
 pub mod api;
+pub mod consistency;
 pub mod replica;
 pub mod routing;
 
@@ -45,8 +46,14 @@ pub struct Config {
     #[arg(long, env = "VF_MAX_VALUE_BYTES", default_value_t = 128 * 1024 * 1024)]
     pub max_value_bytes: usize,
     /// Deadline of a call to a storage node, in milliseconds (large values get more time).
-    #[arg(long, env = "VF_REPLICA_TIMEOUT_MS", default_value_t = 2000)]
+    #[arg(long, env = "VF_REPLICA_TIMEOUT_MS", default_value_t = 500)]
     pub replica_timeout_ms: u64,
+    /// Default write level: replicas that must store a write (`one`, `quorum`, `all`).
+    #[arg(long, env = "VF_WRITE_LEVEL", default_value = "quorum")]
+    pub write_level: consistency::Level,
+    /// Default read level: replicas read and compared (`one`, `quorum`, `all`).
+    #[arg(long, env = "VF_READ_LEVEL", default_value = "one")]
+    pub read_level: consistency::Level,
     /// Log level or filter, such as `debug` or `info,frontend=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info,fjall=warn,lsm_tree=warn")]
     pub log_level: String,
@@ -66,6 +73,65 @@ pub struct Frontend {
     pub replicas: Replicas,
     pub clock: Clock,
     pub limits: Limits,
+    pub controller: String,
+    pub client: Client,
+    pub write_level: consistency::Level,
+    pub read_level: consistency::Level,
+    /// Replicas that failed a read recently, tried last until then.
+    pub suspects: std::sync::Mutex<std::collections::HashMap<common::placement::NodeId, std::time::Instant>>,
+}
+
+/// How long a replica that failed a read is tried last.
+pub const SUSPICION: Duration = Duration::from_secs(2);
+/// Deadline of a fence request (the controller answers once the node's lease has expired).
+pub const FENCE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Frontend {
+    /// `nodes` in random order, recently failed ones last.
+    pub fn read_order(&self, mut nodes: Vec<common::placement::NodeId>) -> Vec<common::placement::NodeId> {
+        use rand::seq::SliceRandom;
+        nodes.shuffle(&mut rand::rng());
+        let now = std::time::Instant::now();
+        let suspects = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
+        nodes.sort_by_key(|n| suspects.get(n).is_some_and(|&until| until > now));
+        nodes
+    }
+
+    /// Remembers the replicas that just failed, so the next reads try them last.
+    pub fn suspect(&self, failures: &[replica::ReplicaFailure]) {
+        let until = std::time::Instant::now() + SUSPICION;
+        let mut suspects = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
+        for failure in failures {
+            suspects.insert(failure.node, until);
+        }
+    }
+
+    /// Asks the controller to fence `node` out of reads; returns once it is, with the new map
+    /// installed.
+    pub async fn fence(
+        &self,
+        node: common::placement::NodeId,
+        reason: String,
+    ) -> Result<(), common::http::RpcError> {
+        let url = format!("http://{}{}", self.controller, common::proto::FENCE_PATH);
+        let request = common::proto::FenceRequest { node_id: node, reason };
+        let map: common::placement::PartitionMap =
+            self.client.post_json(&url, &request, FENCE_TIMEOUT).await?;
+        self.router.install(map);
+        Ok(())
+    }
+
+    /// Fetches a map newer than `epoch` if the controller has one; the routes to use now.
+    pub async fn refresh_routes(&self, epoch: common::placement::Epoch) -> Arc<routing::Routes> {
+        match common::mapwatch::poll(&self.client, &self.controller, epoch, None, Duration::ZERO).await {
+            Ok(Some(map)) => {
+                self.router.install(map);
+            }
+            Ok(None) => {}
+            Err(e) => log::warn!("cannot refresh the map from {}: {e}", self.controller),
+        }
+        self.router.current().expect("a map was installed before")
+    }
 }
 
 /// A bound frontend, ready to run.
@@ -86,11 +152,17 @@ impl Server {
         let listener =
             TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let advertise = common::addr::advertised(&config.advertise, listener.local_addr()?)?;
+        let client = Client::new();
         let frontend = Arc::new(Frontend {
             router: Arc::new(Router::default()),
-            replicas: Replicas::new(Client::new(), Duration::from_millis(config.replica_timeout_ms)),
+            replicas: Replicas::new(client.clone(), Duration::from_millis(config.replica_timeout_ms)),
             clock: Clock::new(),
             limits: Limits { max_key_bytes: config.max_key_bytes, max_value_bytes: config.max_value_bytes },
+            controller: config.controller.clone(),
+            client,
+            write_level: config.write_level,
+            read_level: config.read_level,
+            suspects: Default::default(),
         });
         Ok(Self { listener, advertise, controller: config.controller, frontend })
     }

@@ -1,6 +1,6 @@
 //! Calls from a frontend to the storage nodes holding a key: write to every replica in parallel,
-//! read from one and fall back to the next. Every call has a deadline that grows with the size
-//! of the value, so a dead or hung node costs a bounded delay.
+//! read from one and fall back to the next, or read several and compare. Every call has a
+//! deadline that grows with the size of the value, so a dead or hung node costs a bounded delay.
 
 use crate::routing::Routes;
 use bytes::Bytes;
@@ -34,6 +34,18 @@ pub struct ReplicaFailure {
     pub error: RpcError,
 }
 
+impl ReplicaFailure {
+    /// The replica is alive but holds no read lease (or is not up).
+    pub fn is_not_serving(&self) -> bool {
+        matches!(&self.error, RpcError::Status { status, .. } if *status == StatusCode::SERVICE_UNAVAILABLE)
+    }
+
+    /// The replica refused the write because it was routed by an outdated map.
+    pub fn is_stale_epoch(&self) -> bool {
+        matches!(&self.error, RpcError::Status { status, .. } if *status == StatusCode::CONFLICT)
+    }
+}
+
 impl std::fmt::Display for ReplicaFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "node {} at {}: {}", self.node, self.addr, self.error)
@@ -45,7 +57,7 @@ pub enum Found {
     /// A live value (body streamed or buffered).
     Value { timestamp: u64, length: Option<u64>, body: Body },
     /// The key was deleted.
-    Tombstone,
+    Tombstone { timestamp: u64 },
     /// The replica holds nothing for the key.
     Missing,
 }
@@ -59,7 +71,8 @@ impl Replicas {
         self.timeout + Duration::from_secs_f64(bytes as f64 / MIN_TRANSFER_BYTES_PER_SEC as f64)
     }
 
-    /// Sends `record` for `key` to every node in `replicas` at once; returns how many
+    /// Sends `record` for `key` to every node in `replicas` at once, marked with the map epoch
+    /// it was routed by (`None`: a repair, never refused as stale); returns how many
     /// acknowledged and the failures of the others.
     pub async fn write_all(
         &self,
@@ -67,6 +80,7 @@ impl Replicas {
         replicas: &[NodeId],
         escaped_key: &str,
         record: &Record,
+        epoch: Option<u64>,
     ) -> (usize, Vec<ReplicaFailure>) {
         let body = record.value.clone().unwrap_or_default();
         let deadline = self.deadline_for(body.len() as u64);
@@ -78,6 +92,9 @@ impl Replicas {
                     let mut request = Request::put(url.as_str()).header(proto::TIMESTAMP, record.timestamp);
                     if record.is_tombstone() {
                         request = request.header(proto::TOMBSTONE, "1");
+                    }
+                    if let Some(epoch) = epoch {
+                        request = request.header(proto::EPOCH, epoch);
                     }
                     request.body(Full::new(body.clone())).expect("valid request")
                 };
@@ -99,7 +116,9 @@ impl Replicas {
             match result {
                 Ok(()) => acked += 1,
                 Err(failure) => {
-                    log::warn!("replica write failed: {failure}");
+                    if !failure.is_stale_epoch() {
+                        log::warn!("replica write failed: {failure}");
+                    }
                     failures.push(failure);
                 }
             }
@@ -117,11 +136,11 @@ impl Replicas {
         let mut failures = Vec::new();
         for &node in order {
             let url = format!("{}{escaped_key}", routes.record_url(node));
-            match self.read_one(&url).await {
+            match self.read_one(&url, false).await {
                 Ok(found) => return Ok(found),
                 Err(error) => {
                     let failure = ReplicaFailure { node, addr: routes.addr(node).to_owned(), error };
-                    log::warn!("replica read failed, trying the next replica: {failure}");
+                    log::debug!("replica read failed, trying the next replica: {failure}");
                     failures.push(failure);
                 }
             }
@@ -129,8 +148,39 @@ impl Replicas {
         Err(failures)
     }
 
-    async fn read_one(&self, url: &str) -> Result<Found, RpcError> {
-        let make = || Request::get(url).body(Full::new(Bytes::new())).expect("valid request");
+    /// Reads the whole record of `key` from `node` (`None`: the node holds nothing), whether or
+    /// not the node holds a read lease: for callers that compare several replicas.
+    pub async fn read_record(
+        &self,
+        routes: &Routes,
+        node: NodeId,
+        escaped_key: &str,
+    ) -> Result<Option<Record>, ReplicaFailure> {
+        let url = format!("{}{escaped_key}", routes.record_url(node));
+        let fail = |error| ReplicaFailure { node, addr: routes.addr(node).to_owned(), error };
+        match self.read_one(&url, true).await.map_err(fail)? {
+            Found::Missing => Ok(None),
+            Found::Tombstone { timestamp } => Ok(Some(Record::tombstone(timestamp))),
+            Found::Value { timestamp, body, .. } => {
+                let deadline = self.timeout;
+                let bytes = tokio::time::timeout(deadline, http_body_util::BodyExt::collect(body))
+                    .await
+                    .map_err(|_| fail(RpcError::Timeout(deadline)))?
+                    .map_err(|e| fail(RpcError::Transport(e.to_string())))?
+                    .to_bytes();
+                Ok(Some(Record::value(timestamp, bytes)))
+            }
+        }
+    }
+
+    async fn read_one(&self, url: &str, unleased: bool) -> Result<Found, RpcError> {
+        let make = || {
+            let mut request = Request::get(url);
+            if unleased {
+                request = request.header(proto::UNLEASED, "1");
+            }
+            request.body(Full::new(Bytes::new())).expect("valid request")
+        };
         let response = self.client.send(make, self.timeout).await?;
         let status = response.status();
         if status == StatusCode::NOT_FOUND {
@@ -155,7 +205,7 @@ impl Replicas {
             return Err(RpcError::Protocol(format!("record without a `{}` header", proto::TIMESTAMP)));
         };
         if tombstone {
-            return Ok(Found::Tombstone);
+            return Ok(Found::Tombstone { timestamp });
         }
         let body = match length {
             Some(n) if n > BUFFERED_READ_BYTES => h::stream(response.into_body()),

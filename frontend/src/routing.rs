@@ -13,8 +13,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-/// How long the controller may hold a map long poll open.
-pub const WATCH_WAIT: Duration = Duration::from_secs(30);
 /// Pause between attempts to reach an unreachable controller.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// Deadline of a registration call.
@@ -139,12 +137,8 @@ async fn register_and_watch(
 async fn watch(client: &Client, controller: &str, frontend_id: u64, router: &Router) -> RpcError {
     loop {
         let epoch = router.current().map_or(0, |r| r.map.epoch);
-        let url = format!(
-            "http://{controller}{}?newer_than={epoch}&wait_ms={}&frontend_id={frontend_id}",
-            proto::MAP_PATH,
-            WATCH_WAIT.as_millis()
-        );
-        match client.get_json::<PartitionMap>(&url, WATCH_WAIT + REGISTER_TIMEOUT).await {
+        let wait = common::mapwatch::WATCH_WAIT;
+        match common::mapwatch::poll(client, controller, epoch, Some(frontend_id), wait).await {
             Ok(Some(map)) => {
                 router.install(map);
             }
@@ -160,7 +154,7 @@ mod tests {
     use common::placement::Member;
 
     fn map(epoch: u64) -> PartitionMap {
-        let members = (1..=3).map(|id| Member { id, addr: format!("s{id}:7000") }).collect();
+        let members = (1..=3).map(|id| Member::up(id, format!("s{id}:7000"))).collect();
         PartitionMap::build(epoch, members, 2).unwrap()
     }
 

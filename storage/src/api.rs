@@ -1,5 +1,11 @@
 //! The storage node's HTTP API (see `common::proto` for the protocol): record reads and writes
-//! for frontends, and a health check. Every bad request gets a 4xx naming what was wrong.
+//! for frontends, digests and diffs for peers (see `repair`), stats and a health check. Every bad
+//! request gets a 4xx naming what was wrong.
+//!
+//! Two rules keep reads fresh: a record is served to a frontend only while this node is up and
+//! holds a valid lease (else 503, and the frontend asks another replica); and a write routed by
+//! a map older than its partition's [`min_write_epoch`](common::placement::PartitionMap::min_write_epoch)
+//! is refused with 409, so the frontend fetches the new map and writes to the replica it missed.
 
 use crate::store::Applied;
 use crate::Node;
@@ -28,6 +34,14 @@ pub enum ApiError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     NotDurable(#[from] crate::durability::SyncFailed),
+    #[error("not serving reads: {0}")]
+    NotServing(String),
+    #[error("stale map: the write was routed by epoch {given}, but partition {partition} needs epoch {needed} or newer")]
+    StaleEpoch { given: u64, needed: u64, partition: u32 },
+    #[error("this node has seen map epoch {have}, not {need} yet")]
+    BehindEpoch { have: u64, need: u64 },
+    #[error(transparent)]
+    Repair(#[from] crate::repair::RepairError),
 }
 
 impl ApiError {
@@ -37,7 +51,11 @@ impl ApiError {
             ApiError::NotFound | ApiError::UnknownPath(_) => StatusCode::NOT_FOUND,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Store(_) | ApiError::NotDurable(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Store(_) | ApiError::NotDurable(_) | ApiError::Repair(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            ApiError::NotServing(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StaleEpoch { .. } | ApiError::BehindEpoch { .. } => StatusCode::CONFLICT,
         }
     }
 }
@@ -53,13 +71,17 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
     let result = match (req.method(), req.uri().path()) {
         (&Method::GET, proto::RECORD_PATH) => get(&node, &req),
         (&Method::PUT, proto::RECORD_PATH) => put(&node, req).await,
+        (&Method::GET, proto::DIGESTS_PATH) => digests(&node, &req),
+        (&Method::POST, proto::DIFF_PATH) => diff(&node, req).await,
+        (&Method::GET, "/v1/stats") => Ok(h::json(StatusCode::OK, &stats(&node))),
         (&Method::GET, "/health") => match node.durability.failure() {
             None => Ok(h::text(StatusCode::OK, node.describe())),
             Some(failure) => Ok(h::text(StatusCode::SERVICE_UNAVAILABLE, failure)),
         },
-        (method, path @ (proto::RECORD_PATH | "/health")) => {
-            Err(ApiError::MethodNotAllowed { method: method.clone(), path: path.to_owned() })
-        }
+        (
+            method,
+            path @ (proto::RECORD_PATH | proto::DIGESTS_PATH | proto::DIFF_PATH | "/v1/stats" | "/health"),
+        ) => Err(ApiError::MethodNotAllowed { method: method.clone(), path: path.to_owned() }),
         (_, path) => Err(ApiError::UnknownPath(path.to_owned())),
     };
     result.unwrap_or_else(|e| {
@@ -78,9 +100,78 @@ fn key_of<'a>(query: &'a Query<'_>, max_key_bytes: usize) -> Result<&'a [u8], Ap
     Ok(key)
 }
 
+fn number<T: std::str::FromStr>(query: &Query<'_>, name: &str) -> Result<Option<T>, ApiError> {
+    query
+        .get(name)
+        .map(|raw| {
+            std::str::from_utf8(raw)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| ApiError::BadRequest(format!("parameter `{name}` must be a number")))
+        })
+        .transpose()
+}
+
+fn digits_of(query: &Query<'_>) -> Result<u8, ApiError> {
+    let digits: u8 =
+        number(query, "digits")?.ok_or_else(|| ApiError::BadRequest("missing parameter `digits`".into()))?;
+    if !(1..=crate::digest::BUCKET_DIGITS).contains(&digits) {
+        return Err(ApiError::BadRequest(format!("`digits` must be 1 to {}", crate::digest::BUCKET_DIGITS)));
+    }
+    Ok(digits)
+}
+
+fn digests(node: &Node, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let query = Query::parse(req.uri().query().unwrap_or(""))?;
+    Ok(crate::repair::digests_response(node, digits_of(&query)?))
+}
+
+async fn diff(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let (parts, body) = req.into_parts();
+    let query = Query::parse(parts.uri.query().unwrap_or(""))?;
+    let digits = digits_of(&query)?;
+    let partition: u32 = number(&query, "partition")?
+        .ok_or_else(|| ApiError::BadRequest("missing parameter `partition`".into()))?;
+    if partition >= common::partition::count(digits) {
+        return Err(ApiError::BadRequest(format!("no partition {partition} with {digits} digits")));
+    }
+    if let Some(need) = number::<u64>(&query, "min_epoch")? {
+        // A catch-up source must be past the epoch from which writes that skip the caller are
+        // refused; a sole source must also hold every acknowledged write (up and leased).
+        if number::<u8>(&query, "leased")? == Some(1) {
+            node.read_permission().map_err(ApiError::NotServing)?;
+        }
+        let have = node.view().map.as_ref().map_or(0, |m| m.epoch);
+        if have < need {
+            return Err(ApiError::BehindEpoch { have, need });
+        }
+    }
+    let theirs = h::read_body(body, usize::MAX).await.map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let answer = crate::repair::serve_diff(node, partition, digits, theirs)?;
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/octet-stream")
+        .body(h::full(answer))
+        .expect("valid response parts"))
+}
+
+fn stats(node: &Node) -> serde_json::Value {
+    let view = node.view();
+    serde_json::json!({
+        "node_id": node.id(),
+        "state": view.state,
+        "map_epoch": view.map.as_ref().map(|m| m.epoch),
+        "serving_reads": node.read_permission().is_ok(),
+        "repair": node.repair.to_json(),
+    })
+}
+
 fn get(node: &Node, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let query = Query::parse(req.uri().query().unwrap_or(""))?;
     let key = key_of(&query, node.limits.max_key_bytes)?;
+    if req.headers().get(proto::UNLEASED).is_none_or(|v| v != "1") {
+        node.read_permission().map_err(ApiError::NotServing)?;
+    }
     let record = tokio::task::block_in_place(|| node.store.get(key))?.ok_or(ApiError::NotFound)?;
     let mut response = Response::builder().status(StatusCode::OK).header(proto::TIMESTAMP, record.timestamp);
     if record.is_tombstone() {
@@ -121,7 +212,24 @@ async fn put(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiE
     } else {
         Record::value(timestamp, value)
     };
-    let applied = tokio::task::block_in_place(|| node.store.apply(key, &record))?;
+    let epoch = match parts.headers.get(proto::EPOCH) {
+        None => None,
+        Some(v) => Some(v.to_str().ok().and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| {
+            ApiError::BadRequest(format!("header `{}` must be a decimal epoch", proto::EPOCH))
+        })?),
+    };
+    let applied = {
+        // Held across the check and the apply: a newer map cannot be installed in between.
+        let view = node.view();
+        if let (Some(given), Some(map)) = (epoch, view.map.as_ref()) {
+            let partition = common::partition::of(key, map.digits);
+            let needed = map.min_write_epoch(partition);
+            if given < needed {
+                return Err(ApiError::StaleEpoch { given, needed, partition });
+            }
+        }
+        tokio::task::block_in_place(|| node.store.apply(key, &record))?
+    };
     // Even a superseded write waits: the newer record that beat it may not be durable yet.
     node.durability.wait_durable().await?;
     Ok(Response::builder()

@@ -8,19 +8,22 @@
 //! ([`identity`]), so a restarted node rejoins as the same member with its data.
 
 pub mod api;
+pub mod digest;
 pub mod durability;
 pub mod identity;
 pub mod membership;
+pub mod repair;
 pub mod store;
 
 use anyhow::Context;
-use common::placement::NodeId;
+use common::placement::{Epoch, NodeId, NodeState, PartitionMap};
 use common::shutdown::Shutdown;
 use durability::{Durability, SyncPolicy};
 use identity::IdentityFile;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 use store::Store;
 use tokio::net::TcpListener;
 
@@ -55,6 +58,9 @@ pub struct Config {
     /// last interval of acknowledged writes, a process crash loses nothing).
     #[arg(long, env = "VF_SYNC", default_value = "always")]
     pub sync: SyncPolicy,
+    /// Seconds between anti-entropy passes (digest comparison with every peer).
+    #[arg(long, env = "VF_ANTI_ENTROPY_MS", default_value_t = 10_000)]
+    pub anti_entropy_ms: u64,
     /// Block cache of the storage engine, in MiB: the bound on memory used for cached data.
     #[arg(long, env = "VF_CACHE_MIB", default_value_t = 64)]
     pub cache_mib: u64,
@@ -70,6 +76,16 @@ pub struct Limits {
     pub max_value_bytes: usize,
 }
 
+/// What the node knows of the cluster: the newest map it has seen, its own state, its lease.
+#[derive(Debug, Default)]
+pub struct View {
+    pub map: Option<Arc<PartitionMap>>,
+    pub state: Option<NodeState>,
+    pub joined: Epoch,
+    /// Reads may be served until then (granted by the controller's heartbeat answers).
+    pub lease_until: Option<Instant>,
+}
+
 /// The state one storage node's request handlers share.
 #[derive(Debug)]
 pub struct Node {
@@ -79,9 +95,72 @@ pub struct Node {
     pub identity: IdentityFile,
     /// The id the controller gave this node, once it has registered.
     pub node_id: Mutex<Option<NodeId>>,
+    /// Writes hold it shared while they check their epoch and apply; installing a map takes it
+    /// exclusively, so once a map is installed no write routed by an older one is in flight.
+    pub view: RwLock<View>,
+    pub repair: repair::RepairStats,
+    /// Wakes the heartbeat loop early (after catching up, to get a lease at once).
+    pub heartbeat_now: tokio::sync::Notify,
 }
 
 impl Node {
+    pub fn view(&self) -> RwLockReadGuard<'_, View> {
+        self.view.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn view_mut(&self) -> std::sync::RwLockWriteGuard<'_, View> {
+        self.view.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn id(&self) -> Option<NodeId> {
+        *self.node_id.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This node's state as the controller last told it (down until it has heard).
+    pub fn state(&self) -> NodeState {
+        self.view().state.unwrap_or(NodeState::Down)
+    }
+
+    pub fn map_and_id(&self) -> Option<(Arc<PartitionMap>, NodeId)> {
+        Some((self.view().map.clone()?, self.id()?))
+    }
+
+    /// Installs `map` if it is newer than the one held.
+    pub fn install_map(&self, map: PartitionMap) {
+        let mut view = self.view_mut();
+        if view.map.as_ref().is_some_and(|held| held.epoch >= map.epoch) {
+            return;
+        }
+        log::info!("map epoch {} installed", map.epoch);
+        view.map = Some(Arc::new(map));
+    }
+
+    /// Records what a heartbeat answer said; returns the epoch to catch up from if the node
+    /// has just learned it must catch up.
+    pub fn heard(&self, state: NodeState, joined: Epoch, lease: Duration, sent_at: Instant) -> Option<Epoch> {
+        let mut view = self.view_mut();
+        let newly_catching_up = state == NodeState::CatchingUp
+            && (view.state != Some(NodeState::CatchingUp) || view.joined != joined);
+        if view.state != Some(state) {
+            log::info!("controller says this node is {state:?}");
+        }
+        view.state = Some(state);
+        view.joined = joined;
+        view.lease_until = (state == NodeState::Up && !lease.is_zero()).then(|| sent_at + lease);
+        newly_catching_up.then_some(joined)
+    }
+
+    /// Whether the node may answer client reads now, and if not, why.
+    pub fn read_permission(&self) -> Result<(), String> {
+        let view = self.view();
+        match (view.state, view.lease_until) {
+            (Some(NodeState::Up), Some(until)) if Instant::now() < until => Ok(()),
+            (Some(NodeState::Up), _) => Err("no valid lease from the controller".into()),
+            (Some(state), _) => Err(format!("this node is {state:?}")),
+            (None, _) => Err("this node has not heard from the controller yet".into()),
+        }
+    }
+
     /// One line for the health endpoint.
     pub fn describe(&self) -> String {
         let id = match *self.node_id.lock().unwrap_or_else(|p| p.into_inner()) {
@@ -98,6 +177,7 @@ pub struct Server {
     advertise: String,
     controller: String,
     node: Arc<Node>,
+    anti_entropy_interval: Duration,
     /// Held for the node's lifetime: no other process may open the same data directory.
     _lock: std::fs::File,
 }
@@ -138,8 +218,18 @@ impl Server {
             limits: Limits { max_key_bytes: config.max_key_bytes, max_value_bytes: config.max_value_bytes },
             identity,
             node_id: Mutex::new(node_id),
+            view: RwLock::new(View::default()),
+            repair: repair::RepairStats::default(),
+            heartbeat_now: tokio::sync::Notify::new(),
         });
-        Ok(Self { listener, advertise, controller: config.controller, node, _lock: lock })
+        Ok(Self {
+            listener,
+            advertise,
+            controller: config.controller,
+            node,
+            anti_entropy_interval: Duration::from_millis(config.anti_entropy_ms.max(1)),
+            _lock: lock,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -155,9 +245,22 @@ impl Server {
             self.node.clone(),
             shutdown.clone(),
         ));
+        let map_follower = tokio::spawn(membership::follow_map(
+            self.controller.clone(),
+            self.node.clone(),
+            shutdown.clone(),
+        ));
+        let anti_entropy = tokio::spawn(repair::anti_entropy(
+            self.node.clone(),
+            common::http::Client::new(),
+            self.anti_entropy_interval,
+            shutdown.clone(),
+        ));
         let node = self.node.clone();
         common::http::serve(self.listener, move |req| api::handle(node.clone(), req), shutdown).await;
         heartbeat.abort();
+        map_follower.abort();
+        anti_entropy.abort();
         log::info!("storage node stopped");
         Ok(())
     }

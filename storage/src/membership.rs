@@ -1,19 +1,21 @@
-//! Registration with the controller, repeated as a heartbeat.
+//! The node's link to the controller: registration repeated as a heartbeat, and the map.
 //!
-//! The first successful registration gives the node its id; every later one reports the id back,
-//! so a controller that restarted without its state learns the same membership again.
+//! The first successful registration gives the node its id (saved before use); every later one
+//! reports the id back, so a restarted controller relearns the same membership. Each answer
+//! carries the node's state and, for an up node, a read lease counted from when the heartbeat
+//! was sent. An answer saying "catching up" starts the catch-up (see `repair`).
 
 use crate::Node;
 use common::http::Client;
 use common::proto::{self, StorageRegistered, StorageRegistration};
 use common::shutdown::Shutdown;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// How often a node re-registers with the controller.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a node heartbeats; several heartbeats fit in one lease.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
 /// How long one registration call may take.
-pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(2);
+pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Registers with `controller` and keeps heartbeating until `shutdown`.
 pub async fn run(controller: String, advertise: String, node: Arc<Node>, mut shutdown: Shutdown) {
@@ -21,8 +23,9 @@ pub async fn run(controller: String, advertise: String, node: Arc<Node>, mut shu
     let url = format!("http://{controller}{}", proto::STORAGE_REGISTER_PATH);
     let mut reachable = None;
     loop {
-        let known_id = *node.node_id.lock().unwrap_or_else(|p| p.into_inner());
+        let known_id = node.id();
         let registration = StorageRegistration { addr: advertise.clone(), node_id: known_id };
+        let sent_at = Instant::now();
         match client.post_json::<_, StorageRegistered>(&url, &registration, REGISTER_TIMEOUT).await {
             Ok(answer) => {
                 if known_id != Some(answer.node_id) {
@@ -46,6 +49,15 @@ pub async fn run(controller: String, advertise: String, node: Arc<Node>, mut shu
                     log::info!("controller {controller} reachable again");
                 }
                 reachable = Some(true);
+                let lease = Duration::from_millis(answer.lease_ms);
+                if let Some(joined) = node.heard(answer.state, answer.joined, lease, sent_at) {
+                    tokio::spawn(crate::repair::catch_up(
+                        node.clone(),
+                        client.clone(),
+                        controller.clone(),
+                        joined,
+                    ));
+                }
             }
             Err(e) => {
                 if reachable != Some(false) {
@@ -56,7 +68,32 @@ pub async fn run(controller: String, advertise: String, node: Arc<Node>, mut shu
         }
         tokio::select! {
             _ = tokio::time::sleep(HEARTBEAT_INTERVAL) => {}
+            _ = node.heartbeat_now.notified() => {}
             _ = shutdown.wait() => return,
+        }
+    }
+}
+
+/// Follows the controller's map until `shutdown`.
+pub async fn follow_map(controller: String, node: Arc<Node>, mut shutdown: Shutdown) {
+    let client = Client::new();
+    loop {
+        let epoch = node.view().map.as_ref().map_or(0, |m| m.epoch);
+        let poll = common::mapwatch::poll(&client, &controller, epoch, None, common::mapwatch::WATCH_WAIT);
+        let outcome = tokio::select! {
+            outcome = poll => outcome,
+            _ = shutdown.wait() => return,
+        };
+        match outcome {
+            Ok(Some(map)) => node.install_map(map),
+            Ok(None) => {}
+            Err(_) => {
+                // The heartbeat loop reports an unreachable controller; just retry.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.wait() => return,
+                }
+            }
         }
     }
 }

@@ -11,6 +11,7 @@
 //! an fsync: [`crate::durability`] batches the fsyncs of concurrent writers (group commit).
 //! Memory is bounded by the block cache (`cache_bytes`); nothing is loaded whole at start.
 
+use crate::digest::{self, Digests};
 use bytes::Bytes;
 use common::partition::{self, Partition};
 use common::version::Record;
@@ -46,6 +47,29 @@ pub struct Store {
     db: Database,
     records: Keyspace,
     stripes: Box<[Mutex<()>]>,
+    digests: Digests,
+}
+
+/// One record's version as the diff protocol lists it: enough to tell which replica is newer
+/// without moving the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionEntry {
+    pub key: Bytes,
+    pub timestamp: u64,
+    pub tombstone: bool,
+    /// [`digest::value_fingerprint`] of the value.
+    pub value_fingerprint: u64,
+}
+
+impl VersionEntry {
+    pub fn of(key: Bytes, record: &Record) -> Self {
+        Self {
+            key,
+            timestamp: record.timestamp,
+            tombstone: record.is_tombstone(),
+            value_fingerprint: digest::value_fingerprint(record.value.as_deref()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -62,7 +86,19 @@ impl Store {
             KeyspaceCreateOptions::default().with_kv_separation(Some(KvSeparationOptions::default()))
         })?;
         let stripes = (0..WRITE_STRIPES).map(|_| Mutex::new(())).collect();
-        Ok(Self { db, records, stripes })
+        let store = Self { db, records, stripes, digests: Digests::default() };
+        for item in store.records.iter() {
+            let (stored_key, raw) = item.into_inner()?;
+            let key = &stored_key[4..];
+            let record = decode(key, &raw)?;
+            store.digests.toggle(partition::hash_prefix(key), digest::fingerprint(key, &record));
+        }
+        Ok(store)
+    }
+
+    /// The per-partition digests of what this store holds.
+    pub fn digests(&self) -> &Digests {
+        &self.digests
     }
 
     /// Keeps `record` for `key` if it supersedes the record held (see [`Record::supersedes`]).
@@ -71,13 +107,18 @@ impl Store {
         let prefix = partition::hash_prefix(key);
         let stored_key = stored_key(prefix, key);
         let _guard = self.stripes[prefix as usize % WRITE_STRIPES].lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(held) = self.records.get(&stored_key)? {
-            let held = decode(key, &held)?;
-            if !record.supersedes(&held) {
-                return Ok(Applied::Superseded);
-            }
+        let held = match self.records.get(&stored_key)? {
+            Some(raw) => Some(decode(key, &raw)?),
+            None => None,
+        };
+        if held.as_ref().is_some_and(|held| !record.supersedes(held)) {
+            return Ok(Applied::Superseded);
         }
         self.records.insert(stored_key, encode(record))?;
+        if let Some(held) = &held {
+            self.digests.toggle(prefix, digest::fingerprint(key, held));
+        }
+        self.digests.toggle(prefix, digest::fingerprint(key, record));
         Ok(Applied::Stored)
     }
 
@@ -111,6 +152,15 @@ impl Store {
             out.push((key, record));
         }
         Ok(out)
+    }
+
+    /// The versions of every record of `partition`, in key-hash order.
+    pub fn versions(&self, partition: Partition, digits: u8) -> Result<Vec<VersionEntry>, StoreError> {
+        Ok(self
+            .scan_partition(partition, digits)?
+            .into_iter()
+            .map(|(key, record)| VersionEntry::of(key, &record))
+            .collect())
     }
 
     /// Forces every write applied so far to stable storage (fsync of the journal).
@@ -226,6 +276,30 @@ mod tests {
             }
             assert_eq!(seen, 500, "digits {digits}: every record in exactly one partition");
         }
+    }
+
+    #[test]
+    fn digests_follow_writes_and_are_rebuilt_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let (a, b) = (Store::open(dir.path(), CACHE).unwrap(), Store::open(other.path(), CACHE).unwrap());
+        for i in 0..50u64 {
+            let key = format!("key-{i}");
+            a.apply(key.as_bytes(), &value(i + 1, "old")).unwrap();
+            b.apply(key.as_bytes(), &value(i + 1, "old")).unwrap();
+        }
+        assert_eq!(a.digests().all(2), b.digests().all(2));
+        a.apply(b"key-3", &Record::tombstone(100)).unwrap();
+        assert_ne!(a.digests().all(2), b.digests().all(2));
+        b.apply(b"key-3", &Record::tombstone(100)).unwrap();
+        b.apply(b"key-3", &value(1, "late")).unwrap(); // superseded: no change
+        assert_eq!(a.digests().all(2), b.digests().all(2));
+        let before = a.digests().all(2);
+        drop(a);
+        assert_eq!(Store::open(dir.path(), CACHE).unwrap().digests().all(2), before);
+        let versions = b.versions(partition::of(b"key-3", 2), 2).unwrap();
+        let entry = versions.iter().find(|v| v.key.as_ref() == b"key-3").unwrap();
+        assert_eq!((entry.timestamp, entry.tombstone), (100, true));
     }
 
     #[test]

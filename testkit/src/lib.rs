@@ -317,6 +317,29 @@ impl Cluster {
         }
     }
 
+    /// Waits until the controller reports every storage node up and each of them serves reads
+    /// (holds a lease): after restarts, nodes rejoin, catch up if they must, and get leases.
+    pub async fn wait_storage_up(&mut self, deadline: Duration) {
+        self.wait_backends_listening().await;
+        let started = Instant::now();
+        loop {
+            let status = self.status().await;
+            let all_up = status["storage"].as_array().is_some_and(|m| m.iter().all(|n| n["state"] == "up"));
+            let mut serving = all_up;
+            for s in 0..self.storage.len() {
+                serving = serving && self.storage_stats(s).await["serving_reads"] == true;
+            }
+            if serving {
+                return;
+            }
+            assert!(
+                started.elapsed() < deadline,
+                "storage not all up and serving after {deadline:?}: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until every frontend's `/health` answers 200.
     pub async fn wait_until_serving(&self, deadline: Duration) {
         let started = Instant::now();
@@ -345,6 +368,46 @@ impl Cluster {
             .expect("controller status");
         assert_eq!(status, StatusCode::OK);
         serde_json::from_slice(&body).expect("status JSON")
+    }
+
+    /// Storage node `s`'s `/v1/stats`, as JSON.
+    pub async fn storage_stats(&self, s: usize) -> serde_json::Value {
+        let (status, body) = self
+            .client
+            .call(Method::GET, &self.storage[s].addr, "/v1/stats", Bytes::new())
+            .await
+            .expect("stats");
+        assert_eq!(status, StatusCode::OK);
+        serde_json::from_slice(&body).expect("stats JSON")
+    }
+
+    /// Storage node `s`'s partition digests for the current map.
+    pub async fn storage_digests(&self, s: usize) -> Bytes {
+        let partitions = self.status().await["partitions"].as_u64().expect("cluster formed");
+        let digits = (partitions.trailing_zeros() / 4) as u8;
+        let path = format!("{}?digits={digits}", common::proto::DIGESTS_PATH);
+        let (status, body) =
+            self.client.call(Method::GET, &self.storage[s].addr, &path, Bytes::new()).await.expect("digests");
+        assert_eq!(status, StatusCode::OK);
+        body
+    }
+
+    /// Writes a record straight to storage node `s`, bypassing the frontends (as a partially
+    /// failed write leaves it); returns the node's status.
+    pub async fn storage_put(&self, s: usize, key: &[u8], timestamp: u64, value: Bytes) -> StatusCode {
+        let url = format!(
+            "http://{}{}?key={}",
+            self.storage[s].addr,
+            common::proto::RECORD_PATH,
+            common::query::encode(key)
+        );
+        let make = || {
+            Request::put(url.as_str())
+                .header(common::proto::TIMESTAMP, timestamp)
+                .body(Full::new(value.clone()))
+                .expect("request")
+        };
+        self.client.inner.send_collect(make, REQUEST_DEADLINE).await.expect("storage write").0.status
     }
 
     /// `host:port` of frontend `i`.

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use futures_util::future::join_all;
-use http::StatusCode;
+use http::{Method, StatusCode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use testkit::{Cluster, ClusterConfig, StartOrder};
@@ -91,30 +91,54 @@ async fn any_start_order_forms_a_working_cluster() {
     }
 }
 
+async fn set_with(
+    cluster: &Cluster,
+    frontend: usize,
+    key: &str,
+    value: &str,
+    params: &str,
+) -> (StatusCode, String) {
+    let path = format!("/set/?key={key}&value={value}{params}");
+    let (status, body) =
+        cluster.client.call(Method::GET, cluster.frontend(frontend), &path, Bytes::new()).await.unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
 #[tokio::test]
-async fn a_dead_replica_fails_writes_with_503_and_reads_fall_back() {
+async fn a_dead_replica_fails_w_all_writes_but_quorum_writes_and_reads_go_on() {
     let mut cluster = Cluster::start(ClusterConfig::default()).await;
     for i in 0..20 {
         assert_eq!(cluster.set(0, format!("k{i}").as_bytes(), "before").await.0, StatusCode::OK);
     }
     cluster.storage[1].kill();
-    // K = 3 of 3: every write needs the dead node, and says how many replicas acknowledged.
-    let (status, body) = cluster.set(0, b"k0", "after").await;
-    let message = String::from_utf8_lossy(&body);
+    // w=all needs every replica, and says how many acknowledged and which node failed.
+    let (status, message) = set_with(&cluster, 0, "k0", "after", "&w=all").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{message}");
-    assert!(message.contains("2 of 3 replicas"), "{message}");
+    assert!(message.contains("2 of 3 replicas") && message.contains("w=all needs 3"), "{message}");
     assert!(message.contains(&cluster.storage[1].addr), "names the failed node: {message}");
-    // Every read still succeeds: a read that picks the dead node moves on to the next replica.
+    // The default (quorum) write succeeds once the dead node is fenced out of reads.
+    let (status, message) = set_with(&cluster, 0, "k0", "after", "").await;
+    assert_eq!(status, StatusCode::OK, "{message}");
+    // Every read succeeds and sees the acknowledged write.
     for i in 0..20 {
-        let (status, _) = cluster.get(i % 2, format!("k{i}").as_bytes()).await;
-        assert_eq!(status, StatusCode::OK, "k{i}");
+        let expected = if i == 0 { "after" } else { "before" };
+        let (status, body) = cluster.get(i % 2, format!("k{i}").as_bytes()).await;
+        assert_eq!((status, body), (StatusCode::OK, Bytes::from(expected)), "k{i}");
     }
-    // With every replica gone, reads fail with 503 naming the partition.
+    // w=quorum needs 2 of 3: with a second replica gone it fails, naming the level.
     cluster.storage[0].kill();
+    let (status, message) = set_with(&cluster, 1, "k1", "lonely", "").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{message}");
+    assert!(message.contains("w=quorum needs 2"), "{message}");
+    // w=one still works, and the last replica serves reads.
+    let (status, message) = set_with(&cluster, 1, "k1", "lonely", "&w=one").await;
+    assert_eq!(status, StatusCode::OK, "{message}");
+    assert_eq!(cluster.get(0, b"k1").await, (StatusCode::OK, Bytes::from_static(b"lonely")));
+    // With every replica gone, reads fail with 503 naming the partition.
     cluster.storage[2].kill();
     let (status, body) = cluster.get(0, b"k3").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(String::from_utf8_lossy(&body).contains("no replica of partition"));
+    assert!(String::from_utf8_lossy(&body).contains("partition"), "{body:?}");
 }
 
 #[tokio::test]
@@ -133,8 +157,12 @@ async fn a_hung_replica_costs_a_bounded_delay() {
     // At most one timeout per read (plus slack for a loaded machine), never a stall.
     assert!(started.elapsed() < Duration::from_secs(10), "reads took {:?}", started.elapsed());
     let started = Instant::now();
-    assert_eq!(cluster.set(1, b"k", "w").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(set_with(&cluster, 1, "k", "w", "&w=all").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(started.elapsed() < Duration::from_secs(5), "write took {:?}", started.elapsed());
+    // A quorum write waits for the fence (at most a lease), then succeeds.
+    let started = Instant::now();
+    assert_eq!(set_with(&cluster, 1, "k", "x", "").await.0, StatusCode::OK);
     assert!(started.elapsed() < Duration::from_secs(5), "write took {:?}", started.elapsed());
     cluster.storage[2].resume();
-    assert_eq!(cluster.set(1, b"k", "x").await.0, StatusCode::OK);
+    assert_eq!(cluster.get(0, b"k").await, (StatusCode::OK, Bytes::from_static(b"x")));
 }

@@ -16,7 +16,7 @@ fn value_of(i: usize) -> Bytes {
 async fn restart_everything(cluster: &mut Cluster) {
     cluster.controller.start();
     cluster.storage.iter_mut().for_each(Process::start);
-    cluster.wait_backends_listening().await;
+    cluster.wait_storage_up(testkit::START_DEADLINE).await;
     cluster.wait_until_serving(testkit::START_DEADLINE).await;
 }
 
@@ -89,7 +89,7 @@ async fn writes_acknowledged_under_load_survive_killing_all_storage_nodes_mid_lo
     }
     let mut cluster = Arc::try_unwrap(cluster).ok().expect("writers done").into_inner();
     cluster.storage.iter_mut().for_each(Process::start);
-    cluster.wait_backends_listening().await;
+    cluster.wait_storage_up(testkit::START_DEADLINE).await;
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert!(acknowledged.len() > 100, "only {} writes acknowledged before the kill", acknowledged.len());
     for (key, value) in &acknowledged {

@@ -1,0 +1,454 @@
+//! Replica repair: how a storage node pulls what it missed and converges with its peers.
+//!
+//! One primitive does all of it: [`sync_partition`] sends a peer the versions this node holds
+//! for one partition (keys and 17 bytes of version each, no values); the peer answers with the
+//! records it holds that are newer or missing here. Repair only ever pulls: the peer's own pass
+//! pulls what it lacks from us, so each differing record crosses the network once per replica
+//! that lacks it.
+//!
+//! - **Catch-up**: a node back from being down is `catching_up` since epoch `joined`. It pulls
+//!   every partition it holds from an up peer that holds a read lease and has seen epoch
+//!   `joined` (the peer checks both, or refuses). From that epoch on, the peer refuses writes
+//!   routed by older maps, so every acknowledged write is in what it sends; newer writes reach
+//!   this node directly. If no replica of a partition is up (every one was fenced, say after all
+//!   were killed), the node instead merges what every live replica holds, and needs at least
+//!   K - W + 1 replicas (itself included, W a majority) so that every write acknowledged by a
+//!   write quorum is among them. Then it reports itself caught up and the controller marks it up.
+//! - **Anti-entropy**: every interval, an up node fetches each peer's partition digests (16
+//!   bytes per partition, one request per peer) and syncs only the partitions whose digests
+//!   differ. Equal partitions cost nothing more.
+//!
+//! Wire formats (all integers big-endian):
+//! - versions list: repeated `u32 key_len, key, u64 timestamp, u8 tombstone, u64 value_fp`;
+//! - diff answer: repeated `u32 key_len, key, u64 timestamp, u8 tombstone, u64 value_len, value`.
+
+use crate::store::{StoreError, VersionEntry};
+use crate::Node;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use common::http::{self as h, Client, RpcError};
+use common::partition::Partition;
+use common::placement::{Epoch, NodeId, NodeState, PartitionMap};
+use common::proto;
+use common::version::Record;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Deadline of one repair call (a partition's records can be large).
+pub const REPAIR_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Counters of the repair traffic of one node, served at `/v1/stats`.
+#[derive(Debug, Default)]
+pub struct RepairStats {
+    pub passes: AtomicU64,
+    pub partitions_compared: AtomicU64,
+    pub partitions_differing: AtomicU64,
+    /// Records received from peers that superseded ours.
+    pub records_pulled: AtomicU64,
+    /// Bytes of requests and answers exchanged for repair (digests, version lists, records).
+    pub bytes_moved: AtomicU64,
+    /// Key and value bytes of the pulled records that superseded ours.
+    pub bytes_differing: AtomicU64,
+}
+
+impl RepairStats {
+    pub fn to_json(&self) -> serde_json::Value {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        serde_json::json!({
+            "passes": get(&self.passes),
+            "partitions_compared": get(&self.partitions_compared),
+            "partitions_differing": get(&self.partitions_differing),
+            "records_pulled": get(&self.records_pulled),
+            "bytes_moved": get(&self.bytes_moved),
+            "bytes_differing": get(&self.bytes_differing),
+        })
+    }
+}
+
+/// Why a repair step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RepairError {
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    NotDurable(#[from] crate::durability::SyncFailed),
+    #[error("malformed repair message: {0}")]
+    Malformed(&'static str),
+}
+
+pub fn encode_versions(entries: &[VersionEntry]) -> Bytes {
+    let mut out = BytesMut::with_capacity(entries.iter().map(|e| e.key.len() + 21).sum());
+    for e in entries {
+        out.put_u32(e.key.len() as u32);
+        out.put_slice(&e.key);
+        out.put_u64(e.timestamp);
+        out.put_u8(u8::from(e.tombstone));
+        out.put_u64(e.value_fingerprint);
+    }
+    out.freeze()
+}
+
+pub fn decode_versions(mut buf: Bytes) -> Result<Vec<VersionEntry>, RepairError> {
+    let mut entries = Vec::new();
+    while buf.has_remaining() {
+        let key = take_key(&mut buf)?;
+        if buf.remaining() < 17 {
+            return Err(RepairError::Malformed("truncated version entry"));
+        }
+        entries.push(VersionEntry {
+            key,
+            timestamp: buf.get_u64(),
+            tombstone: buf.get_u8() == 1,
+            value_fingerprint: buf.get_u64(),
+        });
+    }
+    Ok(entries)
+}
+
+fn take_key(buf: &mut Bytes) -> Result<Bytes, RepairError> {
+    if buf.remaining() < 4 {
+        return Err(RepairError::Malformed("truncated key length"));
+    }
+    let len = buf.get_u32() as usize;
+    if buf.remaining() < len {
+        return Err(RepairError::Malformed("truncated key"));
+    }
+    Ok(buf.split_to(len))
+}
+
+/// The records the answering node holds that are newer than (or missing from) the caller's
+/// copy, given the caller's versions `theirs` and our records `ours` of one partition. At equal
+/// timestamps with different values both sides send theirs, and `supersedes` settles it.
+pub fn diff(ours: Vec<(Bytes, Record)>, theirs: Vec<VersionEntry>) -> Vec<(Bytes, Record)> {
+    let theirs: HashMap<Bytes, VersionEntry> = theirs.into_iter().map(|e| (e.key.clone(), e)).collect();
+    ours.into_iter()
+        .filter(|(key, record)| match theirs.get(key) {
+            None => true,
+            Some(their) => {
+                let mine = VersionEntry::of(key.clone(), record);
+                mine != *their && (mine.timestamp, mine.tombstone) >= (their.timestamp, their.tombstone)
+            }
+        })
+        .collect()
+}
+
+pub fn encode_records(records: &[(Bytes, Record)]) -> Bytes {
+    let mut out = BytesMut::new();
+    for (key, record) in records {
+        let value = record.value.as_deref().unwrap_or_default();
+        out.reserve(key.len() + value.len() + 21);
+        out.put_u32(key.len() as u32);
+        out.put_slice(key);
+        out.put_u64(record.timestamp);
+        out.put_u8(u8::from(record.is_tombstone()));
+        out.put_u64(value.len() as u64);
+        out.put_slice(value);
+    }
+    out.freeze()
+}
+
+pub fn decode_records(mut buf: Bytes) -> Result<Vec<(Bytes, Record)>, RepairError> {
+    let mut records = Vec::new();
+    while buf.has_remaining() {
+        let key = take_key(&mut buf)?;
+        if buf.remaining() < 17 {
+            return Err(RepairError::Malformed("truncated record header"));
+        }
+        let timestamp = buf.get_u64();
+        let tombstone = buf.get_u8() == 1;
+        let len = buf.get_u64() as usize;
+        if buf.remaining() < len {
+            return Err(RepairError::Malformed("truncated value"));
+        }
+        let value = buf.split_to(len);
+        let record = if tombstone { Record::tombstone(timestamp) } else { Record::value(timestamp, value) };
+        records.push((key, record));
+    }
+    Ok(records)
+}
+
+/// What a catch-up asks of the peer it pulls from.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceCheck {
+    /// The peer must have installed this map epoch (409 otherwise).
+    pub min_epoch: Epoch,
+    /// The peer must hold a read lease, i.e. every acknowledged write (503 otherwise).
+    pub leased: bool,
+}
+
+/// Pulls from `peer` every record of `partition` it holds newer than ours; returns how many
+/// superseded ours.
+pub async fn sync_partition(
+    node: &Node,
+    client: &Client,
+    peer: &str,
+    partition: Partition,
+    digits: u8,
+    check: Option<SourceCheck>,
+) -> Result<u64, RepairError> {
+    let ours = tokio::task::block_in_place(|| node.store.versions(partition, digits))?;
+    let body = encode_versions(&ours);
+    let mut url = format!("http://{peer}{}?partition={partition}&digits={digits}", proto::DIFF_PATH);
+    if let Some(check) = check {
+        url.push_str(&format!("&min_epoch={}&leased={}", check.min_epoch, u8::from(check.leased)));
+    }
+    let make = || Request::post(url.as_str()).body(Full::new(body.clone())).expect("valid request");
+    let (parts, answer) = client.send_collect(make, REPAIR_TIMEOUT).await?;
+    if parts.status != StatusCode::OK {
+        let message = String::from_utf8_lossy(&answer).trim().to_owned();
+        return Err(RpcError::Status { status: parts.status, message }.into());
+    }
+    let stats = &node.repair;
+    stats.bytes_moved.fetch_add((body.len() + answer.len()) as u64, Ordering::Relaxed);
+    let mut pulled = 0;
+    for (key, record) in decode_records(answer)? {
+        let size = (key.len() + record.value.as_ref().map_or(0, Bytes::len)) as u64;
+        if tokio::task::block_in_place(|| node.store.apply(&key, &record))? == crate::store::Applied::Stored {
+            pulled += 1;
+            stats.bytes_differing.fetch_add(size, Ordering::Relaxed);
+        }
+    }
+    node.durability.wait_durable().await?;
+    stats.records_pulled.fetch_add(pulled, Ordering::Relaxed);
+    Ok(pulled)
+}
+
+/// Serves `GET /v1/digests?digits=D`: 16 bytes per partition, in partition order.
+pub fn serve_digests(node: &Node, digits: u8) -> Bytes {
+    let mut out = BytesMut::with_capacity(16 << (4 * digits as usize));
+    for digest in node.store.digests().all(digits) {
+        out.put_u128(digest);
+    }
+    out.freeze()
+}
+
+/// Serves `POST /v1/diff`: compares the caller's versions with ours.
+pub fn serve_diff(
+    node: &Node,
+    partition: Partition,
+    digits: u8,
+    theirs: Bytes,
+) -> Result<Bytes, RepairError> {
+    let theirs = decode_versions(theirs)?;
+    let ours = tokio::task::block_in_place(|| node.store.scan_partition(partition, digits))?;
+    Ok(encode_records(&diff(ours, theirs)))
+}
+
+/// Pulls every partition this node holds from up peers that have seen `joined`, then reports
+/// the node caught up. Retries until it succeeds or the node's state changes.
+pub async fn catch_up(node: Arc<Node>, client: Client, controller: String, joined: Epoch) {
+    log::info!("catching up since map epoch {joined}");
+    let started = std::time::Instant::now();
+    let mut pulled = 0;
+    let mut done = std::collections::HashSet::new();
+    loop {
+        let Some((map, me)) = node.map_and_id() else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        if map.epoch < joined {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        if node.state() != NodeState::CatchingUp {
+            return;
+        }
+        let mut complete = true;
+        for partition in map.partitions_of(me).filter(|p| !done.contains(p)).collect::<Vec<_>>() {
+            match catch_up_partition(&node, &client, &map, me, partition, joined).await {
+                Some(count) => {
+                    pulled += count;
+                    done.insert(partition);
+                }
+                None => complete = false,
+            }
+        }
+        if complete {
+            let report = proto::CaughtUp { node_id: me, joined };
+            let url = format!("http://{controller}{}", proto::CAUGHT_UP_PATH);
+            match client.post_json::<_, PartitionMap>(&url, &report, Duration::from_secs(5)).await {
+                Ok(map) => {
+                    log::info!(
+                        "caught up in {:.1?}: {pulled} records pulled; marked up in map epoch {}",
+                        started.elapsed(),
+                        map.epoch
+                    );
+                    node.install_map(map);
+                    node.heartbeat_now.notify_one();
+                    return;
+                }
+                Err(RpcError::Status { status: StatusCode::CONFLICT, .. }) => return,
+                Err(e) => log::warn!("cannot report catch-up to the controller: {e}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Pulls `partition` for a node catching up since `joined`: from one leased up peer if one
+/// serves, else merged from enough live replicas to meet every write quorum. `None` if neither
+/// worked yet.
+async fn catch_up_partition(
+    node: &Node,
+    client: &Client,
+    map: &PartitionMap,
+    me: NodeId,
+    partition: Partition,
+    joined: Epoch,
+) -> Option<u64> {
+    let peers: Vec<&common::placement::Member> =
+        map.replicas_of(partition).iter().filter(|&&id| id != me).filter_map(|&id| map.member(id)).collect();
+    let leased = SourceCheck { min_epoch: joined, leased: true };
+    for peer in peers.iter().filter(|m| m.state == NodeState::Up) {
+        match sync_partition(node, client, &peer.addr, partition, map.digits, Some(leased)).await {
+            Ok(count) => return Some(count),
+            Err(e) => log::debug!("catch-up of partition {partition} from node {}: {e}", peer.id),
+        }
+    }
+    // No up replica could serve: merge every live replica's records.
+    let write_quorum = map.replication / 2 + 1;
+    let peers_needed = (map.replication - write_quorum + 1).saturating_sub(1);
+    let unleased = SourceCheck { min_epoch: joined, leased: false };
+    let (mut merged, mut pulled) = (0, 0);
+    for peer in &peers {
+        match sync_partition(node, client, &peer.addr, partition, map.digits, Some(unleased)).await {
+            Ok(count) => {
+                merged += 1;
+                pulled += count;
+            }
+            Err(e) => log::debug!("catch-up merge of partition {partition} from node {}: {e}", peer.id),
+        }
+    }
+    (merged >= peers_needed).then_some(pulled)
+}
+
+/// Compares digests with every peer and syncs the partitions that differ, every `interval`.
+pub async fn anti_entropy(
+    node: Arc<Node>,
+    client: Client,
+    interval: Duration,
+    mut shutdown: common::shutdown::Shutdown,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.wait() => return,
+        }
+        // Only a node that knows it is up (a valid lease, not a stale view after a pause).
+        if node.read_permission().is_err() {
+            continue;
+        }
+        if let Err(e) = anti_entropy_pass(&node, &client).await {
+            log::warn!("anti-entropy pass failed: {e}");
+        }
+    }
+}
+
+/// One anti-entropy pass over every peer; returns how many partitions differed.
+pub async fn anti_entropy_pass(node: &Node, client: &Client) -> Result<u64, RepairError> {
+    let Some((map, me)) = node.map_and_id() else { return Ok(0) };
+    if map.digits > crate::digest::BUCKET_DIGITS {
+        return Ok(0);
+    }
+    let stats = &node.repair;
+    let ours = node.store.digests().all(map.digits);
+    let mut differing = 0;
+    for peer in map.members.iter().filter(|m| m.id != me && m.state == NodeState::Up) {
+        let shared: Vec<Partition> =
+            map.partitions_of(me).filter(|&p| map.replicas_of(p).contains(&peer.id)).collect();
+        if shared.is_empty() {
+            continue;
+        }
+        let url = format!("http://{}{}?digits={}", peer.addr, proto::DIGESTS_PATH, map.digits);
+        let make = || Request::get(url.as_str()).body(Full::new(Bytes::new())).expect("valid request");
+        let (parts, mut theirs) = match client.send_collect(make, REPAIR_TIMEOUT).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                log::debug!("anti-entropy: node {} unreachable: {e}", peer.id);
+                continue;
+            }
+        };
+        if parts.status != StatusCode::OK || theirs.len() != ours.len() * 16 {
+            continue;
+        }
+        stats.bytes_moved.fetch_add(theirs.len() as u64, Ordering::Relaxed);
+        let theirs: Vec<u128> = (0..ours.len()).map(|_| theirs.get_u128()).collect();
+        for p in shared {
+            stats.partitions_compared.fetch_add(1, Ordering::Relaxed);
+            if ours[p as usize] == theirs[p as usize] {
+                continue;
+            }
+            differing += 1;
+            stats.partitions_differing.fetch_add(1, Ordering::Relaxed);
+            let pulled = sync_partition(node, client, &peer.addr, p, map.digits, None).await?;
+            if pulled > 0 {
+                log::info!(
+                    "anti-entropy: partition {p} differed from node {}: {pulled} records pulled",
+                    peer.id
+                );
+            }
+        }
+    }
+    stats.passes.fetch_add(1, Ordering::Relaxed);
+    Ok(differing)
+}
+
+/// The body of a digests answer, for tests of the protocol.
+pub fn digests_response(node: &Node, digits: u8) -> http::Response<h::Body> {
+    http::Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/octet-stream")
+        .body(h::full(serve_digests(node, digits)))
+        .expect("valid response parts")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(ts: u64, v: &'static str) -> Record {
+        Record::value(ts, Bytes::from_static(v.as_bytes()))
+    }
+
+    fn entries(records: &[(&'static str, Record)]) -> Vec<VersionEntry> {
+        records.iter().map(|(k, r)| VersionEntry::of(Bytes::from_static(k.as_bytes()), r)).collect()
+    }
+
+    #[test]
+    fn diff_sends_only_what_is_newer_or_missing_on_the_caller() {
+        let ours = vec![
+            (Bytes::from_static(b"same"), value(1, "a")),
+            (Bytes::from_static(b"ours-newer"), value(5, "new")),
+            (Bytes::from_static(b"theirs-newer"), value(1, "old")),
+            (Bytes::from_static(b"only-ours"), Record::tombstone(3)),
+            (Bytes::from_static(b"tie"), value(7, "x")),
+        ];
+        let theirs = entries(&[
+            ("same", value(1, "a")),
+            ("ours-newer", value(4, "old")),
+            ("theirs-newer", Record::tombstone(2)),
+            ("only-theirs", value(9, "z")),
+            ("tie", value(7, "y")),
+        ]);
+        let sent = diff(ours, theirs);
+        let keys: Vec<&[u8]> = sent.iter().map(|(k, _)| k.as_ref()).collect();
+        assert_eq!(keys, [&b"ours-newer"[..], b"only-ours", b"tie"]);
+        assert_eq!(decode_records(encode_records(&sent)).unwrap(), sent);
+    }
+
+    #[test]
+    fn wire_formats_round_trip_and_reject_truncation() {
+        let list = entries(&[("k", value(1, "v")), ("", Record::tombstone(2))]);
+        assert_eq!(decode_versions(encode_versions(&list)).unwrap(), list);
+        let encoded = encode_versions(&list);
+        assert!(decode_versions(encoded.slice(..encoded.len() - 1)).is_err());
+        let records = vec![(Bytes::from_static(b"k"), value(3, "vvv"))];
+        let encoded = encode_records(&records);
+        assert!(decode_records(encoded.slice(..encoded.len() - 1)).is_err());
+    }
+}
