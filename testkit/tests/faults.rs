@@ -25,6 +25,10 @@ impl LoadReport {
         1.0 - self.write_failures.len() as f64 / self.writes.max(1) as f64
     }
 
+    fn max_ms(&self) -> f64 {
+        self.write_latencies_us.iter().max().copied().unwrap_or(0) as f64 / 1000.0
+    }
+
     fn p99_ms(&mut self) -> f64 {
         self.write_latencies_us.sort_unstable();
         let i = (self.write_latencies_us.len() as f64 * 0.99) as usize;
@@ -127,9 +131,10 @@ async fn killing_one_of_three_replicas_under_load_loses_nothing() {
     let mut report = load.await.unwrap();
     let p99 = report.p99_ms();
     eprintln!(
-        "kill -9 under load: {} writes, {:.2}% succeeded, p99 {p99:.0} ms, {} stale reads",
+        "kill -9 under load: {} writes, {:.2}% succeeded, p99 {p99:.0} ms, max {:.0} ms, {} stale reads",
         report.writes,
         report.success_rate() * 100.0,
+        report.max_ms(),
         report.stale_reads.len()
     );
     assert!(report.stale_reads.is_empty(), "reads older than acknowledged writes: {:?}", report.stale_reads);
@@ -150,9 +155,10 @@ async fn a_hung_replica_costs_little_and_catches_up_after_sigcont() {
     let mut report = load.await.unwrap();
     let p99 = report.p99_ms();
     eprintln!(
-        "SIGSTOP under load: {} writes, {:.2}% succeeded, p99 {p99:.0} ms, {} stale reads",
+        "SIGSTOP under load: {} writes, {:.2}% succeeded, p99 {p99:.0} ms, max {:.0} ms, {} stale reads",
         report.writes,
         report.success_rate() * 100.0,
+        report.max_ms(),
         report.stale_reads.len()
     );
     assert!(report.stale_reads.is_empty(), "reads older than acknowledged writes: {:?}", report.stale_reads);
