@@ -207,6 +207,9 @@ pub struct ClusterConfig {
     pub held_back_storage: usize,
     /// Where storage data directories go [default: the cluster's temp dir].
     pub data_root: Option<PathBuf>,
+    /// Run the last storage node in its own network namespace, whose link a test can cut
+    /// ([`Cluster::partition`]); every other process then uses the host end's address.
+    pub partitionable: bool,
 }
 
 impl Default for ClusterConfig {
@@ -220,6 +223,7 @@ impl Default for ClusterConfig {
             storage_args: Vec::new(),
             held_back_storage: 0,
             data_root: None,
+            partitionable: false,
         }
     }
 }
@@ -230,6 +234,8 @@ pub struct Cluster {
     pub storage: Vec<Process>,
     pub frontends: Vec<Process>,
     pub client: TestClient,
+    /// The namespace of the last storage node, with [`ClusterConfig::partitionable`].
+    pub partition: Option<NetworkNamespace>,
     /// Holds every log and data directory; removed on drop.
     pub dir: tempfile::TempDir,
 }
@@ -245,8 +251,10 @@ impl Cluster {
     /// Starts a cluster's processes without waiting for it to serve.
     pub async fn launch(config: ClusterConfig) -> Self {
         let dir = tempfile::Builder::new().prefix("velourfog-test-").tempdir().expect("temp dir");
+        let partition = config.partitionable.then(|| NetworkNamespace::create().expect("network namespace"));
+        let host_ip = partition.as_ref().map_or("127.0.0.1".to_owned(), |ns| ns.host_ip.clone());
         let controller_port = free_port();
-        let controller_addr = format!("127.0.0.1:{controller_port}");
+        let controller_addr = format!("{host_ip}:{controller_port}");
         let controller = Process::new(
             "controller".into(),
             controller_addr.clone(),
@@ -256,25 +264,36 @@ impl Cluster {
                 config.storage.to_string(),
                 config.replication.to_string(),
                 "--host".into(),
-                "127.0.0.1".into(),
+                host_ip.clone(),
                 "--state-dir".into(),
                 dir.path().join("controller").display().to_string(),
             ],
             dir.path(),
         );
+        let isolated = config.partitionable.then(|| config.storage - 1);
         let node = |kind: &str, i: usize, extra: &[String]| {
-            let addr = format!("127.0.0.1:{}", free_port());
+            let inside = kind == "storage" && Some(i) == isolated;
+            let ip =
+                if inside { partition.as_ref().expect("namespace").ns_ip.as_str() } else { host_ip.as_str() };
+            let addr = format!("{ip}:{}", free_port());
             let mut args = vec![controller_addr.clone(), addr.clone(), "--listen".into(), addr.clone()];
             if kind == "storage" {
                 let root = config.data_root.as_deref().unwrap_or(dir.path());
                 args.extend(["--data-dir".into(), root.join(format!("storage{i}")).display().to_string()]);
             }
             args.extend(extra.iter().cloned());
+            if inside {
+                let ns = partition.as_ref().expect("namespace");
+                let mut wrapped =
+                    vec!["netns".into(), "exec".into(), ns.name.clone(), binary(kind).display().to_string()];
+                wrapped.extend(args);
+                return Process::new(format!("{kind}{i}"), addr, PathBuf::from("ip"), wrapped, dir.path());
+            }
             Process::new(format!("{kind}{i}"), addr, binary(kind), args, dir.path())
         };
         let storage = (0..config.storage).map(|i| node("storage", i, &config.storage_args)).collect();
         let frontends = (0..config.frontends).map(|i| node("frontend", i, &config.frontend_args)).collect();
-        let mut cluster = Self { controller, storage, frontends, client: TestClient::new(), dir };
+        let mut cluster = Self { controller, storage, frontends, client: TestClient::new(), partition, dir };
         let pause = Duration::from_millis(300);
         let started_storage = config.storage - config.held_back_storage.min(config.storage);
         let start_storage =
@@ -487,4 +506,67 @@ impl TestClient {
         let (parts, body) = self.inner.send_collect(make, REQUEST_DEADLINE).await?;
         Ok((parts.status, body))
     }
+}
+
+/// A network namespace joined to this one by a veth pair: a test host whose link can be cut
+/// while its processes keep running. Needs root and `ip` (iproute2); removed on drop.
+pub struct NetworkNamespace {
+    pub name: String,
+    host_if: String,
+    /// This end's address, and the namespace's.
+    pub host_ip: String,
+    pub ns_ip: String,
+}
+
+impl NetworkNamespace {
+    /// `None` where namespaces cannot be made (not root, no iproute2).
+    pub fn create() -> Option<Self> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = (std::process::id() % 1000) * 10 + n % 10;
+        let subnet = tag % 250 + 1;
+        let ns = Self {
+            name: format!("vfns{tag}"),
+            host_if: format!("vfh{tag}"),
+            host_ip: format!("10.213.{subnet}.1"),
+            ns_ip: format!("10.213.{subnet}.2"),
+        };
+        let ns_if = format!("vfn{tag}");
+        let (host_cidr, ns_cidr) = (format!("{}/30", ns.host_ip), format!("{}/30", ns.ns_ip));
+        let (name, host_if) = (ns.name.clone(), ns.host_if.clone());
+        let steps: [&[&str]; 7] = [
+            &["netns", "add", &name],
+            &["link", "add", &host_if, "type", "veth", "peer", "name", &ns_if],
+            &["link", "set", &ns_if, "netns", &name],
+            &["addr", "add", &host_cidr, "dev", &host_if],
+            &["link", "set", &host_if, "up"],
+            &["-n", &name, "addr", "add", &ns_cidr, "dev", &ns_if],
+            &["-n", &name, "link", "set", &ns_if, "up"],
+        ];
+        if !steps.iter().all(|step| ip(step)) {
+            return None; // dropping `ns` removes whatever was made
+        }
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]).then_some(ns)
+    }
+
+    /// Cuts the link: nothing reaches the namespace, nothing leaves it.
+    pub fn cut(&self) {
+        assert!(ip(&["link", "set", &self.host_if, "down"]), "cannot cut {}", self.host_if);
+    }
+
+    /// Restores the link.
+    pub fn heal(&self) {
+        assert!(ip(&["link", "set", &self.host_if, "up"]), "cannot heal {}", self.host_if);
+    }
+}
+
+impl Drop for NetworkNamespace {
+    fn drop(&mut self) {
+        ip(&["link", "del", &self.host_if]);
+        ip(&["netns", "del", &self.name]);
+    }
+}
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip").args(args).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }

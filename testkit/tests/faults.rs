@@ -265,3 +265,41 @@ async fn status_shows_states_and_degraded_partitions() {
     cluster.storage[0].start();
     wait_for_states(&cluster, &["up", "up", "up"], Duration::from_secs(30)).await;
 }
+
+#[tokio::test]
+async fn a_partitioned_replica_is_fenced_out_and_rejoins_when_the_network_heals() {
+    if testkit::NetworkNamespace::create().is_none() {
+        eprintln!("SKIPPED: network namespaces need root and iproute2; CI runs as root");
+        return;
+    }
+    // The last storage node lives in its own network namespace: alive, but behind a link we cut.
+    let cluster = Arc::new(Cluster::start(ClusterConfig { partitionable: true, ..config() }).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(write_then_read_load(cluster.clone(), 4, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let namespace = cluster.partition.as_ref().expect("partitionable cluster");
+    namespace.cut();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    namespace.heal();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut report = load.await.unwrap();
+    let p99 = report.p99_ms();
+    eprintln!(
+        "partition under load: {} writes, {:.2}% succeeded, p99 {p99:.0} ms, max {:.0} ms, {} stale reads",
+        report.writes,
+        report.success_rate() * 100.0,
+        report.max_ms(),
+        report.stale_reads.len()
+    );
+    assert!(report.stale_reads.is_empty(), "reads older than acknowledged writes: {:?}", report.stale_reads);
+    assert!(report.success_rate() >= 0.98, "failures: {:?}", report.write_failures);
+    let mut cluster = Arc::try_unwrap(cluster).ok().unwrap();
+    cluster.wait_storage_up(Duration::from_secs(30)).await;
+    let isolated = cluster.storage.last().unwrap().log();
+    assert!(isolated.contains("catching up"), "the isolated node rejoined through catch-up:\n{isolated}");
+    // It caught up: alone, it serves every acknowledged write.
+    cluster.storage[0].kill();
+    cluster.storage[1].kill();
+    verify_all_acknowledged(&cluster, &report).await;
+}

@@ -1,0 +1,391 @@
+//! `bench`: a load generator for Velour Fog, and for etcd's v2 HTTP API so that both are
+//! measured by the same client in the same run. It keeps `--concurrency` requests in flight for
+//! `--duration`, mixing reads and writes (`--read-ratio`) over `--keys` keys drawn uniformly or
+//! from a Zipf distribution, and reports throughput and latency percentiles per operation.
+
+pub mod histogram;
+pub mod report;
+pub mod workload;
+
+use anyhow::Context;
+use bytes::Bytes;
+use common::http::Client;
+use histogram::Histogram;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use rand::{Rng, SeedableRng};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use workload::{Distribution, KeyChooser};
+
+/// Which HTTP API the targets speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// `/get/?key=K` and `POST /set/?key=K`.
+    VelourFog,
+    /// etcd's v2 keys API: `GET /v2/keys/K`, `PUT /v2/keys/K` with `value=V`.
+    EtcdV2,
+}
+
+impl FromStr for Api {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "velourfog" => Ok(Api::VelourFog),
+            "etcd-v2" => Ok(Api::EtcdV2),
+            _ => Err(format!("`{s}` is not an API (velourfog, etcd-v2)")),
+        }
+    }
+}
+
+/// A duration such as `30s`, `500ms` or `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = number.parse().map_err(|_| format!("`{s}` is not a duration such as 30s, 500ms or 2m"))?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" | "" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m)")),
+    };
+    if duration.is_zero() {
+        return Err("the duration must be positive".into());
+    }
+    Ok(duration)
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("`{s}` is not a ratio between 0 and 1")),
+    }
+}
+
+/// Command line of the benchmark tool.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    name = "bench",
+    version,
+    about = "Load generator for Velour Fog (and etcd's v2 API, for comparison)."
+)]
+pub struct Config {
+    /// Base URLs of the frontends (or etcd endpoints), comma-separated; requests are spread
+    /// across them.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub frontends: Vec<String>,
+    /// Which API the targets speak: velourfog or etcd-v2.
+    #[arg(long, default_value = "velourfog")]
+    pub api: Api,
+    /// How long to run the measured load (e.g. 30s, 500ms, 2m).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Requests kept in flight.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Fraction of operations that are reads (0 = all writes, 1 = all reads).
+    #[arg(long, default_value = "0.9", value_parser = parse_ratio)]
+    pub read_ratio: f64,
+    /// Number of distinct keys.
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: u64,
+    /// Key distribution: uniform, zipf (exponent 0.99) or zipf:EXPONENT.
+    #[arg(long, default_value = "uniform")]
+    pub distribution: Distribution,
+    /// Bytes per written value.
+    #[arg(long, default_value_t = 100)]
+    pub value_size: usize,
+    /// Write every key once before measuring, so reads find values.
+    #[arg(long)]
+    pub preload: bool,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+    /// Write a latency plot (SVG) to this file.
+    #[arg(long)]
+    pub plot: Option<std::path::PathBuf>,
+    /// A label for the report (e.g. the system measured).
+    #[arg(long, default_value = "velourfog")]
+    pub label: String,
+    /// No progress line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl Config {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.concurrency > 0, "--concurrency must be at least 1");
+        anyhow::ensure!(self.keys > 0, "--keys must be at least 1");
+        for url in &self.frontends {
+            anyhow::ensure!(
+                url.starts_with("http://") && url.len() > 7,
+                "`{url}` is not an http:// URL (for example http://127.0.0.1:8000)"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The operations measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Get,
+    Set,
+}
+
+impl Op {
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Get => "get",
+            Op::Set => "set",
+        }
+    }
+}
+
+/// What the load measured, per operation.
+#[derive(Debug, Clone, Default)]
+pub struct OpStats {
+    pub latency_us: Histogram,
+    pub errors: u64,
+    /// Reads that found no value (not errors).
+    pub misses: u64,
+    pub first_error: Option<String>,
+}
+
+impl OpStats {
+    fn merge(&mut self, other: &OpStats) {
+        self.latency_us.merge(&other.latency_us);
+        self.errors += other.errors;
+        self.misses += other.misses;
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&other.first_error);
+        }
+    }
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub elapsed: Duration,
+    pub get: OpStats,
+    pub set: OpStats,
+}
+
+struct Target {
+    client: Client,
+    api: Api,
+    urls: Vec<String>,
+}
+
+impl Target {
+    fn request(&self, op: Op, which: usize, key: &str, value: &Bytes) -> Request<Full<Bytes>> {
+        let base = &self.urls[which % self.urls.len()];
+        let key = common::query::encode(key.as_bytes());
+        let builder = match (self.api, op) {
+            (Api::VelourFog, Op::Get) => Request::get(format!("{base}/get/?key={key}")),
+            (Api::VelourFog, Op::Set) => Request::post(format!("{base}/set/?key={key}")),
+            (Api::EtcdV2, Op::Get) => Request::get(format!("{base}/v2/keys/{key}")),
+            (Api::EtcdV2, Op::Set) => Request::put(format!("{base}/v2/keys/{key}"))
+                .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded"),
+        };
+        let body = match (self.api, op) {
+            (_, Op::Get) => Bytes::new(),
+            (Api::VelourFog, Op::Set) => value.clone(),
+            (Api::EtcdV2, Op::Set) => {
+                let mut form = b"value=".to_vec();
+                form.extend_from_slice(common::query::encode(value).as_bytes());
+                Bytes::from(form)
+            }
+        };
+        builder.body(Full::new(body)).expect("valid request")
+    }
+
+    /// Performs one operation; `Ok(true)` if a read found a value or a write was stored.
+    async fn perform(&self, op: Op, which: usize, key: &str, value: &Bytes) -> Result<bool, String> {
+        let make = || self.request(op, which, key, value);
+        let (parts, body) =
+            self.client.send_collect(make, Duration::from_secs(10)).await.map_err(|e| e.to_string())?;
+        match parts.status {
+            StatusCode::OK | StatusCode::CREATED => Ok(true),
+            StatusCode::NOT_FOUND if op == Op::Get => Ok(false),
+            status => Err(format!("{status}: {}", String::from_utf8_lossy(&body).trim())),
+        }
+    }
+}
+
+fn value_of(size: usize, seed: u64) -> Bytes {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    Bytes::from((0..size).map(|_| rng.random_range(b'a'..=b'z')).collect::<Vec<u8>>())
+}
+
+/// Writes every key once (with `concurrency` writers).
+pub async fn preload(config: &Config) -> anyhow::Result<()> {
+    let target = Arc::new(Target { client: Client::new(), api: config.api, urls: config.frontends.clone() });
+    let next = Arc::new(AtomicU64::new(0));
+    let value = value_of(config.value_size, 0);
+    let tasks: Vec<_> = (0..config.concurrency)
+        .map(|w| {
+            let (target, next, value, keys) = (target.clone(), next.clone(), value.clone(), config.keys);
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= keys {
+                        return Ok::<_, String>(());
+                    }
+                    target.perform(Op::Set, w, &workload::key_name(n), &value).await?;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.context("preload task")?.map_err(|e| anyhow::anyhow!("preload failed: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Runs the measured load.
+pub async fn run(config: &Config) -> Outcome {
+    let target = Arc::new(Target { client: Client::new(), api: config.api, urls: config.frontends.clone() });
+    let chooser = Arc::new(KeyChooser::new(&config.distribution, config.keys));
+    let stop = Arc::new(AtomicBool::new(false));
+    let done_ops = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..config.concurrency)
+        .map(|w| {
+            let (target, chooser, stop, done_ops) =
+                (target.clone(), chooser.clone(), stop.clone(), done_ops.clone());
+            let (read_ratio, value) = (config.read_ratio, value_of(config.value_size, w as u64 + 1));
+            tokio::spawn(async move {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(w as u64 * 7919 + 1);
+                let (mut get, mut set) = (OpStats::default(), OpStats::default());
+                while !stop.load(Ordering::Relaxed) {
+                    let op = if rng.random::<f64>() < read_ratio { Op::Get } else { Op::Set };
+                    let key = workload::key_name(chooser.next(&mut rng));
+                    let began = Instant::now();
+                    let result = target.perform(op, w, &key, &value).await;
+                    let stats = if op == Op::Get { &mut get } else { &mut set };
+                    stats.latency_us.record(began.elapsed().as_micros() as u64);
+                    match result {
+                        Ok(true) => {}
+                        Ok(false) => stats.misses += 1,
+                        Err(e) => {
+                            stats.errors += 1;
+                            stats.first_error.get_or_insert(e);
+                        }
+                    }
+                    done_ops.fetch_add(1, Ordering::Relaxed);
+                }
+                (get, set)
+            })
+        })
+        .collect();
+    let progress = (!config.quiet).then(|| {
+        let (done_ops, duration) = (done_ops.clone(), config.duration);
+        tokio::spawn(async move {
+            let mut last = 0;
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let now = done_ops.load(Ordering::Relaxed);
+                eprint!("\r{}", report::progress_line(started.elapsed(), duration, now - last));
+                last = now;
+            }
+        })
+    });
+    tokio::time::sleep(config.duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    if let Some(progress) = progress {
+        progress.abort();
+        eprintln!();
+    }
+    let mut outcome = Outcome { elapsed, get: OpStats::default(), set: OpStats::default() };
+    for task in tasks {
+        if let Ok((get, set)) = task.await {
+            outcome.get.merge(&get);
+            outcome.set.merge(&set);
+        }
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("3h").is_err());
+    }
+
+    #[test]
+    fn parses_a_full_command_line() {
+        let config = Config::try_parse_from([
+            "bench",
+            "--frontends",
+            "http://a:1,http://b:2",
+            "--duration",
+            "30s",
+            "--concurrency",
+            "50",
+            "--read-ratio",
+            "0.5",
+            "--keys",
+            "100",
+            "--distribution",
+            "zipf:1.1",
+            "--value-size",
+            "200",
+            "--api",
+            "etcd-v2",
+            "--preload",
+        ])
+        .unwrap();
+        assert_eq!(config.frontends, ["http://a:1", "http://b:2"]);
+        assert_eq!((config.duration, config.concurrency, config.keys), (Duration::from_secs(30), 50, 100));
+        assert_eq!((config.read_ratio, config.value_size, config.api), (0.5, 200, Api::EtcdV2));
+        assert_eq!(config.distribution, Distribution::Zipf(1.1));
+        assert!(config.preload);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_bad_arguments() {
+        let parse = |args: &[&str]| Config::try_parse_from([&["bench"], args].concat());
+        assert!(parse(&[]).is_err(), "frontends are required");
+        assert!(parse(&["--frontends", "http://a:1", "--read-ratio", "1.5"]).is_err());
+        assert!(parse(&["--frontends", "http://a:1", "--api", "redis"]).is_err());
+        assert!(parse(&["--frontends", "http://a:1", "--duration", "soon"]).is_err());
+        let config = parse(&["--frontends", "a:1"]).unwrap();
+        assert!(config.validate().unwrap_err().to_string().contains("not an http:// URL"));
+        let config = parse(&["--frontends", "http://a:1", "--concurrency", "0"]).unwrap();
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn builds_requests_for_both_apis() {
+        let value = Bytes::from_static(b"v&1");
+        let ours = Target { client: Client::new(), api: Api::VelourFog, urls: vec!["http://f:1".into()] };
+        let get = ours.request(Op::Get, 0, "k 1", &value);
+        assert_eq!(
+            (get.method().as_str(), get.uri().to_string().as_str()),
+            ("GET", "http://f:1/get/?key=k%201")
+        );
+        let set = ours.request(Op::Set, 3, "k", &value);
+        assert_eq!(
+            (set.method().as_str(), set.uri().to_string().as_str()),
+            ("POST", "http://f:1/set/?key=k")
+        );
+        let etcd = Target { client: Client::new(), api: Api::EtcdV2, urls: vec!["http://e:2".into()] };
+        let put = etcd.request(Op::Set, 0, "k", &value);
+        assert_eq!((put.method().as_str(), put.uri().to_string().as_str()), ("PUT", "http://e:2/v2/keys/k"));
+    }
+}
