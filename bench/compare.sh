@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Side by side, on this machine, in one run: Velour Fog (1 frontend, 3 storage nodes, K = 3,
+# durable writes) against Redis (redis-benchmark) and a single-node etcd (v2 HTTP API, driven by
+# our bench tool), at the same concurrency and value size. Prints a table with ratios, the 24 MiB
+# value timings, and memory before and after the load. Installs what it needs from apt.
+#
+#   bench/compare.sh                      # defaults below
+#   DURATION=30s CONCURRENCY=50 bench/compare.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+CONCURRENCY=${CONCURRENCY:-50}
+VALUE_SIZE=${VALUE_SIZE:-100}
+KEYS=${KEYS:-10000}
+REDIS_REQUESTS=${REDIS_REQUESTS:-300000}
+BASE_PORT=${BASE_PORT:-18700}
+
+say() { printf '== %s\n' "$*" >&2; }
+
+install_missing() {
+  local missing=()
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v redis-benchmark >/dev/null || missing+=(redis-tools)
+  command -v etcd >/dev/null || missing+=(etcd-server)
+  command -v curl >/dev/null || missing+=(curl)
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]} from apt"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  sleep 0.5
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+start() { # log name, command...
+  local name=$1
+  shift
+  "$@" >"$work/$name.log" 2>&1 &
+  pids+=($!)
+}
+
+wait_http() { # url
+  for _ in $(seq 300); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "not ready: $1" >&2
+  return 1
+}
+
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+install_missing
+say "building release binaries"
+cargo build --release --quiet -p controller -p storage -p frontend -p bench
+BIN=target/release
+
+# --- Velour Fog: 1 frontend, 3 storage nodes, K = 3, fsync before every acknowledgement.
+controller_port=$BASE_PORT
+frontend_addr="127.0.0.1:$((BASE_PORT + 10))"
+start controller "$BIN/controller" "$controller_port" 3 3 --host 127.0.0.1 --state-dir "$work/controller"
+storage_pids=()
+for i in 1 2 3; do
+  addr="127.0.0.1:$((BASE_PORT + i))"
+  start "storage$i" "$BIN/storage" "127.0.0.1:$controller_port" "$addr" --listen "$addr" --data-dir "$work/storage$i" --sync always
+  storage_pids+=("${pids[-1]}")
+done
+start frontend "$BIN/frontend" "127.0.0.1:$controller_port" "$frontend_addr" --listen "$frontend_addr"
+frontend_pid=${pids[-1]}
+wait_http "http://$frontend_addr/health"
+sleep 1 # leases granted
+
+common=(--duration "$DURATION" --concurrency "$CONCURRENCY" --keys "$KEYS" --value-size "$VALUE_SIZE" --quiet)
+frontend_rss_before=$(rss_kib "$frontend_pid")
+say "velourfog: set"
+"$BIN/bench" --frontends "http://$frontend_addr" "${common[@]}" --read-ratio 0 --label velourfog-set --json "$work/vf-set.json" --plot "$work/vf-set.svg" >&2
+say "velourfog: get"
+"$BIN/bench" --frontends "http://$frontend_addr" "${common[@]}" --read-ratio 1 --preload --label velourfog-get --json "$work/vf-get.json" --plot "$work/vf-get.svg" >&2
+frontend_rss_after=$(rss_kib "$frontend_pid")
+storage_rss=$(for pid in "${storage_pids[@]}"; do rss_kib "$pid"; done | paste -sd/)
+
+say "velourfog: 24 MiB value"
+head -c $((24 << 20)) /dev/urandom >"$work/big"
+big_set=() big_get=()
+for i in 1 2 3 4 5; do
+  big_set+=("$(curl -fsS -o /dev/null -w '%{time_total}' -X POST --data-binary @"$work/big" "http://$frontend_addr/set/?key=big$i")")
+  big_get+=("$(curl -fsS -o "$work/big.out" -w '%{time_total}' "http://$frontend_addr/get/?key=big$i")")
+  cmp -s "$work/big" "$work/big.out" || { echo "24 MiB value came back different" >&2; exit 1; }
+done
+
+# --- etcd, one node, v2 API, default durability (fsync of its WAL on every commit).
+etcd_port=$((BASE_PORT + 79))
+start etcd etcd --name bench --data-dir "$work/etcd" --enable-v2=true \
+  --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+  --listen-peer-urls "http://127.0.0.1:$((etcd_port + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$((etcd_port + 1))" \
+  --initial-cluster "bench=http://127.0.0.1:$((etcd_port + 1))"
+wait_http "http://127.0.0.1:$etcd_port/health"
+say "etcd: put"
+"$BIN/bench" --api etcd-v2 --frontends "http://127.0.0.1:$etcd_port" "${common[@]}" --read-ratio 0 --label etcd-put --json "$work/etcd-set.json" >&2
+say "etcd: get"
+"$BIN/bench" --api etcd-v2 --frontends "http://127.0.0.1:$etcd_port" "${common[@]}" --read-ratio 1 --preload --label etcd-get --json "$work/etcd-get.json" >&2
+
+# --- Redis, append-only file fsynced every second (its usual durable setting).
+redis_port=$((BASE_PORT + 90))
+mkdir -p "$work/redis"
+start redis redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly yes --appendfsync everysec --dir "$work/redis"
+for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+say "redis: set, get"
+redis-benchmark -p "$redis_port" -c "$CONCURRENCY" -n "$REDIS_REQUESTS" -d "$VALUE_SIZE" -r "$KEYS" -t set,get --csv >"$work/redis.csv"
+
+python3 - "$work" "$frontend_rss_before" "$frontend_rss_after" "$storage_rss" "${big_set[*]}" "${big_get[*]}" <<'PY'
+import csv, json, os, platform, sys
+work, fe_before, fe_after, storage_rss, big_set, big_get = sys.argv[1:7]
+load = lambda name: json.load(open(os.path.join(work, name)))
+redis = {row["test"].upper(): row for row in csv.DictReader(open(os.path.join(work, "redis.csv")))}
+vf = {"set": load("vf-set.json")["set"], "get": load("vf-get.json")["get"]}
+etcd = {"set": load("etcd-set.json")["set"], "get": load("etcd-get.json")["get"]}
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
+print(f"machine: {os.cpu_count()} cores ({cpu}), {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') >> 30} GiB, {platform.system()} {platform.release()}")
+cfg = load("vf-get.json")
+print(f"load: concurrency {cfg['concurrency']}, {cfg['value_size']}-byte values, {cfg['keys']} keys, {cfg['seconds']:.0f} s per run; all on this machine")
+print()
+print(f"{'op':<4} {'velourfog ops/s':>16} {'p99 ms':>7} {'etcd ops/s':>11} {'p99 ms':>7} {'redis ops/s':>12} {'p99 ms':>7} {'vf/etcd':>8} {'vf/redis':>9}")
+for op in ("get", "set"):
+    r = redis[op.upper()]
+    rv, ev = vf[op]["ops_per_sec"], etcd[op]["ops_per_sec"]
+    rr = float(r["rps"])
+    print(f"{op:<4} {rv:>16.0f} {vf[op]['latency']['p99_ms']:>7.2f} {ev:>11.0f} {etcd[op]['latency']['p99_ms']:>7.2f} "
+          f"{rr:>12.0f} {float(r['p99_latency_ms']):>7.2f} {rv / ev:>8.2f} {rv / rr:>9.2f}")
+errors = {f"{name} {op}": d[op]["errors"] for name, d in (("velourfog", vf), ("etcd", etcd)) for op in d if d[op]["errors"]}
+if errors:
+    print(f"errors: {errors}")
+med = lambda xs: sorted(float(x) for x in xs.split())[len(xs.split()) // 2]
+print()
+print(f"24 MiB value through the frontend (median of 5): set {med(big_set):.3f} s, get {med(big_get):.3f} s")
+print(f"memory: frontend RSS {int(fe_before) >> 10} MiB before the load, {int(fe_after) >> 10} MiB after; storage RSS {'/'.join(str(int(x) >> 10) for x in storage_rss.split('/'))} MiB")
+print("durability: velourfog fsyncs on every live replica (3; at least a quorum of 2) before acknowledging; etcd fsyncs its WAL per commit; redis fsyncs its AOF every second")
+PY
