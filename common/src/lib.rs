@@ -8,6 +8,7 @@
 
 pub mod addr;
 pub mod atomic_file;
+pub mod batch;
 pub mod http;
 pub mod mapwatch;
 pub mod partition;

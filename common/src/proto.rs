@@ -38,6 +38,7 @@ pub const CAUGHT_UP_PATH: &str = "/v1/storage/caught-up";
 pub const FENCE_PATH: &str = "/v1/fence";
 pub const DIGESTS_PATH: &str = "/v1/digests";
 pub const DIFF_PATH: &str = "/v1/diff";
+pub const BATCH_PATH: &str = "/v1/batch";
 /// Header on a record read asking for the record even without a read lease (`1`): the caller
 /// compares several replicas, so it does not rely on any one being fresh.
 pub const UNLEASED: &str = "vf-unleased";

@@ -10,7 +10,7 @@ use crate::Frontend;
 use bytes::Bytes;
 use common::http::{self as h, Body, ReadBodyError};
 use common::placement::NodeId;
-use common::query::{self, Query, QueryError};
+use common::query::{Query, QueryError};
 use common::version::Record;
 use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -139,14 +139,12 @@ async fn get(frontend: &Frontend, req: &Request<Incoming>) -> Result<Response<Bo
     let level = level_of(&query, "r", frontend.read_level)?;
     let routes = frontend.router.current().ok_or(ApiError::NoMap)?;
     let partition = common::partition::of(key, routes.map.digits);
-    let escaped = query::encode(key);
     let replication = routes.map.replication;
     if level != Level::One {
-        return read_and_compare(frontend, &routes, partition, &escaped, level.required(replication)).await;
+        return read_and_compare(frontend, &routes, partition, key, level.required(replication)).await;
     }
     let readable: Vec<NodeId> = routes.map.read_set(partition).collect();
-    let failures = match frontend.replicas.read_first(&routes, &frontend.read_order(readable), &escaped).await
-    {
+    let failures = match frontend.replicas.read_first(&routes, &frontend.read_order(readable), key).await {
         Ok(Found::Value { length, body, .. }) => return Ok(value_response(length, body)),
         Ok(Found::Tombstone { .. } | Found::Missing) => return Err(ApiError::KeyNotFound),
         Err(failures) => failures,
@@ -157,7 +155,7 @@ async fn get(frontend: &Frontend, req: &Request<Incoming>) -> Result<Response<Bo
     // least as new as any acknowledged write.
     if failures.iter().all(ReplicaFailure::is_not_serving) {
         let required = replication - frontend.write_level.required(replication) + 1;
-        return read_and_compare(frontend, &routes, partition, &escaped, required).await;
+        return read_and_compare(frontend, &routes, partition, key, required).await;
     }
     Err(ApiError::Unavailable(format!("no replica of partition {partition} answered: {}", join(&failures))))
 }
@@ -178,14 +176,14 @@ async fn read_and_compare(
     frontend: &Frontend,
     routes: &Arc<Routes>,
     partition: u32,
-    escaped: &str,
+    key: &[u8],
     required: usize,
 ) -> Result<Response<Body>, ApiError> {
     let reads = routes
         .map
         .replicas_of(partition)
         .iter()
-        .map(|&node| async move { (node, frontend.replicas.read_record(routes, node, escaped).await) });
+        .map(|&node| async move { (node, frontend.replicas.read_record(routes, node, key).await) });
     let mut answered = Vec::new();
     let mut failures = Vec::new();
     for (node, result) in futures_util::future::join_all(reads).await {
@@ -212,10 +210,10 @@ async fn read_and_compare(
             answered.iter().filter(|(_, r)| r.as_ref() != Some(newest)).map(|(node, _)| *node).collect();
         if !behind.is_empty() {
             log::info!("read repair of partition {partition}: nodes {behind:?} were behind");
-            let (replicas, routes, escaped, newest) =
-                (frontend.replicas.clone(), routes.clone(), escaped.to_owned(), newest.clone());
+            let (replicas, routes, key, newest) =
+                (frontend.replicas.clone(), routes.clone(), Bytes::copy_from_slice(key), newest.clone());
             tokio::spawn(async move {
-                replicas.write_all(&routes, &behind, &escaped, &newest, None).await;
+                replicas.write_all(&routes, &behind, &key, &newest, None).await;
             });
         }
     }
@@ -283,14 +281,13 @@ async fn write(
     record: Record,
     level: Level,
 ) -> Result<Response<Body>, ApiError> {
-    let escaped = query::encode(key);
     let mut refreshed = false;
     loop {
         let partition = common::partition::of(key, routes.map.digits);
         let targets: Vec<NodeId> = routes.map.write_set(partition).collect();
         let replication = routes.map.replication;
         let (acked, failures) =
-            frontend.replicas.write_all(&routes, &targets, &escaped, &record, Some(routes.map.epoch)).await;
+            frontend.replicas.write_all(&routes, &targets, key, &record, Some(routes.map.epoch)).await;
         if failures.iter().any(ReplicaFailure::is_stale_epoch) {
             // A replica has seen a newer map (a node rejoined): route by it and write again.
             if !refreshed {

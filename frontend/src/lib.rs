@@ -7,6 +7,7 @@
 //! Any number of frontends can run behind any load balancer; they share nothing.
 
 pub mod api;
+pub mod batcher;
 pub mod consistency;
 pub mod replica;
 pub mod routing;

@@ -2,8 +2,10 @@
 //! read from one and fall back to the next, or read several and compare. Every call has a
 //! deadline that grows with the size of the value, so a dead or hung node costs a bounded delay.
 
+use crate::batcher::Batchers;
 use crate::routing::Routes;
 use bytes::Bytes;
+use common::batch::{Op, Outcome};
 use common::http::{self as h, Body, Client, RpcError};
 use common::placement::NodeId;
 use common::proto;
@@ -24,6 +26,7 @@ pub const MIN_TRANSFER_BYTES_PER_SEC: u64 = 20 << 20;
 pub struct Replicas {
     client: Client,
     timeout: Duration,
+    batchers: std::sync::Arc<Batchers>,
 }
 
 /// A replica that did not do what was asked, and why.
@@ -64,7 +67,35 @@ pub enum Found {
 
 impl Replicas {
     pub fn new(client: Client, timeout: Duration) -> Self {
-        Self { client, timeout }
+        Self { client, timeout, batchers: Default::default() }
+    }
+
+    /// Sends `op` in the next batch of the node's read or write queue.
+    async fn batched(&self, routes: &Routes, node: NodeId, op: Op) -> Result<Outcome, RpcError> {
+        let (reads, writes) = self.batchers.of(&self.client, routes.addr(node), self.timeout);
+        match op {
+            Op::Get { .. } => reads.call(op).await,
+            Op::Put { .. } => writes.call(op).await,
+        }
+    }
+
+    /// A batched read's outcome as a [`Found`]; `None` if the value must be read on its own.
+    fn found(outcome: Outcome) -> Result<Option<Found>, RpcError> {
+        match outcome {
+            Outcome::Found(Record { timestamp, value: None }) => Ok(Some(Found::Tombstone { timestamp })),
+            Outcome::Found(Record { timestamp, value: Some(value) }) => {
+                Ok(Some(Found::Value { timestamp, length: Some(value.len() as u64), body: h::full(value) }))
+            }
+            Outcome::Missing => Ok(Some(Found::Missing)),
+            Outcome::TooLarge => Ok(None),
+            Outcome::NotServing(message) => {
+                Err(RpcError::Status { status: StatusCode::SERVICE_UNAVAILABLE, message })
+            }
+            Outcome::Failed(message) => {
+                Err(RpcError::Status { status: StatusCode::INTERNAL_SERVER_ERROR, message })
+            }
+            other => Err(RpcError::Protocol(format!("unexpected outcome of a read: {other:?}"))),
+        }
     }
 
     fn deadline_for(&self, bytes: u64) -> Duration {
@@ -78,16 +109,40 @@ impl Replicas {
         &self,
         routes: &Routes,
         replicas: &[NodeId],
-        escaped_key: &str,
+        key: &[u8],
         record: &Record,
         epoch: Option<u64>,
     ) -> (usize, Vec<ReplicaFailure>) {
         let body = record.value.clone().unwrap_or_default();
         let deadline = self.deadline_for(body.len() as u64);
+        let escaped_key = common::query::encode(key);
+        let batchable = crate::batcher::fits(key, record.value.as_ref());
         let calls = replicas.iter().map(|&node| {
             let url = format!("{}{escaped_key}", routes.record_url(node));
             let body = body.clone();
             async move {
+                if batchable {
+                    let op = Op::Put { key: Bytes::copy_from_slice(key), record: record.clone(), epoch };
+                    let result = match self.batched(routes, node, op).await {
+                        Ok(Outcome::Stored) => Ok(()),
+                        Ok(Outcome::StaleEpoch { needed }) => Err(RpcError::Status {
+                            status: StatusCode::CONFLICT,
+                            message: format!("stale map: the partition needs epoch {needed} or newer"),
+                        }),
+                        Ok(Outcome::Failed(message)) => {
+                            Err(RpcError::Status { status: StatusCode::INTERNAL_SERVER_ERROR, message })
+                        }
+                        Ok(other) => {
+                            Err(RpcError::Protocol(format!("unexpected outcome of a write: {other:?}")))
+                        }
+                        Err(e) => Err(e),
+                    };
+                    return result.map_err(|error| ReplicaFailure {
+                        node,
+                        addr: routes.addr(node).to_owned(),
+                        error,
+                    });
+                }
                 let make = || {
                     let mut request = Request::put(url.as_str()).header(proto::TIMESTAMP, record.timestamp);
                     if record.is_tombstone() {
@@ -131,12 +186,13 @@ impl Replicas {
         &self,
         routes: &Routes,
         order: &[NodeId],
-        escaped_key: &str,
+        key: &[u8],
     ) -> Result<Found, Vec<ReplicaFailure>> {
+        let escaped_key = common::query::encode(key);
         let mut failures = Vec::new();
         for &node in order {
             let url = format!("{}{escaped_key}", routes.record_url(node));
-            match self.read_one(&url, false).await {
+            match self.read_maybe_batched(routes, node, key, &url, false).await {
                 Ok(found) => return Ok(found),
                 Err(error) => {
                     let failure = ReplicaFailure { node, addr: routes.addr(node).to_owned(), error };
@@ -154,11 +210,11 @@ impl Replicas {
         &self,
         routes: &Routes,
         node: NodeId,
-        escaped_key: &str,
+        key: &[u8],
     ) -> Result<Option<Record>, ReplicaFailure> {
-        let url = format!("{}{escaped_key}", routes.record_url(node));
+        let url = format!("{}{}", routes.record_url(node), common::query::encode(key));
         let fail = |error| ReplicaFailure { node, addr: routes.addr(node).to_owned(), error };
-        match self.read_one(&url, true).await.map_err(fail)? {
+        match self.read_maybe_batched(routes, node, key, &url, true).await.map_err(fail)? {
             Found::Missing => Ok(None),
             Found::Tombstone { timestamp } => Ok(Some(Record::tombstone(timestamp))),
             Found::Value { timestamp, body, .. } => {
@@ -171,6 +227,25 @@ impl Replicas {
                 Ok(Some(Record::value(timestamp, bytes)))
             }
         }
+    }
+
+    /// Reads through the node's read batch when the key is small, falling back to a request of
+    /// its own for values too large for a batch.
+    async fn read_maybe_batched(
+        &self,
+        routes: &Routes,
+        node: NodeId,
+        key: &[u8],
+        url: &str,
+        unleased: bool,
+    ) -> Result<Found, RpcError> {
+        if crate::batcher::fits(key, None) {
+            let op = Op::Get { key: Bytes::copy_from_slice(key), leased: !unleased };
+            if let Some(found) = Self::found(self.batched(routes, node, op).await?)? {
+                return Ok(found);
+            }
+        }
+        self.read_one(url, unleased).await
     }
 
     async fn read_one(&self, url: &str, unleased: bool) -> Result<Found, RpcError> {

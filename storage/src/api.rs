@@ -74,6 +74,7 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
     let result = match (req.method(), req.uri().path()) {
         (&Method::GET, proto::RECORD_PATH) => get(&node, &req),
         (&Method::PUT, proto::RECORD_PATH) => put(&node, req).await,
+        (&Method::POST, proto::BATCH_PATH) => batch(&node, req).await,
         (&Method::GET, proto::DIGESTS_PATH) => digests(&node, &req),
         (&Method::POST, proto::DIFF_PATH) => diff(&node, req).await,
         (&Method::GET, "/v1/stats") => Ok(h::json(StatusCode::OK, &stats(&node))),
@@ -122,6 +123,73 @@ fn digits_of(query: &Query<'_>) -> Result<u8, ApiError> {
         return Err(ApiError::BadRequest(format!("`digits` must be 1 to {}", crate::digest::BUCKET_DIGITS)));
     }
     Ok(digits)
+}
+
+/// `POST /v1/batch`: many small reads or writes in one request (see `common::batch`). The
+/// rules are those of the single-record endpoints: leased reads need a lease, writes routed by
+/// a stale map are refused, and the answer comes once every write is durable (one wait for all).
+async fn batch(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    use common::batch::{self, Op, Outcome};
+    let limit = batch::MAX_OPS * (node.limits.max_key_bytes + batch::MAX_VALUE_BYTES + 32);
+    let body = h::read_body(req.into_body(), limit).await.map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let ops = batch::decode_ops(body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let permission = node.read_permission();
+    let mut outcomes = Vec::with_capacity(ops.len());
+    let mut wrote = false;
+    {
+        // Held across every epoch check and apply, as for single writes.
+        let view = node.view();
+        for op in ops {
+            let outcome = match op {
+                Op::Get { key, leased } => match (&permission, leased) {
+                    (Err(why), true) => Outcome::NotServing(why.clone()),
+                    _ => match node.store.get(&key) {
+                        Ok(Some(record))
+                            if record.value.as_ref().is_some_and(|v| v.len() > batch::MAX_VALUE_BYTES) =>
+                        {
+                            Outcome::TooLarge
+                        }
+                        Ok(Some(record)) => Outcome::Found(record),
+                        Ok(None) => Outcome::Missing,
+                        Err(e) => Outcome::Failed(e.to_string()),
+                    },
+                },
+                Op::Put { key, record, epoch } => {
+                    let needed = view
+                        .map
+                        .as_ref()
+                        .map(|map| map.min_write_epoch(common::partition::of(&key, map.digits)));
+                    match (epoch, needed) {
+                        _ if key.len() > node.limits.max_key_bytes => Outcome::Failed("key too large".into()),
+                        (Some(given), Some(needed)) if given < needed => Outcome::StaleEpoch { needed },
+                        _ => match node.store.apply(&key, &record) {
+                            Ok(_) => {
+                                wrote = true;
+                                Outcome::Stored
+                            }
+                            Err(e) => Outcome::Failed(e.to_string()),
+                        },
+                    }
+                }
+            };
+            outcomes.push(outcome);
+        }
+    }
+    if wrote {
+        if let Err(e) = node.durability.wait_durable().await {
+            log::error!("batch not durable: {e}");
+            for outcome in &mut outcomes {
+                if *outcome == Outcome::Stored {
+                    *outcome = Outcome::Failed(e.to_string());
+                }
+            }
+        }
+    }
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/octet-stream")
+        .body(h::full(batch::encode_outcomes(&outcomes)))
+        .expect("valid response parts"))
 }
 
 fn digests(node: &Node, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {

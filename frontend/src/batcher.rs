@@ -1,0 +1,133 @@
+//! Coalescing of small record operations bound for one storage node.
+//!
+//! Each storage node gets two queues, one for reads and one for writes (so a read never waits
+//! behind a write batch's fsync). A queue's task takes everything waiting, up to
+//! `common::batch::MAX_OPS`, and sends it as one `POST /v1/batch`; up to [`IN_FLIGHT`] batches
+//! per queue are in flight at once. There is no timer: an idle queue sends a lone operation at
+//! once, so batching only appears under load, exactly where per-request costs dominate.
+
+use bytes::Bytes;
+use common::batch::{self, Op, Outcome};
+use common::http::{Client, RpcError};
+use common::proto;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// Batches one queue may have in flight at once.
+pub const IN_FLIGHT: usize = 4;
+
+type Reply = oneshot::Sender<Result<Outcome, RpcError>>;
+
+/// The queue of one kind of operation for one storage node.
+#[derive(Debug, Clone)]
+pub struct Batcher {
+    queue: mpsc::UnboundedSender<(Op, Reply)>,
+}
+
+impl Batcher {
+    /// Starts the queue's task, sending to `addr` with `timeout` per batch.
+    pub fn start(client: Client, addr: &str, timeout: Duration) -> Self {
+        let (queue, pending) = mpsc::unbounded_channel();
+        let url: Arc<str> = format!("http://{addr}{}", proto::BATCH_PATH).into();
+        tokio::spawn(run(client, url, timeout, pending));
+        Self { queue }
+    }
+
+    /// Performs `op` as part of the next batch.
+    pub async fn call(&self, op: Op) -> Result<Outcome, RpcError> {
+        let (reply, outcome) = oneshot::channel();
+        self.queue.send((op, reply)).map_err(|_| RpcError::Transport("batch queue closed".into()))?;
+        outcome.await.map_err(|_| RpcError::Transport("batch dropped".into()))?
+    }
+}
+
+async fn run(
+    client: Client,
+    url: Arc<str>,
+    timeout: Duration,
+    mut pending: mpsc::UnboundedReceiver<(Op, Reply)>,
+) {
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+    while let Some(first) = pending.recv().await {
+        let permit = in_flight.clone().acquire_owned().await.expect("semaphore never closed");
+        let mut batch = vec![first];
+        while batch.len() < batch::MAX_OPS {
+            match pending.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move {
+            let (ops, replies): (Vec<Op>, Vec<Reply>) = batch.into_iter().unzip();
+            match send(&client, &url, &ops, timeout).await {
+                Ok(outcomes) => {
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+                Err(error) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(duplicate(&error)));
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn send(client: &Client, url: &str, ops: &[Op], timeout: Duration) -> Result<Vec<Outcome>, RpcError> {
+    let body = batch::encode_ops(ops);
+    let make = || Request::post(url).body(Full::new(body.clone())).expect("valid request");
+    let (parts, answer) = client.send_collect(make, timeout).await?;
+    if parts.status != StatusCode::OK {
+        let message = String::from_utf8_lossy(&answer).trim().to_owned();
+        return Err(RpcError::Status { status: parts.status, message });
+    }
+    let outcomes = batch::decode_outcomes(answer).map_err(|e| RpcError::Protocol(e.to_string()))?;
+    if outcomes.len() != ops.len() {
+        return Err(RpcError::Protocol(format!("{} outcomes for {} operations", outcomes.len(), ops.len())));
+    }
+    Ok(outcomes)
+}
+
+/// The same failure, for every operation of a failed batch.
+fn duplicate(error: &RpcError) -> RpcError {
+    match error {
+        RpcError::Timeout(d) => RpcError::Timeout(*d),
+        RpcError::Connect(m) => RpcError::Connect(m.clone()),
+        RpcError::Transport(m) => RpcError::Transport(m.clone()),
+        RpcError::Status { status, message } => {
+            RpcError::Status { status: *status, message: message.clone() }
+        }
+        RpcError::Protocol(m) => RpcError::Protocol(m.clone()),
+    }
+}
+
+/// The batchers of every storage node a frontend talks to, by address.
+#[derive(Debug, Default)]
+pub struct Batchers {
+    by_addr: std::sync::Mutex<std::collections::HashMap<String, (Batcher, Batcher)>>,
+}
+
+impl Batchers {
+    /// The (reads, writes) batchers for `addr`, started on first use.
+    pub fn of(&self, client: &Client, addr: &str, timeout: Duration) -> (Batcher, Batcher) {
+        let mut by_addr = self.by_addr.lock().unwrap_or_else(|p| p.into_inner());
+        by_addr
+            .entry(addr.to_owned())
+            .or_insert_with(|| {
+                (Batcher::start(client.clone(), addr, timeout), Batcher::start(client.clone(), addr, timeout))
+            })
+            .clone()
+    }
+}
+
+/// A key or value small enough to travel in a batch.
+pub fn fits(key: &[u8], value: Option<&Bytes>) -> bool {
+    key.len() <= 4096 && value.is_none_or(|v| v.len() <= batch::MAX_VALUE_BYTES)
+}
