@@ -27,7 +27,7 @@ async fn main() {
     {
         for writers in [1usize, 16, 64] {
             let dir = tempfile::tempdir().expect("temp dir");
-            let store = Arc::new(Store::open(dir.path(), 64 << 20).expect("open store"));
+            let store = Arc::new(Store::open(dir.path(), 64 << 20, 16 << 20).expect("open store"));
             let durability = Arc::new(Durability::start(store.clone(), policy));
             let deadline = Instant::now() + duration;
             let tasks = (0..writers).map(|w| {

@@ -193,7 +193,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_writers_share_fsyncs_and_all_become_durable() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path(), 8 << 20).unwrap());
+        let store = Arc::new(Store::open(dir.path(), 8 << 20, 4 << 20).unwrap());
         let durability = Arc::new(Durability::start(store.clone(), SyncPolicy::Always));
         let writers = (0..32).map(|w| {
             let (store, durability) = (store.clone(), durability.clone());
@@ -216,14 +216,14 @@ mod tests {
     #[tokio::test]
     async fn interval_policy_acknowledges_without_waiting() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path(), 8 << 20).unwrap());
+        let store = Arc::new(Store::open(dir.path(), 8 << 20, 4 << 20).unwrap());
         let durability = Durability::start(store.clone(), SyncPolicy::Interval(Duration::from_secs(3600)));
         store.apply(b"k", &Record::tombstone(1)).unwrap();
         durability.wait_durable().await.unwrap();
         assert_eq!(durability.progress.borrow().synced, 0, "nothing synced yet, and no wait");
         drop(durability); // a last fsync on the way out
         drop(store);
-        let reopened = Store::open(dir.path(), 8 << 20).unwrap();
+        let reopened = Store::open(dir.path(), 8 << 20, 4 << 20).unwrap();
         assert_eq!(reopened.get(b"k").unwrap(), Some(Record::tombstone(1)));
     }
 }

@@ -64,6 +64,10 @@ pub struct Config {
     /// Block cache of the storage engine, in MiB: the bound on memory used for cached data.
     #[arg(long, env = "VF_CACHE_MIB", default_value_t = 64)]
     pub cache_mib: u64,
+    /// Size of one in-memory write buffer (memtable), in MiB: with the cache, the bound on
+    /// the storage engine's memory.
+    #[arg(long, env = "VF_MEMTABLE_MIB", default_value_t = 16)]
+    pub memtable_mib: u64,
     /// Log level or filter, such as `debug` or `info,frontend=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info,fjall=warn,lsm_tree=warn")]
     pub log_level: String,
@@ -202,7 +206,7 @@ impl Server {
         let identity = IdentityFile::new(&data_dir);
         let node_id = identity.load()?;
         let store = Arc::new(
-            Store::open(&data_dir.join("db"), config.cache_mib << 20)
+            Store::open(&data_dir.join("db"), config.cache_mib << 20, config.memtable_mib.max(1) << 20)
                 .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
         );
         log::info!(

@@ -125,16 +125,23 @@ fn take_key(buf: &mut Bytes) -> Result<Bytes, RepairError> {
 /// copy, given the caller's versions `theirs` and our records `ours` of one partition. At equal
 /// timestamps with different values both sides send theirs, and `supersedes` settles it.
 pub fn diff(ours: Vec<(Bytes, Record)>, theirs: Vec<VersionEntry>) -> Vec<(Bytes, Record)> {
-    let theirs: HashMap<Bytes, VersionEntry> = theirs.into_iter().map(|e| (e.key.clone(), e)).collect();
-    ours.into_iter()
-        .filter(|(key, record)| match theirs.get(key) {
-            None => true,
-            Some(their) => {
-                let mine = VersionEntry::of(key.clone(), record);
-                mine != *their && (mine.timestamp, mine.tombstone) >= (their.timestamp, their.tombstone)
-            }
-        })
-        .collect()
+    let theirs = index(theirs);
+    ours.into_iter().filter(|(key, record)| newer_than_theirs(&theirs, key, record)).collect()
+}
+
+fn index(theirs: Vec<VersionEntry>) -> HashMap<Bytes, VersionEntry> {
+    theirs.into_iter().map(|e| (e.key.clone(), e)).collect()
+}
+
+/// Whether our `record` of `key` must be sent to a node whose versions are `theirs`.
+fn newer_than_theirs(theirs: &HashMap<Bytes, VersionEntry>, key: &Bytes, record: &Record) -> bool {
+    match theirs.get(key) {
+        None => true,
+        Some(their) => {
+            let mine = VersionEntry::of(key.clone(), record);
+            mine != *their && (mine.timestamp, mine.tombstone) >= (their.timestamp, their.tombstone)
+        }
+    }
 }
 
 pub fn encode_records(records: &[(Bytes, Record)]) -> Bytes {
@@ -349,43 +356,71 @@ pub async fn anti_entropy(
     }
 }
 
-/// One anti-entropy pass over every peer; returns how many partitions differed.
+/// How long a differing partition must stay unchanged on both sides before anti-entropy syncs
+/// it: a partition under writes differs between replicas for a moment all the time, and the
+/// write path already converges those; anti-entropy is for what stays different.
+pub const SETTLE: Duration = Duration::from_millis(500);
+
+async fn fetch_digests(
+    client: &Client,
+    addr: &str,
+    digits: u8,
+    count: usize,
+    node: &Node,
+) -> Option<Vec<u128>> {
+    let url = format!("http://{addr}{}?digits={digits}", proto::DIGESTS_PATH);
+    let make = || Request::get(url.as_str()).body(Full::new(Bytes::new())).expect("valid request");
+    let (parts, mut body) = match client.send_collect(make, REPAIR_TIMEOUT).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            log::debug!("anti-entropy: {addr} unreachable: {e}");
+            return None;
+        }
+    };
+    if parts.status != StatusCode::OK || body.len() != count * 16 {
+        return None;
+    }
+    node.repair.bytes_moved.fetch_add(body.len() as u64, Ordering::Relaxed);
+    Some((0..count).map(|_| body.get_u128()).collect())
+}
+
+/// One anti-entropy pass over every peer; returns how many partitions were synced.
 pub async fn anti_entropy_pass(node: &Node, client: &Client) -> Result<u64, RepairError> {
     let Some((map, me)) = node.map_and_id() else { return Ok(0) };
     if map.digits > crate::digest::BUCKET_DIGITS {
         return Ok(0);
     }
     let stats = &node.repair;
-    let ours = node.store.digests().all(map.digits);
-    let mut differing = 0;
+    let count = map.partition_count() as usize;
+    let mut synced = 0;
     for peer in map.members.iter().filter(|m| m.id != me && m.state == NodeState::Up) {
         let shared: Vec<Partition> =
             map.partitions_of(me).filter(|&p| map.replicas_of(p).contains(&peer.id)).collect();
         if shared.is_empty() {
             continue;
         }
-        let url = format!("http://{}{}?digits={}", peer.addr, proto::DIGESTS_PATH, map.digits);
-        let make = || Request::get(url.as_str()).body(Full::new(Bytes::new())).expect("valid request");
-        let (parts, mut theirs) = match client.send_collect(make, REPAIR_TIMEOUT).await {
-            Ok(answer) => answer,
-            Err(e) => {
-                log::debug!("anti-entropy: node {} unreachable: {e}", peer.id);
-                continue;
-            }
-        };
-        if parts.status != StatusCode::OK || theirs.len() != ours.len() * 16 {
+        let ours = node.store.digests().all(map.digits);
+        let Some(theirs) = fetch_digests(client, &peer.addr, map.digits, count, node).await else { continue };
+        stats.partitions_compared.fetch_add(shared.len() as u64, Ordering::Relaxed);
+        let differing: Vec<Partition> =
+            shared.into_iter().filter(|&p| ours[p as usize] != theirs[p as usize]).collect();
+        if differing.is_empty() {
             continue;
         }
-        stats.bytes_moved.fetch_add(theirs.len() as u64, Ordering::Relaxed);
-        let theirs: Vec<u128> = (0..ours.len()).map(|_| theirs.get_u128()).collect();
-        for p in shared {
-            stats.partitions_compared.fetch_add(1, Ordering::Relaxed);
-            if ours[p as usize] == theirs[p as usize] {
+        tokio::time::sleep(SETTLE).await;
+        let ours_later = node.store.digests().all(map.digits);
+        let Some(theirs_later) = fetch_digests(client, &peer.addr, map.digits, count, node).await else {
+            continue;
+        };
+        for p in differing {
+            let i = p as usize;
+            let settled = ours[i] == ours_later[i] && theirs[i] == theirs_later[i];
+            if !settled || ours_later[i] == theirs_later[i] {
                 continue;
             }
-            differing += 1;
             stats.partitions_differing.fetch_add(1, Ordering::Relaxed);
             let pulled = sync_partition(node, client, &peer.addr, p, map.digits, None).await?;
+            synced += 1;
             if pulled > 0 {
                 log::info!(
                     "anti-entropy: partition {p} differed from node {}: {pulled} records pulled",
@@ -395,7 +430,7 @@ pub async fn anti_entropy_pass(node: &Node, client: &Client) -> Result<u64, Repa
         }
     }
     stats.passes.fetch_add(1, Ordering::Relaxed);
-    Ok(differing)
+    Ok(synced)
 }
 
 /// The body of a digests answer, for tests of the protocol.

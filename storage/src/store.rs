@@ -80,10 +80,14 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens (or creates) the store in `dir`, recovering anything a crash left in the journal.
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+    /// Memory stays within about `cache_bytes` of block cache plus a few memtables of
+    /// `memtable_bytes` (the active one and those being flushed).
+    pub fn open(dir: &Path, cache_bytes: u64, memtable_bytes: u64) -> Result<Self, StoreError> {
         let db = Database::builder(dir).cache_size(cache_bytes).open()?;
         let records = db.keyspace("records", || {
-            KeyspaceCreateOptions::default().with_kv_separation(Some(KvSeparationOptions::default()))
+            KeyspaceCreateOptions::default()
+                .max_memtable_size(memtable_bytes)
+                .with_kv_separation(Some(KvSeparationOptions::default()))
         })?;
         let stripes = (0..WRITE_STRIPES).map(|_| Mutex::new(())).collect();
         let store = Self { db, records, stripes, digests: Digests::default() };
@@ -210,6 +214,7 @@ mod tests {
     use super::*;
 
     const CACHE: u64 = 8 << 20;
+    const MEMTABLE: u64 = 4 << 20;
 
     fn value(ts: u64, v: &'static str) -> Record {
         Record::value(ts, Bytes::from_static(v.as_bytes()))
@@ -218,7 +223,7 @@ mod tests {
     #[test]
     fn keeps_only_newer_records() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), CACHE).unwrap();
+        let store = Store::open(dir.path(), CACHE, MEMTABLE).unwrap();
         assert_eq!(store.apply(b"k", &value(2, "b")).unwrap(), Applied::Stored);
         assert_eq!(store.apply(b"k", &value(1, "z")).unwrap(), Applied::Superseded);
         assert_eq!(store.apply(b"k", &value(2, "b")).unwrap(), Applied::Superseded, "replayed write");
@@ -231,7 +236,7 @@ mod tests {
     #[test]
     fn tombstones_hide_values_and_block_late_writes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), CACHE).unwrap();
+        let store = Store::open(dir.path(), CACHE, MEMTABLE).unwrap();
         store.apply(b"k", &value(1, "a")).unwrap();
         assert_eq!(store.apply(b"k", &Record::tombstone(5)).unwrap(), Applied::Stored);
         assert_eq!(store.apply(b"k", &value(4, "late")).unwrap(), Applied::Superseded);
@@ -245,13 +250,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let big = Bytes::from(vec![7u8; 3 << 20]);
         {
-            let store = Store::open(dir.path(), CACHE).unwrap();
+            let store = Store::open(dir.path(), CACHE, MEMTABLE).unwrap();
             store.apply(b"small", &value(1, "v")).unwrap();
             store.apply(b"big", &Record::value(2, big.clone())).unwrap();
             store.apply(b"gone", &Record::tombstone(3)).unwrap();
             store.sync().unwrap();
         }
-        let store = Store::open(dir.path(), CACHE).unwrap();
+        let store = Store::open(dir.path(), CACHE, MEMTABLE).unwrap();
         assert_eq!(store.get(b"small").unwrap(), Some(value(1, "v")));
         assert_eq!(store.get(b"big").unwrap(), Some(Record::value(2, big)));
         assert_eq!(store.get(b"gone").unwrap(), Some(Record::tombstone(3)));
@@ -260,7 +265,7 @@ mod tests {
     #[test]
     fn scans_exactly_one_partition() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), CACHE).unwrap();
+        let store = Store::open(dir.path(), CACHE, MEMTABLE).unwrap();
         for i in 0..500u64 {
             store.apply(format!("key-{i}").as_bytes(), &value(i + 1, "v")).unwrap();
         }
@@ -282,7 +287,10 @@ mod tests {
     fn digests_follow_writes_and_are_rebuilt_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let other = tempfile::tempdir().unwrap();
-        let (a, b) = (Store::open(dir.path(), CACHE).unwrap(), Store::open(other.path(), CACHE).unwrap());
+        let (a, b) = (
+            Store::open(dir.path(), CACHE, MEMTABLE).unwrap(),
+            Store::open(other.path(), CACHE, MEMTABLE).unwrap(),
+        );
         for i in 0..50u64 {
             let key = format!("key-{i}");
             a.apply(key.as_bytes(), &value(i + 1, "old")).unwrap();
@@ -296,7 +304,7 @@ mod tests {
         assert_eq!(a.digests().all(2), b.digests().all(2));
         let before = a.digests().all(2);
         drop(a);
-        assert_eq!(Store::open(dir.path(), CACHE).unwrap().digests().all(2), before);
+        assert_eq!(Store::open(dir.path(), CACHE, MEMTABLE).unwrap().digests().all(2), before);
         let versions = b.versions(partition::of(b"key-3", 2), 2).unwrap();
         let entry = versions.iter().find(|v| v.key.as_ref() == b"key-3").unwrap();
         assert_eq!((entry.timestamp, entry.tombstone), (100, true));

@@ -139,7 +139,7 @@ async fn a_restarted_storage_node_is_the_same_member_with_its_data() {
     let members_before = cluster.status().await["storage"].clone();
     cluster.storage[1].kill();
     cluster.storage[1].start();
-    cluster.storage[1].wait_listening().await;
+    cluster.wait_storage_up(testkit::START_DEADLINE).await;
     cluster.storage[0].kill();
     cluster.storage[2].kill();
     // Only the restarted node is up: it must answer from its own disk.
