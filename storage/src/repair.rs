@@ -241,9 +241,17 @@ pub fn serve_diff(
     digits: u8,
     theirs: Bytes,
 ) -> Result<Bytes, RepairError> {
-    let theirs = decode_versions(theirs)?;
-    let ours = tokio::task::block_in_place(|| node.store.scan_partition(partition, digits))?;
-    Ok(encode_records(&diff(ours, theirs)))
+    let theirs = index(decode_versions(theirs)?);
+    // Only the records to send are kept in memory, not the whole partition.
+    let mut send = Vec::new();
+    tokio::task::block_in_place(|| {
+        node.store.for_each_in_partition(partition, digits, |key, record| {
+            if newer_than_theirs(&theirs, &key, &record) {
+                send.push((key, record));
+            }
+        })
+    })?;
+    Ok(encode_records(&send))
 }
 
 /// Pulls every partition this node holds from up peers that have seen `joined`, then reports

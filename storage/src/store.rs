@@ -135,16 +135,17 @@ impl Store {
         }
     }
 
-    /// Every record of `partition` (in a map of `digits` hex digits), in key-hash order, read
-    /// from a consistent snapshot.
-    pub fn scan_partition(
+    /// Calls `visit` with every record of `partition` (in a map of `digits` hex digits), in
+    /// key-hash order, one at a time, from a consistent snapshot: memory does not grow with the
+    /// partition.
+    pub fn for_each_in_partition(
         &self,
         partition: Partition,
         digits: u8,
-    ) -> Result<Vec<(Bytes, Record)>, StoreError> {
+        mut visit: impl FnMut(Bytes, Record),
+    ) -> Result<(), StoreError> {
         let (start, end) = partition::prefix_range(partition, digits);
         let lower = start.to_be_bytes().to_vec();
-        let mut out = Vec::new();
         for item in self.records.range(lower..) {
             let (stored_key, raw) = item.into_inner()?;
             let prefix = u32::from_be_bytes(stored_key[..4].try_into().expect("4-byte prefix"));
@@ -153,18 +154,29 @@ impl Store {
             }
             let key = Bytes::copy_from_slice(&stored_key[4..]);
             let record = decode(&key, &raw)?;
-            out.push((key, record));
+            visit(key, record);
         }
+        Ok(())
+    }
+
+    /// Every record of `partition`, collected: for small partitions and tests.
+    pub fn scan_partition(
+        &self,
+        partition: Partition,
+        digits: u8,
+    ) -> Result<Vec<(Bytes, Record)>, StoreError> {
+        let mut out = Vec::new();
+        self.for_each_in_partition(partition, digits, |key, record| out.push((key, record)))?;
         Ok(out)
     }
 
-    /// The versions of every record of `partition`, in key-hash order.
+    /// The versions of every record of `partition`, in key-hash order (values are not kept).
     pub fn versions(&self, partition: Partition, digits: u8) -> Result<Vec<VersionEntry>, StoreError> {
-        Ok(self
-            .scan_partition(partition, digits)?
-            .into_iter()
-            .map(|(key, record)| VersionEntry::of(key, &record))
-            .collect())
+        let mut out = Vec::new();
+        self.for_each_in_partition(partition, digits, |key, record| {
+            out.push(VersionEntry::of(key, &record))
+        })?;
+        Ok(out)
     }
 
     /// Forces every write applied so far to stable storage (fsync of the journal).

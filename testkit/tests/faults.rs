@@ -87,8 +87,54 @@ async fn write_then_read_load(cluster: Arc<Cluster>, writers: usize, stop: Arc<A
     Arc::try_unwrap(report).unwrap().into_inner().unwrap()
 }
 
+/// A fault injected into a cluster under the write-then-read load.
+struct Fault<'a> {
+    name: &'a str,
+    writers: usize,
+    /// How long the fault lasts before `heal` (if any) runs.
+    hold: Duration,
+    /// Load kept on after healing.
+    settle: Duration,
+    min_success: f64,
+}
+
+/// Runs the load, injects `inject` after 1.5 s, heals after `fault.hold`, and checks the
+/// invariant (no read older than an acknowledged write) and the success rate.
+async fn under_load(
+    cluster: &Arc<Cluster>,
+    fault: Fault<'_>,
+    inject: impl FnOnce(&Cluster),
+    heal: impl FnOnce(&Cluster),
+) -> LoadReport {
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(write_then_read_load(cluster.clone(), fault.writers, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    inject(cluster);
+    tokio::time::sleep(fault.hold).await;
+    heal(cluster);
+    tokio::time::sleep(fault.settle).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut report = load.await.unwrap();
+    let p99 = report.p99_ms();
+    eprintln!(
+        "{} under load: {} writes, {:.2}% succeeded, p99 {p99:.0} ms, max {:.0} ms, {} stale reads",
+        fault.name,
+        report.writes,
+        report.success_rate() * 100.0,
+        report.max_ms(),
+        report.stale_reads.len()
+    );
+    assert!(report.stale_reads.is_empty(), "reads older than acknowledged writes: {:?}", report.stale_reads);
+    assert!(report.success_rate() >= fault.min_success, "failures: {:?}", report.write_failures);
+    report
+}
+
 fn config() -> ClusterConfig {
     ClusterConfig { storage_args: vec!["--anti-entropy-ms".into(), "1000".into()], ..Default::default() }
+}
+
+fn namespace(cluster: &Cluster) -> &testkit::NetworkNamespace {
+    cluster.partition.as_ref().expect("partitionable cluster")
 }
 
 /// Waits until storage node `i` (harness order) is in state `expected[i]` at the controller.
@@ -122,23 +168,14 @@ async fn verify_all_acknowledged(cluster: &Cluster, report: &LoadReport) {
 #[tokio::test]
 async fn killing_one_of_three_replicas_under_load_loses_nothing() {
     let cluster = Arc::new(Cluster::start(config()).await);
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn(write_then_read_load(cluster.clone(), 8, stop.clone()));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    cluster.storage[1].sigkill();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut report = load.await.unwrap();
-    let p99 = report.p99_ms();
-    eprintln!(
-        "kill -9 under load: {} writes, {:.2}% succeeded, p99 {p99:.0} ms, max {:.0} ms, {} stale reads",
-        report.writes,
-        report.success_rate() * 100.0,
-        report.max_ms(),
-        report.stale_reads.len()
-    );
-    assert!(report.stale_reads.is_empty(), "reads older than acknowledged writes: {:?}", report.stale_reads);
-    assert!(report.success_rate() >= 0.99, "failures: {:?}", report.write_failures);
+    let fault = Fault {
+        name: "kill -9",
+        writers: 8,
+        hold: Duration::from_secs(5),
+        settle: Duration::ZERO,
+        min_success: 0.99,
+    };
+    let report = under_load(&cluster, fault, |c| c.storage[1].sigkill(), |_| {}).await;
     wait_for_states(&cluster, &["up", "down", "up"], Duration::from_secs(10)).await;
     verify_all_acknowledged(&cluster, &report).await;
 }
@@ -146,23 +183,15 @@ async fn killing_one_of_three_replicas_under_load_loses_nothing() {
 #[tokio::test]
 async fn a_hung_replica_costs_little_and_catches_up_after_sigcont() {
     let cluster = Arc::new(Cluster::start(config()).await);
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn(write_then_read_load(cluster.clone(), 4, stop.clone()));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    cluster.storage[2].pause();
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut report = load.await.unwrap();
+    let fault = Fault {
+        name: "SIGSTOP",
+        writers: 4,
+        hold: Duration::from_secs(8),
+        settle: Duration::ZERO,
+        min_success: 0.98,
+    };
+    let mut report = under_load(&cluster, fault, |c| c.storage[2].pause(), |_| {}).await;
     let p99 = report.p99_ms();
-    eprintln!(
-        "SIGSTOP under load: {} writes, {:.2}% succeeded, p99 {p99:.0} ms, max {:.0} ms, {} stale reads",
-        report.writes,
-        report.success_rate() * 100.0,
-        report.max_ms(),
-        report.stale_reads.len()
-    );
-    assert!(report.stale_reads.is_empty(), "reads older than acknowledged writes: {:?}", report.stale_reads);
-    assert!(report.success_rate() >= 0.98, "failures: {:?}", report.write_failures);
     assert!(p99 < 1000.0, "p99 write latency {p99} ms");
     cluster.storage[2].resume();
     let mut cluster = Arc::try_unwrap(cluster).ok().unwrap();
@@ -274,26 +303,14 @@ async fn a_partitioned_replica_is_fenced_out_and_rejoins_when_the_network_heals(
     }
     // The last storage node lives in its own network namespace: alive, but behind a link we cut.
     let cluster = Arc::new(Cluster::start(ClusterConfig { partitionable: true, ..config() }).await);
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn(write_then_read_load(cluster.clone(), 4, stop.clone()));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let namespace = cluster.partition.as_ref().expect("partitionable cluster");
-    namespace.cut();
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    namespace.heal();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut report = load.await.unwrap();
-    let p99 = report.p99_ms();
-    eprintln!(
-        "partition under load: {} writes, {:.2}% succeeded, p99 {p99:.0} ms, max {:.0} ms, {} stale reads",
-        report.writes,
-        report.success_rate() * 100.0,
-        report.max_ms(),
-        report.stale_reads.len()
-    );
-    assert!(report.stale_reads.is_empty(), "reads older than acknowledged writes: {:?}", report.stale_reads);
-    assert!(report.success_rate() >= 0.98, "failures: {:?}", report.write_failures);
+    let fault = Fault {
+        name: "partition",
+        writers: 4,
+        hold: Duration::from_secs(6),
+        settle: Duration::from_secs(3),
+        min_success: 0.98,
+    };
+    let report = under_load(&cluster, fault, |c| namespace(c).cut(), |c| namespace(c).heal()).await;
     let mut cluster = Arc::try_unwrap(cluster).ok().unwrap();
     cluster.wait_storage_up(Duration::from_secs(30)).await;
     let isolated = cluster.storage.last().unwrap().log();
