@@ -227,12 +227,15 @@ async fn diff(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Api
 }
 
 fn stats(node: &Node) -> serde_json::Value {
+    // Before taking the view: `read_permission` takes it too, and a second read lock on the
+    // same thread deadlocks behind a waiting writer.
+    let serving_reads = node.read_permission().is_ok();
     let view = node.view();
     serde_json::json!({
         "node_id": node.id(),
         "state": view.state,
         "map_epoch": view.map.as_ref().map(|m| m.epoch),
-        "serving_reads": node.read_permission().is_ok(),
+        "serving_reads": serving_reads,
         "repair": node.repair.to_json(),
     })
 }
@@ -317,4 +320,44 @@ async fn put(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiE
         .header(proto::APPLIED, if applied == Applied::Stored { "1" } else { "0" })
         .body(h::empty())
         .expect("valid response parts"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::placement::NodeState;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn stats_never_deadlocks_with_a_waiting_writer() {
+        // Regression: stats() once took the view lock twice on one thread; a heartbeat queued
+        // for the write lock in between blocked the second read, and the node hung.
+        let dir = tempfile::tempdir().unwrap();
+        let node = Arc::new(Node::for_tests(dir.path()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (node, stop) = (node.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    node.heard(NodeState::Up, 1, Duration::from_secs(1), Instant::now());
+                }
+            })
+        };
+        let reader = {
+            let node = node.clone();
+            std::thread::spawn(move || {
+                for _ in 0..200_000 {
+                    std::hint::black_box(stats(&node));
+                }
+            })
+        };
+        let started = Instant::now();
+        while !reader.is_finished() {
+            assert!(started.elapsed() < Duration::from_secs(10), "stats() deadlocked against a writer");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+    }
 }

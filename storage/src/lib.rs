@@ -108,6 +108,9 @@ pub struct Node {
 }
 
 impl Node {
+    /// The view, shared. Never call this (or a method that does: `state`, `map_and_id`,
+    /// `read_permission`) while holding a guard from it: a waiting writer (a heartbeat answer,
+    /// a new map) blocks the second read lock, and the thread deadlocks with itself.
     pub fn view(&self) -> RwLockReadGuard<'_, View> {
         self.view.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -152,6 +155,22 @@ impl Node {
         view.joined = joined;
         view.lease_until = (state == NodeState::Up && !lease.is_zero()).then(|| sent_at + lease);
         newly_catching_up.then_some(joined)
+    }
+
+    /// A node on a fresh store in `dir`, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(dir: &std::path::Path) -> Self {
+        let store = Arc::new(Store::open(dir, 8 << 20, 4 << 20).expect("store"));
+        Node {
+            durability: Durability::start(store.clone(), SyncPolicy::Always),
+            store,
+            limits: Limits { max_key_bytes: 1024, max_value_bytes: 1 << 20 },
+            identity: IdentityFile::new(dir),
+            node_id: Mutex::new(Some(1)),
+            view: RwLock::new(View::default()),
+            repair: repair::RepairStats::default(),
+            heartbeat_now: tokio::sync::Notify::new(),
+        }
     }
 
     /// Whether the node may answer client reads now, and if not, why.
