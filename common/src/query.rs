@@ -17,6 +17,8 @@ pub enum QueryError {
     BadEscape { name: String, escape: String },
     #[error("parameter `{0}` is given more than once")]
     Duplicate(String),
+    #[error("parameter `{0}` must be a number")]
+    NotANumber(String),
 }
 
 /// One decoded `name=value` pair; borrowed from the query string when nothing needed decoding.
@@ -52,6 +54,18 @@ impl<'a> Query<'a> {
     /// The decoded value of parameter `name`, if present.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.params.iter().find(|(n, _)| n.as_ref() == name.as_bytes()).map(|(_, v)| v.as_ref())
+    }
+
+    /// Parameter `name` parsed as a number (or anything `FromStr`), if present.
+    pub fn parsed<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, QueryError> {
+        self.get(name)
+            .map(|raw| {
+                std::str::from_utf8(raw)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| QueryError::NotANumber(name.to_owned()))
+            })
+            .transpose()
     }
 
     /// Names of the parameters present, for error messages about unknown ones.
@@ -168,6 +182,14 @@ mod tests {
         assert_eq!(Query::parse("").unwrap(), Query::default());
         assert_eq!(Query::parse("&&key=1&").unwrap().get("key"), Some(&b"1"[..]));
         assert_eq!(Query::parse("key=a=b").unwrap().get("key"), Some(&b"a=b"[..]));
+    }
+
+    #[test]
+    fn parses_numbers() {
+        let q = Query::parse("n=42&bad=4x2").unwrap();
+        assert_eq!(q.parsed::<u64>("n"), Ok(Some(42)));
+        assert_eq!(q.parsed::<u64>("missing"), Ok(None));
+        assert_eq!(q.parsed::<u64>("bad"), Err(QueryError::NotANumber("bad".into())));
     }
 
     #[test]

@@ -159,20 +159,10 @@ async fn register_frontend(
 async fn watch_map(controller: &Controller, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let query =
         Query::parse(req.uri().query().unwrap_or("")).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let number = |name: &str, default: u64| -> Result<u64, ApiError> {
-        match query.get(name) {
-            None => Ok(default),
-            Some(raw) => std::str::from_utf8(raw)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| ApiError::BadRequest(format!("parameter `{name}` must be a whole number"))),
-        }
-    };
-    let newer_than = number("newer_than", 0)?;
-    let wait = Duration::from_millis(number("wait_ms", 0)?).min(MAX_WATCH_WAIT);
-    if let Some(frontend_id) =
-        query.get("frontend_id").and_then(|f| std::str::from_utf8(f).ok()?.parse().ok())
-    {
+    let bad = |e: common::query::QueryError| ApiError::BadRequest(e.to_string());
+    let newer_than = query.parsed("newer_than").map_err(bad)?.unwrap_or(0);
+    let wait = Duration::from_millis(query.parsed("wait_ms").map_err(bad)?.unwrap_or(0)).min(MAX_WATCH_WAIT);
+    if let Some(frontend_id) = query.parsed("frontend_id").ok().flatten() {
         controller.cluster().touch_frontend(frontend_id, Instant::now());
     }
     let mut updates = controller.subscribe();

@@ -29,6 +29,11 @@ pub struct Replicas {
     batchers: std::sync::Arc<Batchers>,
 }
 
+/// The URL of `key`'s record on `node`, for requests outside a batch.
+fn record_url(routes: &Routes, node: NodeId, key: &[u8]) -> String {
+    format!("{}{}", routes.record_url(node), common::query::encode(key))
+}
+
 /// A replica that did not do what was asked, and why.
 #[derive(Debug)]
 pub struct ReplicaFailure {
@@ -115,14 +120,14 @@ impl Replicas {
     ) -> (usize, Vec<ReplicaFailure>) {
         let body = record.value.clone().unwrap_or_default();
         let deadline = self.deadline_for(body.len() as u64);
-        let escaped_key = common::query::encode(key);
         let batchable = crate::batcher::fits(key, record.value.as_ref());
+        let shared_key = Bytes::copy_from_slice(key);
         let calls = replicas.iter().map(|&node| {
-            let url = format!("{}{escaped_key}", routes.record_url(node));
             let body = body.clone();
+            let shared_key = shared_key.clone();
             async move {
                 if batchable {
-                    let op = Op::Put { key: Bytes::copy_from_slice(key), record: record.clone(), epoch };
+                    let op = Op::Put { key: shared_key, record: record.clone(), epoch };
                     let result = match self.batched(routes, node, op).await {
                         Ok(Outcome::Stored) => Ok(()),
                         Ok(Outcome::StaleEpoch { needed }) => Err(RpcError::Status {
@@ -143,6 +148,7 @@ impl Replicas {
                         error,
                     });
                 }
+                let url = record_url(routes, node, key);
                 let make = || {
                     let mut request = Request::put(url.as_str()).header(proto::TIMESTAMP, record.timestamp);
                     if record.is_tombstone() {
@@ -188,11 +194,9 @@ impl Replicas {
         order: &[NodeId],
         key: &[u8],
     ) -> Result<Found, Vec<ReplicaFailure>> {
-        let escaped_key = common::query::encode(key);
         let mut failures = Vec::new();
         for &node in order {
-            let url = format!("{}{escaped_key}", routes.record_url(node));
-            match self.read_maybe_batched(routes, node, key, &url, false).await {
+            match self.read_maybe_batched(routes, node, key, false).await {
                 Ok(found) => return Ok(found),
                 Err(error) => {
                     let failure = ReplicaFailure { node, addr: routes.addr(node).to_owned(), error };
@@ -212,9 +216,8 @@ impl Replicas {
         node: NodeId,
         key: &[u8],
     ) -> Result<Option<Record>, ReplicaFailure> {
-        let url = format!("{}{}", routes.record_url(node), common::query::encode(key));
         let fail = |error| ReplicaFailure { node, addr: routes.addr(node).to_owned(), error };
-        match self.read_maybe_batched(routes, node, key, &url, true).await.map_err(fail)? {
+        match self.read_maybe_batched(routes, node, key, true).await.map_err(fail)? {
             Found::Missing => Ok(None),
             Found::Tombstone { timestamp } => Ok(Some(Record::tombstone(timestamp))),
             Found::Value { timestamp, body, .. } => {
@@ -236,7 +239,6 @@ impl Replicas {
         routes: &Routes,
         node: NodeId,
         key: &[u8],
-        url: &str,
         unleased: bool,
     ) -> Result<Found, RpcError> {
         if crate::batcher::fits(key, None) {
@@ -245,7 +247,7 @@ impl Replicas {
                 return Ok(found);
             }
         }
-        self.read_one(url, unleased).await
+        self.read_one(&record_url(routes, node, key), unleased).await
     }
 
     async fn read_one(&self, url: &str, unleased: bool) -> Result<Found, RpcError> {

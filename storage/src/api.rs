@@ -104,21 +104,9 @@ fn key_of<'a>(query: &'a Query<'_>, max_key_bytes: usize) -> Result<&'a [u8], Ap
     Ok(key)
 }
 
-fn number<T: std::str::FromStr>(query: &Query<'_>, name: &str) -> Result<Option<T>, ApiError> {
-    query
-        .get(name)
-        .map(|raw| {
-            std::str::from_utf8(raw)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| ApiError::BadRequest(format!("parameter `{name}` must be a number")))
-        })
-        .transpose()
-}
-
 fn digits_of(query: &Query<'_>) -> Result<u8, ApiError> {
     let digits: u8 =
-        number(query, "digits")?.ok_or_else(|| ApiError::BadRequest("missing parameter `digits`".into()))?;
+        query.parsed("digits")?.ok_or_else(|| ApiError::BadRequest("missing parameter `digits`".into()))?;
     if !(1..=crate::digest::BUCKET_DIGITS).contains(&digits) {
         return Err(ApiError::BadRequest(format!("`digits` must be 1 to {}", crate::digest::BUCKET_DIGITS)));
     }
@@ -154,23 +142,17 @@ async fn batch(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Ap
                         Err(e) => Outcome::Failed(e.to_string()),
                     },
                 },
-                Op::Put { key, record, epoch } => {
-                    let needed = view
-                        .map
-                        .as_ref()
-                        .map(|map| map.min_write_epoch(common::partition::of(&key, map.digits)));
-                    match (epoch, needed) {
-                        _ if key.len() > node.limits.max_key_bytes => Outcome::Failed("key too large".into()),
-                        (Some(given), Some(needed)) if given < needed => Outcome::StaleEpoch { needed },
-                        _ => match node.store.apply(&key, &record) {
-                            Ok(_) => {
-                                wrote = true;
-                                Outcome::Stored
-                            }
-                            Err(e) => Outcome::Failed(e.to_string()),
-                        },
-                    }
-                }
+                Op::Put { key, record, epoch } => match view.stale_write(&key, epoch) {
+                    _ if key.len() > node.limits.max_key_bytes => Outcome::Failed("key too large".into()),
+                    Some((_, needed)) => Outcome::StaleEpoch { needed },
+                    None => match node.store.apply(&key, &record) {
+                        Ok(_) => {
+                            wrote = true;
+                            Outcome::Stored
+                        }
+                        Err(e) => Outcome::Failed(e.to_string()),
+                    },
+                },
             };
             outcomes.push(outcome);
         }
@@ -201,15 +183,16 @@ async fn diff(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Api
     let (parts, body) = req.into_parts();
     let query = Query::parse(parts.uri.query().unwrap_or(""))?;
     let digits = digits_of(&query)?;
-    let partition: u32 = number(&query, "partition")?
+    let partition: u32 = query
+        .parsed("partition")?
         .ok_or_else(|| ApiError::BadRequest("missing parameter `partition`".into()))?;
     if partition >= common::partition::count(digits) {
         return Err(ApiError::BadRequest(format!("no partition {partition} with {digits} digits")));
     }
-    if let Some(need) = number::<u64>(&query, "min_epoch")? {
+    if let Some(need) = query.parsed::<u64>("min_epoch")? {
         // A catch-up source must be past the epoch from which writes that skip the caller are
         // refused; a sole source must also hold every acknowledged write (up and leased).
-        if number::<u8>(&query, "leased")? == Some(1) {
+        if query.parsed::<u8>("leased")? == Some(1) {
             node.read_permission().map_err(ApiError::NotServing)?;
         }
         let have = node.view().map.as_ref().map_or(0, |m| m.epoch);
@@ -297,12 +280,9 @@ async fn put(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiE
     let applied = {
         // Held across the check and the apply: a newer map cannot be installed in between.
         let view = node.view();
-        if let (Some(given), Some(map)) = (epoch, view.map.as_ref()) {
-            let partition = common::partition::of(key, map.digits);
-            let needed = map.min_write_epoch(partition);
-            if given < needed {
-                return Err(ApiError::StaleEpoch { given, needed, partition });
-            }
+        if let Some((partition, needed)) = view.stale_write(key, epoch) {
+            let given = epoch.unwrap_or_default();
+            return Err(ApiError::StaleEpoch { given, needed, partition });
         }
         // Small writes append to the journal inline; large ones may stall on I/O, so they
         // leave the worker thread to the runtime's other tasks.

@@ -90,6 +90,21 @@ pub struct View {
     pub lease_until: Option<Instant>,
 }
 
+impl View {
+    /// If a write of `key` routed by map `epoch` is stale (its partition's replica set changed
+    /// since: see `PartitionMap::min_write_epoch`), the partition and the epoch it needs.
+    pub fn stale_write(
+        &self,
+        key: &[u8],
+        epoch: Option<Epoch>,
+    ) -> Option<(common::partition::Partition, Epoch)> {
+        let (given, map) = (epoch?, self.map.as_ref()?);
+        let partition = common::partition::of(key, map.digits);
+        let needed = map.min_write_epoch(partition);
+        (given < needed).then_some((partition, needed))
+    }
+}
+
 /// The state one storage node's request handlers share.
 #[derive(Debug)]
 pub struct Node {

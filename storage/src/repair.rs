@@ -121,19 +121,14 @@ fn take_key(buf: &mut Bytes) -> Result<Bytes, RepairError> {
     Ok(buf.split_to(len))
 }
 
-/// The records the answering node holds that are newer than (or missing from) the caller's
-/// copy, given the caller's versions `theirs` and our records `ours` of one partition. At equal
-/// timestamps with different values both sides send theirs, and `supersedes` settles it.
-pub fn diff(ours: Vec<(Bytes, Record)>, theirs: Vec<VersionEntry>) -> Vec<(Bytes, Record)> {
-    let theirs = index(theirs);
-    ours.into_iter().filter(|(key, record)| newer_than_theirs(&theirs, key, record)).collect()
-}
-
+/// The caller's versions, by key.
 fn index(theirs: Vec<VersionEntry>) -> HashMap<Bytes, VersionEntry> {
     theirs.into_iter().map(|e| (e.key.clone(), e)).collect()
 }
 
-/// Whether our `record` of `key` must be sent to a node whose versions are `theirs`.
+/// Whether our `record` of `key` must be sent to a node whose versions are `theirs`: it has
+/// nothing for the key, or an older version. At equal timestamps with different values both
+/// sides send theirs, and `supersedes` settles it on each.
 fn newer_than_theirs(theirs: &HashMap<Bytes, VersionEntry>, key: &Bytes, record: &Record) -> bool {
     match theirs.get(key) {
         None => true,
@@ -456,6 +451,12 @@ mod tests {
 
     fn value(ts: u64, v: &'static str) -> Record {
         Record::value(ts, Bytes::from_static(v.as_bytes()))
+    }
+
+    /// What `serve_diff` sends, for records held in memory.
+    fn diff(ours: Vec<(Bytes, Record)>, theirs: Vec<VersionEntry>) -> Vec<(Bytes, Record)> {
+        let theirs = index(theirs);
+        ours.into_iter().filter(|(key, record)| newer_than_theirs(&theirs, key, record)).collect()
     }
 
     fn entries(records: &[(&'static str, Record)]) -> Vec<VersionEntry> {
