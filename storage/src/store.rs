@@ -13,9 +13,10 @@
 
 use crate::digest::{self, Digests};
 use bytes::Bytes;
+use byteview::ByteView;
 use common::partition::{self, Partition};
 use common::version::Record;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode, Slice};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -94,7 +95,7 @@ impl Store {
         for item in store.records.iter() {
             let (stored_key, raw) = item.into_inner()?;
             let key = &stored_key[4..];
-            let record = decode(key, &raw)?;
+            let record = decode(key, raw)?;
             store.digests.toggle(partition::hash_prefix(key), digest::fingerprint(key, &record));
         }
         Ok(store)
@@ -112,7 +113,7 @@ impl Store {
         let stored_key = stored_key(prefix, key);
         let _guard = self.stripes[prefix as usize % WRITE_STRIPES].lock().unwrap_or_else(|p| p.into_inner());
         let held = match self.records.get(&stored_key)? {
-            Some(raw) => Some(decode(key, &raw)?),
+            Some(raw) => Some(decode(key, raw)?),
             None => None,
         };
         if held.as_ref().is_some_and(|held| !record.supersedes(held)) {
@@ -130,7 +131,7 @@ impl Store {
     pub fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
         let stored_key = stored_key(partition::hash_prefix(key), key);
         match self.records.get(&stored_key)? {
-            Some(raw) => Ok(Some(decode(key, &raw)?)),
+            Some(raw) => Ok(Some(decode(key, raw)?)),
             None => Ok(None),
         }
     }
@@ -153,7 +154,7 @@ impl Store {
                 break;
             }
             let key = Bytes::copy_from_slice(&stored_key[4..]);
-            let record = decode(&key, &raw)?;
+            let record = decode(&key, raw)?;
             visit(key, record);
         }
         Ok(())
@@ -198,23 +199,23 @@ fn stored_key(prefix: u32, key: &[u8]) -> Vec<u8> {
     stored
 }
 
-fn encode(record: &Record) -> Vec<u8> {
-    let value = record.value.as_deref().unwrap_or_default();
-    let mut raw = Vec::with_capacity(HEADER_BYTES + value.len());
-    raw.push(if record.is_tombstone() { FLAG_TOMBSTONE } else { 0 });
-    raw.extend_from_slice(&record.timestamp.to_be_bytes());
-    raw.extend_from_slice(value);
-    raw
+/// The stored form of `record`, built in the engine's own buffer type (one copy of the value).
+fn encode(record: &Record) -> Slice {
+    let mut header = [0; HEADER_BYTES];
+    header[0] = if record.is_tombstone() { FLAG_TOMBSTONE } else { 0 };
+    header[1..].copy_from_slice(&record.timestamp.to_be_bytes());
+    ByteView::fused(&header, record.value.as_deref().unwrap_or_default()).into()
 }
 
-fn decode(key: &[u8], raw: &[u8]) -> Result<Record, StoreError> {
+/// The record stored as `raw`; the value shares `raw`'s buffer (no copy).
+fn decode(key: &[u8], raw: Slice) -> Result<Record, StoreError> {
     let corrupt = |reason| StoreError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason };
     if raw.len() < HEADER_BYTES {
         return Err(corrupt("shorter than its header"));
     }
     let timestamp = u64::from_be_bytes(raw[1..HEADER_BYTES].try_into().expect("8 bytes"));
     match raw[0] {
-        0 => Ok(Record::value(timestamp, Bytes::copy_from_slice(&raw[HEADER_BYTES..]))),
+        0 => Ok(Record::value(timestamp, Bytes::from_owner(raw).slice(HEADER_BYTES..))),
         FLAG_TOMBSTONE if raw.len() == HEADER_BYTES => Ok(Record::tombstone(timestamp)),
         FLAG_TOMBSTONE => Err(corrupt("tombstone with a value")),
         _ => Err(corrupt("unknown flags")),
@@ -324,11 +325,12 @@ mod tests {
 
     #[test]
     fn corrupt_records_are_reported_not_misread() {
-        assert!(decode(b"k", &[0, 1, 2]).is_err());
-        assert!(decode(b"k", &[9, 0, 0, 0, 0, 0, 0, 0, 1]).is_err());
-        assert!(decode(b"k", &[1, 0, 0, 0, 0, 0, 0, 0, 1, b'x']).is_err());
+        let raw = |bytes: &[u8]| Slice::from(bytes);
+        assert!(decode(b"k", raw(&[0, 1, 2])).is_err());
+        assert!(decode(b"k", raw(&[9, 0, 0, 0, 0, 0, 0, 0, 1])).is_err());
+        assert!(decode(b"k", raw(&[1, 0, 0, 0, 0, 0, 0, 0, 1, b'x'])).is_err());
         let record = value(42, "payload");
-        assert_eq!(decode(b"k", &encode(&record)).unwrap(), record);
-        assert_eq!(decode(b"k", &encode(&Record::tombstone(7))).unwrap(), Record::tombstone(7));
+        assert_eq!(decode(b"k", encode(&record)).unwrap(), record);
+        assert_eq!(decode(b"k", encode(&Record::tombstone(7))).unwrap(), Record::tombstone(7));
     }
 }
