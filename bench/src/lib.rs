@@ -3,16 +3,15 @@
 //! `--duration`, mixing reads and writes (`--read-ratio`) over `--keys` keys drawn uniformly or
 //! from a Zipf distribution, and reports throughput and latency percentiles per operation.
 
+pub mod conn;
 pub mod histogram;
 pub mod report;
 pub mod workload;
 
 use anyhow::Context;
 use bytes::Bytes;
-use common::http::Client;
+use conn::Conn;
 use histogram::Histogram;
-use http::{Request, StatusCode};
-use http_body_util::Full;
 use rand::{Rng, SeedableRng};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -173,44 +172,85 @@ pub struct Outcome {
     pub set: OpStats,
 }
 
+/// Where requests go and how they are spelled.
 struct Target {
-    client: Client,
     api: Api,
-    urls: Vec<String>,
+    /// `host:port` and path prefix of each URL.
+    endpoints: Vec<(String, String)>,
 }
 
 impl Target {
-    fn request(&self, op: Op, which: usize, key: &str, value: &Bytes) -> Request<Full<Bytes>> {
-        let base = &self.urls[which % self.urls.len()];
-        let key = common::query::encode(key.as_bytes());
-        let builder = match (self.api, op) {
-            (Api::VelourFog, Op::Get) => Request::get(format!("{base}/get/?key={key}")),
-            (Api::VelourFog, Op::Set) => Request::post(format!("{base}/set/?key={key}")),
-            (Api::EtcdV2, Op::Get) => Request::get(format!("{base}/v2/keys/{key}")),
-            (Api::EtcdV2, Op::Set) => Request::put(format!("{base}/v2/keys/{key}"))
-                .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded"),
-        };
-        let body = match (self.api, op) {
-            (_, Op::Get) => Bytes::new(),
-            (Api::VelourFog, Op::Set) => value.clone(),
-            (Api::EtcdV2, Op::Set) => {
-                let mut form = b"value=".to_vec();
-                form.extend_from_slice(common::query::encode(value).as_bytes());
-                Bytes::from(form)
-            }
-        };
-        builder.body(Full::new(body)).expect("valid request")
+    fn new(api: Api, urls: &[String]) -> Self {
+        let endpoints = urls
+            .iter()
+            .map(|url| {
+                let rest = url.trim_start_matches("http://").trim_end_matches('/');
+                let (addr, prefix) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+                (addr.to_string(), prefix.to_string())
+            })
+            .collect();
+        Self { api, endpoints }
     }
 
-    /// Performs one operation; `Ok(true)` if a read found a value or a write was stored.
-    async fn perform(&self, op: Op, which: usize, key: &str, value: &Bytes) -> Result<bool, String> {
-        let make = || self.request(op, which, key, value);
-        let (parts, body) =
-            self.client.send_collect(make, Duration::from_secs(10)).await.map_err(|e| e.to_string())?;
-        match parts.status {
-            StatusCode::OK | StatusCode::CREATED => Ok(true),
-            StatusCode::NOT_FOUND if op == Op::Get => Ok(false),
-            status => Err(format!("{status}: {}", String::from_utf8_lossy(&body).trim())),
+    /// A connection to the endpoint worker `which` uses.
+    fn connect(&self, which: usize) -> Conn {
+        Conn::new(self.endpoints[which % self.endpoints.len()].0.clone())
+    }
+
+    /// The bytes of one request.
+    fn request(&self, op: Op, which: usize, key: &str, value: &Bytes) -> Vec<u8> {
+        let (addr, prefix) = &self.endpoints[which % self.endpoints.len()];
+        let key = common::query::encode(key.as_bytes());
+        let (line, content_type, body) = match (self.api, op) {
+            (Api::VelourFog, Op::Get) => (format!("GET {prefix}/get/?key={key}"), None, None),
+            (Api::VelourFog, Op::Set) => {
+                (format!("POST {prefix}/set/?key={key}"), None, Some(value.to_vec()))
+            }
+            (Api::EtcdV2, Op::Get) => (format!("GET {prefix}/v2/keys/{key}"), None, None),
+            (Api::EtcdV2, Op::Set) => {
+                let form = format!("value={}", common::query::encode(value));
+                (
+                    format!("PUT {prefix}/v2/keys/{key}"),
+                    Some("application/x-www-form-urlencoded"),
+                    Some(form.into_bytes()),
+                )
+            }
+        };
+        let mut request = format!("{line} HTTP/1.1\r\nhost: {addr}\r\n");
+        if let Some(content_type) = content_type {
+            request.push_str(&format!("content-type: {content_type}\r\n"));
+        }
+        if let Some(body) = &body {
+            request.push_str(&format!("content-length: {}\r\n", body.len()));
+        }
+        request.push_str("\r\n");
+        let mut request = request.into_bytes();
+        request.extend_from_slice(body.as_deref().unwrap_or_default());
+        request
+    }
+
+    /// Performs one operation on `conn`; `Ok(true)` if a read found a value or a write was
+    /// stored.
+    async fn perform(
+        &self,
+        conn: &mut Conn,
+        op: Op,
+        which: usize,
+        key: &str,
+        value: &Bytes,
+    ) -> Result<bool, String> {
+        let request = self.request(op, which, key, value);
+        let response = tokio::time::timeout(Duration::from_secs(10), conn.send(&request))
+            .await
+            .map_err(|_| {
+                conn.reset(); // the answer may still arrive: never read it as the next one's
+                "no answer within 10 s".to_string()
+            })?
+            .map_err(|e| e.to_string())?;
+        match response.status {
+            200 | 201 => Ok(true),
+            404 if op == Op::Get => Ok(false),
+            status => Err(format!("{status}: {}", String::from_utf8_lossy(&response.body).trim())),
         }
     }
 }
@@ -222,19 +262,20 @@ fn value_of(size: usize, seed: u64) -> Bytes {
 
 /// Writes every key once (with `concurrency` writers).
 pub async fn preload(config: &Config) -> anyhow::Result<()> {
-    let target = Arc::new(Target { client: Client::new(), api: config.api, urls: config.frontends.clone() });
+    let target = Arc::new(Target::new(config.api, &config.frontends));
     let next = Arc::new(AtomicU64::new(0));
     let value = value_of(config.value_size, 0);
     let tasks: Vec<_> = (0..config.concurrency)
         .map(|w| {
             let (target, next, value, keys) = (target.clone(), next.clone(), value.clone(), config.keys);
             tokio::spawn(async move {
+                let mut conn = target.connect(w);
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     if n >= keys {
                         return Ok::<_, String>(());
                     }
-                    target.perform(Op::Set, w, &workload::key_name(n), &value).await?;
+                    target.perform(&mut conn, Op::Set, w, &workload::key_name(n), &value).await?;
                 }
             })
         })
@@ -247,7 +288,7 @@ pub async fn preload(config: &Config) -> anyhow::Result<()> {
 
 /// Runs the measured load.
 pub async fn run(config: &Config) -> Outcome {
-    let target = Arc::new(Target { client: Client::new(), api: config.api, urls: config.frontends.clone() });
+    let target = Arc::new(Target::new(config.api, &config.frontends));
     let chooser = Arc::new(KeyChooser::new(&config.distribution, config.keys));
     let stop = Arc::new(AtomicBool::new(false));
     let done_ops = Arc::new(AtomicU64::new(0));
@@ -259,12 +300,13 @@ pub async fn run(config: &Config) -> Outcome {
             let (read_ratio, value) = (config.read_ratio, value_of(config.value_size, w as u64 + 1));
             tokio::spawn(async move {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(w as u64 * 7919 + 1);
+                let mut conn = target.connect(w);
                 let (mut get, mut set) = (OpStats::default(), OpStats::default());
                 while !stop.load(Ordering::Relaxed) {
                     let op = if rng.random::<f64>() < read_ratio { Op::Get } else { Op::Set };
                     let key = workload::key_name(chooser.next(&mut rng));
                     let began = Instant::now();
-                    let result = target.perform(op, w, &key, &value).await;
+                    let result = target.perform(&mut conn, op, w, &key, &value).await;
                     let stats = if op == Op::Get { &mut get } else { &mut set };
                     stats.latency_us.record(began.elapsed().as_micros() as u64);
                     match result {
@@ -373,19 +415,20 @@ mod tests {
     #[test]
     fn builds_requests_for_both_apis() {
         let value = Bytes::from_static(b"v&1");
-        let ours = Target { client: Client::new(), api: Api::VelourFog, urls: vec!["http://f:1".into()] };
-        let get = ours.request(Op::Get, 0, "k 1", &value);
+        let text =
+            |target: &Target, op, which| String::from_utf8(target.request(op, which, "k 1", &value)).unwrap();
+        let ours = Target::new(Api::VelourFog, &["http://f:1".into(), "http://g:2/prefix/".into()]);
+        assert_eq!(text(&ours, Op::Get, 0), "GET /get/?key=k%201 HTTP/1.1\r\nhost: f:1\r\n\r\n");
         assert_eq!(
-            (get.method().as_str(), get.uri().to_string().as_str()),
-            ("GET", "http://f:1/get/?key=k%201")
+            text(&ours, Op::Set, 3),
+            "POST /prefix/set/?key=k%201 HTTP/1.1\r\nhost: g:2\r\ncontent-length: 3\r\n\r\nv&1"
         );
-        let set = ours.request(Op::Set, 3, "k", &value);
+        let etcd = Target::new(Api::EtcdV2, &["http://e:2".into()]);
+        assert_eq!(text(&etcd, Op::Get, 0), "GET /v2/keys/k%201 HTTP/1.1\r\nhost: e:2\r\n\r\n");
         assert_eq!(
-            (set.method().as_str(), set.uri().to_string().as_str()),
-            ("POST", "http://f:1/set/?key=k")
+            text(&etcd, Op::Set, 0),
+            "PUT /v2/keys/k%201 HTTP/1.1\r\nhost: e:2\r\ncontent-type: application/x-www-form-urlencoded\r\n\
+             content-length: 11\r\n\r\nvalue=v%261"
         );
-        let etcd = Target { client: Client::new(), api: Api::EtcdV2, urls: vec!["http://e:2".into()] };
-        let put = etcd.request(Op::Set, 0, "k", &value);
-        assert_eq!((put.method().as_str(), put.uri().to_string().as_str()), ("PUT", "http://e:2/v2/keys/k"));
     }
 }

@@ -9,6 +9,7 @@
 
 use crate::store::Applied;
 use crate::Node;
+use bytes::Bytes;
 use common::http::{self as h, Body, ReadBodyError};
 use common::proto;
 use common::query::{Query, QueryError};
@@ -127,35 +128,58 @@ async fn batch(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Ap
     {
         // Held across every epoch check and apply, as for single writes.
         let view = node.view();
+        // Writes accepted but not yet applied: applied together (one journal write) before the
+        // next read of the batch and at its end, so a read sees every write before it.
+        let mut pending: Vec<(usize, Bytes, Record)> = Vec::new();
+        let flush = |pending: &mut Vec<(usize, Bytes, Record)>, outcomes: &mut Vec<Outcome>| {
+            if pending.is_empty() {
+                return false;
+            }
+            let writes: Vec<(&[u8], &Record)> =
+                pending.iter().map(|(_, key, record)| (key.as_ref(), record)).collect();
+            let result = node.store.apply_many(&writes);
+            for (at, _, _) in pending.iter() {
+                outcomes[*at] = match &result {
+                    Ok(_) => Outcome::Stored,
+                    Err(e) => Outcome::Failed(e.to_string()),
+                };
+            }
+            pending.clear();
+            result.is_ok()
+        };
         for op in ops {
             let outcome = match op {
-                Op::Get { key, leased } => match (&permission, leased) {
-                    (Err(why), true) => Outcome::NotServing(why.clone()),
-                    _ => match node.store.get(&key) {
-                        Ok(Some(record))
-                            if record.value.as_ref().is_some_and(|v| v.len() > batch::MAX_VALUE_BYTES) =>
-                        {
-                            Outcome::TooLarge
-                        }
-                        Ok(Some(record)) => Outcome::Found(record),
-                        Ok(None) => Outcome::Missing,
-                        Err(e) => Outcome::Failed(e.to_string()),
-                    },
-                },
+                Op::Get { key, leased } => {
+                    wrote |= flush(&mut pending, &mut outcomes);
+                    match (&permission, leased) {
+                        (Err(why), true) => Outcome::NotServing(why.clone()),
+                        _ => match node.store.get(&key) {
+                            Ok(Some(record))
+                                if record
+                                    .value
+                                    .as_ref()
+                                    .is_some_and(|v| v.len() > batch::MAX_VALUE_BYTES) =>
+                            {
+                                Outcome::TooLarge
+                            }
+                            Ok(Some(record)) => Outcome::Found(record),
+                            Ok(None) => Outcome::Missing,
+                            Err(e) => Outcome::Failed(e.to_string()),
+                        },
+                    }
+                }
                 Op::Put { key, record, epoch } => match view.stale_write(&key, epoch) {
                     _ if key.len() > node.limits.max_key_bytes => Outcome::Failed("key too large".into()),
                     Some((_, needed)) => Outcome::StaleEpoch { needed },
-                    None => match node.store.apply(&key, &record) {
-                        Ok(_) => {
-                            wrote = true;
-                            Outcome::Stored
-                        }
-                        Err(e) => Outcome::Failed(e.to_string()),
-                    },
+                    None => {
+                        pending.push((outcomes.len(), key, record));
+                        Outcome::Stored // replaced by the flush below
+                    }
                 },
             };
             outcomes.push(outcome);
         }
+        wrote |= flush(&mut pending, &mut outcomes);
     }
     if wrote {
         if let Err(e) = node.durability.wait_durable().await {

@@ -127,6 +127,48 @@ impl Store {
         Ok(Applied::Stored)
     }
 
+    /// [`Store::apply`] for many records at once: one journal write for all of them. Each
+    /// record is compared with what the store holds (or with an earlier record of the same
+    /// call for the same key), exactly as if applied one by one in order.
+    pub fn apply_many(&self, writes: &[(&[u8], &Record)]) -> Result<Vec<Applied>, StoreError> {
+        let prefixes: Vec<u32> = writes.iter().map(|(key, _)| partition::hash_prefix(key)).collect();
+        let stripes: std::collections::BTreeSet<usize> =
+            prefixes.iter().map(|prefix| *prefix as usize % WRITE_STRIPES).collect();
+        // Locked in ascending order, so two concurrent calls cannot deadlock.
+        let _guards: Vec<_> =
+            stripes.iter().map(|&i| self.stripes[i].lock().unwrap_or_else(|p| p.into_inner())).collect();
+        let mut batch = self.db.batch();
+        let mut newest: std::collections::HashMap<&[u8], &Record> = std::collections::HashMap::new();
+        let mut toggles = Vec::new();
+        let mut applied = Vec::with_capacity(writes.len());
+        for (&(key, record), &prefix) in writes.iter().zip(&prefixes) {
+            let stored_key = stored_key(prefix, key);
+            let held = match newest.get(key) {
+                Some(&earlier) => Some(earlier.clone()),
+                None => match self.records.get(&stored_key)? {
+                    Some(raw) => Some(decode(key, raw)?),
+                    None => None,
+                },
+            };
+            if held.as_ref().is_some_and(|held| !record.supersedes(held)) {
+                applied.push(Applied::Superseded);
+                continue;
+            }
+            batch.insert(&self.records, stored_key, encode(record));
+            if let Some(held) = &held {
+                toggles.push((prefix, digest::fingerprint(key, held)));
+            }
+            toggles.push((prefix, digest::fingerprint(key, record)));
+            newest.insert(key, record);
+            applied.push(Applied::Stored);
+        }
+        batch.commit()?;
+        for (prefix, fingerprint) in toggles {
+            self.digests.toggle(prefix, fingerprint);
+        }
+        Ok(applied)
+    }
+
     /// The record held for `key`, tombstones included.
     pub fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
         let stored_key = stored_key(partition::hash_prefix(key), key);
@@ -244,6 +286,39 @@ mod tests {
         assert_eq!(store.apply(b"k", &value(2, "c")).unwrap(), Applied::Stored, "tie: greater value wins");
         assert_eq!(store.get(b"k").unwrap(), Some(value(2, "c")));
         assert_eq!(store.get(b"other").unwrap(), None);
+    }
+
+    #[test]
+    fn applying_many_at_once_equals_applying_them_in_order() {
+        let writes: Vec<(&[u8], Record)> = vec![
+            (b"a", value(5, "a5")),
+            (b"b", value(1, "b1")),
+            (b"a", value(3, "older than a5")), // superseded by an earlier write of the same call
+            (b"a", value(7, "a7")),
+            (b"held", value(1, "older than held")), // superseded by what the store held
+            (b"c", Record::tombstone(2)),
+            (b"b", value(1, "b1")), // a replay of an earlier write of the same call
+        ];
+        let (one, many) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (one, many) = (
+            Store::open(one.path(), CACHE, MEMTABLE).unwrap(),
+            Store::open(many.path(), CACHE, MEMTABLE).unwrap(),
+        );
+        for store in [&one, &many] {
+            store.apply(b"held", &value(9, "held")).unwrap();
+        }
+        let expected: Vec<Applied> =
+            writes.iter().map(|(key, record)| one.apply(key, record).unwrap()).collect();
+        let pairs: Vec<(&[u8], &Record)> = writes.iter().map(|(key, record)| (*key, record)).collect();
+        assert_eq!(many.apply_many(&pairs).unwrap(), expected);
+        use Applied::*;
+        assert_eq!(expected, [Stored, Stored, Superseded, Stored, Superseded, Stored, Superseded]);
+        for key in [&b"a"[..], b"b", b"c", b"held"] {
+            assert_eq!(many.get(key).unwrap(), one.get(key).unwrap());
+        }
+        assert_eq!(many.get(b"a").unwrap(), Some(value(7, "a7")));
+        assert_eq!(many.digests().all(2), one.digests().all(2), "digests follow batched writes");
+        assert_eq!(many.apply_many(&[]).unwrap(), []);
     }
 
     #[test]
