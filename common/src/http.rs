@@ -121,10 +121,64 @@ pub enum RpcError {
     Protocol(String),
 }
 
+/// A request body fed chunk by chunk through a channel, so a body can be forwarded while it
+/// is still arriving. It declares its exact length; if the sender goes away before that many
+/// bytes were sent (or sends an error), the request fails instead of ending short.
+#[derive(Debug)]
+pub struct ChannelBody {
+    chunks: tokio::sync::mpsc::Receiver<Result<Bytes, BoxError>>,
+    remaining: u64,
+}
+
+/// The sending half of a [`ChannelBody`].
+pub type ChunkSender = tokio::sync::mpsc::Sender<Result<Bytes, BoxError>>;
+
+/// A [`ChannelBody`] of exactly `length` bytes, and its sender (which holds up to `depth`
+/// chunks before `send` waits).
+pub fn channel_body(length: u64, depth: usize) -> (ChunkSender, ChannelBody) {
+    let (sender, chunks) = tokio::sync::mpsc::channel(depth);
+    (sender, ChannelBody { chunks, remaining: length })
+}
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        Poll::Ready(match std::task::ready!(self.chunks.poll_recv(cx)) {
+            Some(Ok(chunk)) if chunk.len() as u64 > self.remaining => {
+                Some(Err("body longer than its declared length".into()))
+            }
+            Some(Ok(chunk)) => {
+                self.remaining -= chunk.len() as u64;
+                Some(Ok(hyper::body::Frame::data(chunk)))
+            }
+            Some(Err(e)) => Some(Err(e)),
+            None => Some(Err("body ended before its declared length".into())),
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.remaining)
+    }
+}
+
 /// A pooled HTTP/1.1 client for calls between nodes.
 #[derive(Clone, Debug)]
 pub struct Client {
     inner: PooledClient<HttpConnector, Full<Bytes>>,
+    streaming: PooledClient<HttpConnector, ChannelBody>,
 }
 
 impl Default for Client {
@@ -138,11 +192,31 @@ impl Client {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let inner = PooledClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(512)
-            .build(connector);
-        Self { inner }
+        let mut builder = PooledClient::builder(TokioExecutor::new());
+        builder.pool_idle_timeout(Duration::from_secs(30)).pool_max_idle_per_host(512);
+        Self { inner: builder.build(connector.clone()), streaming: builder.build(connector) }
+    }
+
+    /// Sends a request whose body streams through a channel and reads the whole answer, all
+    /// within `deadline`. Not retried: the body cannot be sent twice.
+    pub async fn send_streamed(
+        &self,
+        request: Request<ChannelBody>,
+        deadline: Duration,
+    ) -> Result<(http::response::Parts, Bytes), RpcError> {
+        let call = async {
+            let response = self.streaming.request(request).await.map_err(|e| {
+                if e.is_connect() {
+                    RpcError::Connect(error_chain(&e))
+                } else {
+                    RpcError::Transport(error_chain(&e))
+                }
+            })?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await.map_err(|e| RpcError::Transport(error_chain(&e)))?.to_bytes();
+            Ok((parts, body))
+        };
+        tokio::time::timeout(deadline, call).await.map_err(|_| RpcError::Timeout(deadline))?
     }
 
     /// Sends the request `make` builds and waits for the response head, all within `deadline`.
@@ -287,4 +361,35 @@ pub async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, ReadBo
         (Some(chunk), None) => chunk,
         (None, None) => Bytes::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn drain(body: ChannelBody) -> Result<Bytes, BoxError> {
+        Ok(body.collect().await?.to_bytes())
+    }
+
+    #[tokio::test]
+    async fn a_channel_body_is_exactly_its_declared_length_or_an_error() {
+        let (sender, body) = channel_body(6, 4);
+        assert_eq!(hyper::body::Body::size_hint(&body).exact(), Some(6));
+        sender.send(Ok(Bytes::from_static(b"abc"))).await.unwrap();
+        sender.send(Ok(Bytes::from_static(b"def"))).await.unwrap();
+        assert_eq!(drain(body).await.unwrap(), Bytes::from_static(b"abcdef"));
+
+        let (sender, body) = channel_body(6, 4);
+        sender.send(Ok(Bytes::from_static(b"abc"))).await.unwrap();
+        drop(sender); // the source went away early
+        assert!(drain(body).await.unwrap_err().to_string().contains("ended before"));
+
+        let (sender, body) = channel_body(2, 4);
+        sender.send(Ok(Bytes::from_static(b"abc"))).await.unwrap();
+        assert!(drain(body).await.unwrap_err().to_string().contains("longer than"));
+
+        let (sender, body) = channel_body(6, 4);
+        sender.send(Err("client went away".into())).await.unwrap();
+        assert!(drain(body).await.unwrap_err().to_string().contains("client went away"));
+    }
 }

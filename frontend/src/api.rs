@@ -4,7 +4,7 @@
 //! misuse is a 4xx with a one-line message; 503 means the cluster could not do what was asked.
 
 use crate::consistency::Level;
-use crate::replica::{Found, ReplicaFailure};
+use crate::replica::{Found, ReplicaFailure, STREAMED_WRITE_BYTES};
 use crate::routing::Routes;
 use crate::Frontend;
 use bytes::Bytes;
@@ -247,12 +247,18 @@ async fn set(frontend: &Frontend, req: Request<Incoming>) -> Result<Response<Bod
             }
             Bytes::copy_from_slice(value)
         }
-        (None, Method::POST) => h::read_body(body, limit).await.map_err(|e| match e {
-            ReadBodyError::TooLarge { limit } => too_large_value(None, limit),
-            ReadBodyError::Transport(e) => {
-                ApiError::BadRequest(format!("the request body could not be read: {e}"))
+        (None, Method::POST) => {
+            let declared = hyper::body::Body::size_hint(&body).exact();
+            if let Some(length) = declared.filter(|&n| n >= STREAMED_WRITE_BYTES && n <= limit as u64) {
+                return set_streamed(frontend, routes, key, body, length, level).await;
             }
-        })?,
+            h::read_body(body, limit).await.map_err(|e| match e {
+                ReadBodyError::TooLarge { limit } => too_large_value(None, limit),
+                ReadBodyError::Transport(e) => {
+                    ApiError::BadRequest(format!("the request body could not be read: {e}"))
+                }
+            })?
+        }
         (None, _) => {
             return Err(ApiError::BadRequest(
                 "missing parameter `value` (or POST the value as the request body)".into(),
@@ -261,6 +267,41 @@ async fn set(frontend: &Frontend, req: Request<Incoming>) -> Result<Response<Bod
     };
     let record = Record::value(frontend.clock.next(), value);
     write(frontend, routes, key, record, level).await
+}
+
+/// A large POSTed value: forwarded to the replicas while it arrives, so the upload and the
+/// transfers to the replicas overlap instead of following each other. If every replica of the
+/// write set stored it, that is the answer. Otherwise the ordinary write runs with the complete
+/// value and the same timestamp (a replica that already stored it stays unchanged) and decides,
+/// with its map refresh, quorum and fencing rules.
+async fn set_streamed(
+    frontend: &Frontend,
+    routes: Arc<Routes>,
+    key: &[u8],
+    body: Incoming,
+    length: u64,
+    level: Level,
+) -> Result<Response<Body>, ApiError> {
+    use futures_util::StreamExt;
+    let timestamp = frontend.clock.next();
+    let partition = common::partition::of(key, routes.map.digits);
+    let targets: Vec<NodeId> = routes.map.write_set(partition).collect();
+    let chunks = http_body_util::BodyStream::new(body)
+        .filter_map(|frame| async { frame.map(|frame| frame.into_data().ok()).transpose() });
+    let (kept, results) =
+        frontend.replicas.write_streamed(&routes, &targets, key, timestamp, length, chunks).await;
+    let kept = kept.map_err(|e| ApiError::BadRequest(format!("the request body could not be read: {e}")))?;
+    if results.iter().all(Result::is_ok) && targets.len() >= level.required(routes.map.replication) {
+        return Ok(h::text(StatusCode::OK, "ok"));
+    }
+    for failure in results.iter().filter_map(|r| r.as_ref().err()) {
+        log::info!("streamed write of {length} bytes incomplete, writing again: {failure}");
+    }
+    let mut value = bytes::BytesMut::with_capacity(length as usize);
+    for chunk in &kept {
+        value.extend_from_slice(chunk);
+    }
+    write(frontend, routes, key, Record::value(timestamp, value.freeze()), level).await
 }
 
 async fn delete(frontend: &Frontend, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {

@@ -17,6 +17,9 @@ use std::time::Duration;
 /// Bodies up to this size are read whole before answering, so a replica that fails mid-body
 /// can be replaced by the next; larger ones are streamed straight through to the client.
 pub const BUFFERED_READ_BYTES: u64 = 1 << 20;
+/// Written values at least this large are forwarded to the replicas while they arrive from the
+/// client (see [`Replicas::write_streamed`]); smaller ones are read whole first.
+pub const STREAMED_WRITE_BYTES: u64 = 1 << 20;
 /// The slowest transfer rate a healthy node is allowed: a call's deadline grows by one second
 /// for every this many bytes of value.
 pub const MIN_TRANSFER_BYTES_PER_SEC: u64 = 20 << 20;
@@ -185,6 +188,75 @@ impl Replicas {
             }
         }
         (acked, failures)
+    }
+
+    /// Sends a value of `length` bytes for `key` to every node in `replicas` while it arrives:
+    /// each chunk `chunks` yields goes to all of them at once (a replica that falls behind by
+    /// more than a few chunks holds the others back until its deadline). Returns the chunks
+    /// (to write again the ordinary way if this did not fully succeed) and each replica's
+    /// result; `Err` if `chunks` failed, in which case every replica's request was aborted and
+    /// none stored anything.
+    pub async fn write_streamed<E: std::fmt::Display>(
+        &self,
+        routes: &Routes,
+        replicas: &[NodeId],
+        key: &[u8],
+        timestamp: u64,
+        length: u64,
+        chunks: impl futures_util::Stream<Item = Result<Bytes, E>>,
+    ) -> (Result<Vec<Bytes>, String>, Vec<Result<(), ReplicaFailure>>) {
+        let deadline = self.deadline_for(length);
+        let give_up_at = tokio::time::Instant::now() + deadline;
+        let (senders, bodies): (Vec<_>, Vec<_>) = replicas.iter().map(|_| h::channel_body(length, 8)).unzip();
+        let calls = replicas.iter().zip(bodies).map(|(&node, body)| {
+            let request = Request::put(record_url(routes, node, key))
+                .header(proto::TIMESTAMP, timestamp)
+                .header(proto::EPOCH, routes.map.epoch)
+                .header(http::header::CONTENT_LENGTH, length)
+                .body(body)
+                .expect("valid request");
+            async move {
+                let result = match self.client.send_streamed(request, deadline).await {
+                    Ok((parts, _)) if parts.status == StatusCode::OK => Ok(()),
+                    Ok((parts, message)) => Err(RpcError::Status {
+                        status: parts.status,
+                        message: String::from_utf8_lossy(&message).trim().to_owned(),
+                    }),
+                    Err(e) => Err(e),
+                };
+                result.map_err(|error| ReplicaFailure { node, addr: routes.addr(node).to_owned(), error })
+            }
+        });
+        let forward = async move {
+            use futures_util::StreamExt;
+            let mut senders: Vec<Option<h::ChunkSender>> = senders.into_iter().map(Some).collect();
+            let mut kept = Vec::new();
+            let mut chunks = std::pin::pin!(chunks);
+            while let Some(chunk) = chunks.next().await {
+                let chunk = match chunk {
+                    Ok(chunk) => chunk,
+                    Err(e) => {
+                        let why = format!("the client's body failed: {e}");
+                        for sender in senders.iter().flatten() {
+                            let _ = sender.try_send(Err(why.clone().into()));
+                        }
+                        return Err(why);
+                    }
+                };
+                for slot in &mut senders {
+                    let Some(sender) = slot else { continue };
+                    // A replica that stopped reading (failed, or past its deadline) is dropped
+                    // from the fan-out; its call reports why.
+                    let sent = tokio::time::timeout_at(give_up_at, sender.send(Ok(chunk.clone()))).await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        *slot = None;
+                    }
+                }
+                kept.push(chunk);
+            }
+            Ok(kept)
+        };
+        tokio::join!(forward, futures_util::future::join_all(calls))
     }
 
     /// Reads `key` from the first of `order` that answers; the failures of those that did not.

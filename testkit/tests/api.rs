@@ -139,6 +139,45 @@ async fn large_values_round_trip_byte_exact() {
     }
 }
 
+/// Large values are forwarded to the replicas while they arrive. A client that goes away
+/// mid-upload leaves nothing behind on any replica, and a replica that is dead when the value
+/// arrives is handled as for any write: the others store it and the dead one is fenced.
+#[tokio::test]
+async fn streamed_large_writes_abort_cleanly_and_survive_a_dead_replica() {
+    use tokio::io::AsyncWriteExt;
+    let mut cluster = Cluster::start(ClusterConfig::default()).await;
+    let value = Bytes::from((0..4u32 << 20).map(|i| (i * 7 % 251) as u8).collect::<Vec<u8>>());
+
+    // The client sends half of a 4 MiB body and disconnects.
+    let mut socket = tokio::net::TcpStream::connect(cluster.frontend(0)).await.unwrap();
+    let head = format!("POST /set/?key=cut HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n", value.len());
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&value[..value.len() / 2]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    drop(socket);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for s in 0..3 {
+        let (status, _, _) = cluster.storage_record(s, b"cut").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "storage {s} kept part of an aborted upload");
+    }
+    assert_eq!(cluster.get(1, b"cut").await.0, StatusCode::NOT_FOUND);
+
+    // A whole one while every replica is alive, then one with a replica killed beforehand.
+    assert_eq!(cluster.set(0, b"whole", value.clone()).await.0, StatusCode::OK);
+    cluster.storage[2].kill();
+    let (status, text) = cluster.set(1, b"degraded", value.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&text));
+    assert!(
+        cluster.frontends[1].log().contains("streamed write of 4194304 bytes incomplete, writing again"),
+        "the dead replica sent the write down the ordinary path"
+    );
+    for (frontend, key) in [(0, &b"whole"[..]), (1, b"whole"), (0, b"degraded"), (1, b"degraded")] {
+        let (status, body) = cluster.get(frontend, key).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body == value, "{} differs after the round trip", String::from_utf8_lossy(key));
+    }
+}
+
 #[tokio::test]
 async fn frontend_answers_503_until_the_cluster_forms() {
     let mut cluster =
