@@ -51,9 +51,32 @@ pub fn binary(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// A free loopback port (bound and released; the kernel does not hand it out again at once).
+/// A loopback port that is free now and that this process has not handed out before. Ports are
+/// drawn below Linux's ephemeral range (32768+), so the outgoing connections of the tests
+/// themselves cannot take one between this call and the process that binds it; the kernel's
+/// own choice (`bind(0)`) once returned the same port twice to two nodes of one cluster.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    let handed_out = handed_out.get_or_insert_with(HashSet::new);
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    let mut state = seed | 1;
+    for _ in 0..10_000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let port = 20_000 + (state % 12_000) as u16;
+        if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port in 20000-31999");
 }
 
 /// One child process of the cluster.
