@@ -7,7 +7,7 @@
 //! a map older than its partition's [`min_write_epoch`](common::placement::PartitionMap::min_write_epoch)
 //! is refused with 409, so the frontend fetches the new map and writes to the replica it missed.
 
-use crate::store::Applied;
+use crate::store::{Applied, StoredValue};
 use crate::Node;
 use bytes::Bytes;
 use common::http::{self as h, Body, ReadBodyError};
@@ -281,7 +281,14 @@ async fn put(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiE
         Some(b"1") => true,
         Some(_) => return Err(ApiError::BadRequest(format!("header `{}` must be 0 or 1", proto::TOMBSTONE))),
     };
-    let value = h::read_body(body, node.limits.max_value_bytes).await.map_err(|e| match e {
+    let limit = node.limits.max_value_bytes;
+    let declared = hyper::body::Body::size_hint(&body).exact().map(|n| n as usize);
+    if let Some(length) = declared.filter(|&n| !tombstone && n > INLINE_WRITE_BYTES && n <= limit) {
+        let stored = read_into_stored_value(body, timestamp, length).await?;
+        let epoch = epoch_of(&parts.headers)?;
+        return put_stored(node, key, epoch, stored).await;
+    }
+    let value = h::read_body(body, limit).await.map_err(|e| match e {
         ReadBodyError::TooLarge { limit } => {
             ApiError::TooLarge(format!("value is larger than the {limit}-byte limit"))
         }
@@ -295,12 +302,7 @@ async fn put(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiE
     } else {
         Record::value(timestamp, value)
     };
-    let epoch = match parts.headers.get(proto::EPOCH) {
-        None => None,
-        Some(v) => Some(v.to_str().ok().and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| {
-            ApiError::BadRequest(format!("header `{}` must be a decimal epoch", proto::EPOCH))
-        })?),
-    };
+    let epoch = epoch_of(&parts.headers)?;
     let applied = {
         // Held across the check and the apply: a newer map cannot be installed in between.
         let view = node.view();
@@ -319,11 +321,68 @@ async fn put(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiE
     };
     // Even a superseded write waits: the newer record that beat it may not be durable yet.
     node.durability.wait_durable().await?;
-    Ok(Response::builder()
+    Ok(applied_response(applied))
+}
+
+fn epoch_of(headers: &http::HeaderMap) -> Result<Option<u64>, ApiError> {
+    match headers.get(proto::EPOCH) {
+        None => Ok(None),
+        Some(v) => Ok(Some(v.to_str().ok().and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| {
+            ApiError::BadRequest(format!("header `{}` must be a decimal epoch", proto::EPOCH))
+        })?)),
+    }
+}
+
+/// Reads a body of the declared `length` straight into a record's stored form.
+async fn read_into_stored_value(
+    mut body: Incoming,
+    timestamp: u64,
+    length: usize,
+) -> Result<StoredValue, ApiError> {
+    use http_body_util::BodyExt;
+    let mut stored = StoredValue::with_length(timestamp, length);
+    let mut filled = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::BadRequest(format!("value could not be read: {}", h::error_chain(&e))))?;
+        let Ok(chunk) = frame.into_data() else { continue };
+        if filled + chunk.len() > length {
+            return Err(ApiError::BadRequest("value is longer than its content-length".into()));
+        }
+        stored.write_at(filled, &chunk);
+        filled += chunk.len();
+    }
+    if filled != length {
+        return Err(ApiError::BadRequest("value is shorter than its content-length".into()));
+    }
+    Ok(stored)
+}
+
+/// The rest of [`put`] for a large value read into its stored form.
+async fn put_stored(
+    node: &Node,
+    key: &[u8],
+    epoch: Option<u64>,
+    stored: StoredValue,
+) -> Result<Response<Body>, ApiError> {
+    let applied = {
+        let view = node.view();
+        if let Some((partition, needed)) = view.stale_write(key, epoch) {
+            let given = epoch.unwrap_or_default();
+            return Err(ApiError::StaleEpoch { given, needed, partition });
+        }
+        tokio::task::block_in_place(|| node.store.apply_encoded(key, stored))?
+    };
+    node.durability.wait_durable().await?;
+    Ok(applied_response(applied))
+}
+
+fn applied_response(applied: Applied) -> Response<Body> {
+    Response::builder()
         .status(StatusCode::OK)
         .header(proto::APPLIED, if applied == Applied::Stored { "1" } else { "0" })
         .body(h::empty())
-        .expect("valid response parts"))
+        .expect("valid response parts")
 }
 
 #[cfg(test)]

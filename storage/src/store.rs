@@ -109,6 +109,23 @@ impl Store {
     /// Keeps `record` for `key` if it supersedes the record held (see [`Record::supersedes`]).
     /// On return the write has reached the OS; call [`Store::sync`] to make it crash-proof.
     pub fn apply(&self, key: &[u8], record: &Record) -> Result<Applied, StoreError> {
+        self.apply_stored(key, record, encode)
+    }
+
+    /// [`Store::apply`] for a record already in its stored form (see [`StoredValue`]): a large
+    /// value read straight into it is not copied again before the journal write.
+    pub fn apply_encoded(&self, key: &[u8], stored: StoredValue) -> Result<Applied, StoreError> {
+        let raw = Slice::from(stored.0);
+        let record = decode(key, raw.clone())?;
+        self.apply_stored(key, &record, |_| raw)
+    }
+
+    fn apply_stored(
+        &self,
+        key: &[u8],
+        record: &Record,
+        stored: impl FnOnce(&Record) -> Slice,
+    ) -> Result<Applied, StoreError> {
         let prefix = partition::hash_prefix(key);
         let stored_key = stored_key(prefix, key);
         let _guard = self.stripes[prefix as usize % WRITE_STRIPES].lock().unwrap_or_else(|p| p.into_inner());
@@ -119,7 +136,7 @@ impl Store {
         if held.as_ref().is_some_and(|held| !record.supersedes(held)) {
             return Ok(Applied::Superseded);
         }
-        self.records.insert(stored_key, encode(record))?;
+        self.records.insert(stored_key, stored(record))?;
         if let Some(held) = &held {
             self.digests.toggle(prefix, digest::fingerprint(key, held));
         }
@@ -241,6 +258,38 @@ fn stored_key(prefix: u32, key: &[u8]) -> Vec<u8> {
     stored
 }
 
+/// A live value's record in its stored form, allocated at its final size so that the value can
+/// be written into it as it arrives (one copy from the network buffers, none after).
+pub struct StoredValue(ByteView);
+
+impl StoredValue {
+    /// Room for a value of `length` bytes with `timestamp`; fill it through [`StoredValue::value_mut`].
+    pub fn with_length(timestamp: u64, length: usize) -> Self {
+        let mut view = ByteView::with_size(HEADER_BYTES + length);
+        {
+            let mut raw = view.get_mut().expect("a new view has one owner");
+            raw[0] = 0;
+            raw[1..HEADER_BYTES].copy_from_slice(&timestamp.to_be_bytes());
+        }
+        Self(view)
+    }
+
+    /// Copies `bytes` into the value at `offset`. Panics if they do not fit.
+    pub fn write_at(&mut self, offset: usize, bytes: &[u8]) {
+        let mut raw = self.0.get_mut().expect("only this value holds the view");
+        raw[HEADER_BYTES + offset..HEADER_BYTES + offset + bytes.len()].copy_from_slice(bytes);
+    }
+
+    /// The value's length.
+    pub fn len(&self) -> usize {
+        self.0.len() - HEADER_BYTES
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The stored form of `record`, built in the engine's own buffer type (one copy of the value).
 fn encode(record: &Record) -> Slice {
     let mut header = [0; HEADER_BYTES];
@@ -286,6 +335,24 @@ mod tests {
         assert_eq!(store.apply(b"k", &value(2, "c")).unwrap(), Applied::Stored, "tie: greater value wins");
         assert_eq!(store.get(b"k").unwrap(), Some(value(2, "c")));
         assert_eq!(store.get(b"other").unwrap(), None);
+    }
+
+    #[test]
+    fn a_value_written_into_its_stored_form_is_applied_like_any_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), CACHE, MEMTABLE).unwrap();
+        let mut stored = StoredValue::with_length(7, 10);
+        assert_eq!(stored.len(), 10);
+        stored.write_at(0, b"hello");
+        stored.write_at(5, b"world");
+        assert_eq!(store.apply_encoded(b"k", stored).unwrap(), Applied::Stored);
+        assert_eq!(store.get(b"k").unwrap(), Some(value(7, "helloworld")));
+        let older = StoredValue::with_length(6, 0);
+        assert_eq!(store.apply_encoded(b"k", older).unwrap(), Applied::Superseded);
+        let reference = tempfile::tempdir().unwrap();
+        let reference = Store::open(reference.path(), CACHE, MEMTABLE).unwrap();
+        reference.apply(b"k", &value(7, "helloworld")).unwrap();
+        assert_eq!(store.digests().all(2), reference.digests().all(2));
     }
 
     #[test]
