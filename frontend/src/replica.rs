@@ -24,6 +24,17 @@ pub const STREAMED_WRITE_BYTES: u64 = 1 << 20;
 /// for every this many bytes of value.
 pub const MIN_TRANSFER_BYTES_PER_SEC: u64 = 20 << 20;
 
+/// A replica's answer to a record write: stored on 200, otherwise its status and message.
+fn stored(answer: Result<(http::response::Parts, Bytes), RpcError>) -> Result<(), RpcError> {
+    match answer? {
+        (parts, _) if parts.status == StatusCode::OK => Ok(()),
+        (parts, message) => Err(RpcError::Status {
+            status: parts.status,
+            message: String::from_utf8_lossy(&message).trim().to_owned(),
+        }),
+    }
+}
+
 /// Talks to storage nodes on behalf of one frontend.
 #[derive(Debug, Clone)]
 pub struct Replicas {
@@ -162,15 +173,11 @@ impl Replicas {
                     }
                     request.body(Full::new(body.clone())).expect("valid request")
                 };
-                let result = match self.client.send_collect(make, deadline).await {
-                    Ok((parts, _)) if parts.status == StatusCode::OK => Ok(()),
-                    Ok((parts, message)) => Err(RpcError::Status {
-                        status: parts.status,
-                        message: String::from_utf8_lossy(&message).trim().to_owned(),
-                    }),
-                    Err(e) => Err(e),
-                };
-                result.map_err(|error| ReplicaFailure { node, addr: routes.addr(node).to_owned(), error })
+                stored(self.client.send_collect(make, deadline).await).map_err(|error| ReplicaFailure {
+                    node,
+                    addr: routes.addr(node).to_owned(),
+                    error,
+                })
             }
         });
         let results = futures_util::future::join_all(calls).await;
@@ -208,25 +215,19 @@ impl Replicas {
         let deadline = self.deadline_for(length);
         let give_up_at = tokio::time::Instant::now() + deadline;
         let (senders, bodies): (Vec<_>, Vec<_>) = replicas.iter().map(|_| h::channel_body(length, 8)).unzip();
-        let calls = replicas.iter().zip(bodies).map(|(&node, body)| {
-            let request = Request::put(record_url(routes, node, key))
-                .header(proto::TIMESTAMP, timestamp)
-                .header(proto::EPOCH, routes.map.epoch)
-                .header(http::header::CONTENT_LENGTH, length)
-                .body(body)
-                .expect("valid request");
-            async move {
-                let result = match self.client.send_streamed(request, deadline).await {
-                    Ok((parts, _)) if parts.status == StatusCode::OK => Ok(()),
-                    Ok((parts, message)) => Err(RpcError::Status {
-                        status: parts.status,
-                        message: String::from_utf8_lossy(&message).trim().to_owned(),
-                    }),
-                    Err(e) => Err(e),
-                };
-                result.map_err(|error| ReplicaFailure { node, addr: routes.addr(node).to_owned(), error })
-            }
-        });
+        let calls =
+            replicas.iter().zip(bodies).map(|(&node, body)| {
+                let request = Request::put(record_url(routes, node, key))
+                    .header(proto::TIMESTAMP, timestamp)
+                    .header(proto::EPOCH, routes.map.epoch)
+                    .header(http::header::CONTENT_LENGTH, length)
+                    .body(body)
+                    .expect("valid request");
+                async move {
+                    stored(self.client.send_streamed(request, deadline).await)
+                        .map_err(|error| ReplicaFailure { node, addr: routes.addr(node).to_owned(), error })
+                }
+            });
         let forward = async move {
             use futures_util::StreamExt;
             let mut senders: Vec<Option<h::ChunkSender>> = senders.into_iter().map(Some).collect();

@@ -286,7 +286,10 @@ async fn put(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiE
     if let Some(length) = declared.filter(|&n| !tombstone && n > INLINE_WRITE_BYTES && n <= limit) {
         let stored = read_into_stored_value(body, timestamp, length).await?;
         let epoch = epoch_of(&parts.headers)?;
-        return put_stored(node, key, epoch, stored).await;
+        return apply_write(node, key, epoch, || {
+            tokio::task::block_in_place(|| node.store.apply_encoded(key, stored))
+        })
+        .await;
     }
     let value = h::read_body(body, limit).await.map_err(|e| match e {
         ReadBodyError::TooLarge { limit } => {
@@ -303,6 +306,26 @@ async fn put(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiE
         Record::value(timestamp, value)
     };
     let epoch = epoch_of(&parts.headers)?;
+    // Small writes append to the journal inline; large ones may stall on I/O, so they leave
+    // the worker thread to the runtime's other tasks.
+    let value_len = record.value.as_ref().map_or(0, |v| v.len());
+    apply_write(node, key, epoch, || {
+        if value_len > INLINE_WRITE_BYTES {
+            tokio::task::block_in_place(|| node.store.apply(key, &record))
+        } else {
+            node.store.apply(key, &record)
+        }
+    })
+    .await
+}
+
+/// Applies one write unless it was routed by a stale map, and answers once it is durable.
+async fn apply_write(
+    node: &Node,
+    key: &[u8],
+    epoch: Option<u64>,
+    apply: impl FnOnce() -> Result<Applied, crate::store::StoreError>,
+) -> Result<Response<Body>, ApiError> {
     let applied = {
         // Held across the check and the apply: a newer map cannot be installed in between.
         let view = node.view();
@@ -310,18 +333,15 @@ async fn put(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiE
             let given = epoch.unwrap_or_default();
             return Err(ApiError::StaleEpoch { given, needed, partition });
         }
-        // Small writes append to the journal inline; large ones may stall on I/O, so they
-        // leave the worker thread to the runtime's other tasks.
-        let value_len = record.value.as_ref().map_or(0, |v| v.len());
-        if value_len > INLINE_WRITE_BYTES {
-            tokio::task::block_in_place(|| node.store.apply(key, &record))?
-        } else {
-            node.store.apply(key, &record)?
-        }
+        apply()?
     };
     // Even a superseded write waits: the newer record that beat it may not be durable yet.
     node.durability.wait_durable().await?;
-    Ok(applied_response(applied))
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(proto::APPLIED, if applied == Applied::Stored { "1" } else { "0" })
+        .body(h::empty())
+        .expect("valid response parts"))
 }
 
 fn epoch_of(headers: &http::HeaderMap) -> Result<Option<u64>, ApiError> {
@@ -356,33 +376,6 @@ async fn read_into_stored_value(
         return Err(ApiError::BadRequest("value is shorter than its content-length".into()));
     }
     Ok(stored)
-}
-
-/// The rest of [`put`] for a large value read into its stored form.
-async fn put_stored(
-    node: &Node,
-    key: &[u8],
-    epoch: Option<u64>,
-    stored: StoredValue,
-) -> Result<Response<Body>, ApiError> {
-    let applied = {
-        let view = node.view();
-        if let Some((partition, needed)) = view.stale_write(key, epoch) {
-            let given = epoch.unwrap_or_default();
-            return Err(ApiError::StaleEpoch { given, needed, partition });
-        }
-        tokio::task::block_in_place(|| node.store.apply_encoded(key, stored))?
-    };
-    node.durability.wait_durable().await?;
-    Ok(applied_response(applied))
-}
-
-fn applied_response(applied: Applied) -> Response<Body> {
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(proto::APPLIED, if applied == Applied::Stored { "1" } else { "0" })
-        .body(h::empty())
-        .expect("valid response parts")
 }
 
 #[cfg(test)]
