@@ -244,6 +244,7 @@ fn stats(node: &Node) -> serde_json::Value {
         "map_epoch": view.map.as_ref().map(|m| m.epoch),
         "serving_reads": serving_reads,
         "repair": node.repair.to_json(),
+        "engine": node.store.engine_stats(),
     })
 }
 
@@ -384,6 +385,20 @@ mod tests {
     use common::placement::NodeState;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn stats_report_engine_memory_against_its_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::for_tests(dir.path());
+        let empty = stats(&node)["engine"].clone();
+        assert_eq!(empty["cache_capacity_bytes"], 8 << 20);
+        assert_eq!(empty["approximate_records"], 0);
+        let record = common::version::Record::value(1, bytes::Bytes::from(vec![7u8; 4096]));
+        node.store.apply(b"key", &record).unwrap();
+        let engine = stats(&node)["engine"].clone();
+        assert_eq!(engine["approximate_records"], 1);
+        assert!(engine["write_buffer_bytes"].as_u64().unwrap() >= 4096, "{engine}");
+    }
 
     #[test]
     fn stats_never_deadlocks_with_a_waiting_writer() {
