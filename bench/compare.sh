@@ -16,8 +16,6 @@ KEYS=${KEYS:-10000}
 REDIS_REQUESTS=${REDIS_REQUESTS:-300000}
 BASE_PORT=${BASE_PORT:-18700}
 
-say() { printf '== %s\n' "$*" >&2; }
-
 install_missing() {
   local missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
@@ -31,58 +29,31 @@ install_missing() {
   fi
 }
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  sleep 0.5
-  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-start() { # log name, command...
-  local name=$1
-  shift
-  "$@" >"$work/$name.log" 2>&1 &
-  pids+=($!)
-}
-
-wait_http() { # url
-  for _ in $(seq 300); do
-    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "not ready: $1" >&2
-  return 1
-}
-
-rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+source bench/cluster.sh
 
 install_missing
 say "building release binaries"
 cargo build --release --quiet -p controller -p storage -p frontend -p bench
-BIN=target/release
 
 # --- Velour Fog: 1 frontend, 3 storage nodes, K = 3, fsync before every acknowledgement.
-controller_port=$BASE_PORT
-frontend_addr="127.0.0.1:$((BASE_PORT + 10))"
-start controller "$BIN/controller" "$controller_port" 3 3 --host 127.0.0.1 --state-dir "$work/controller"
-storage_pids=()
-for i in 1 2 3; do
-  addr="127.0.0.1:$((BASE_PORT + i))"
-  start "storage$i" "$BIN/storage" "127.0.0.1:$controller_port" "$addr" --listen "$addr" --data-dir "$work/storage$i" --sync always
-  storage_pids+=("${pids[-1]}")
-done
-start frontend "$BIN/frontend" "127.0.0.1:$controller_port" "$frontend_addr" --listen "$frontend_addr"
-frontend_pid=${pids[-1]}
-wait_http "http://$frontend_addr/health"
-sleep 1 # leases granted
+start_velourfog "$BASE_PORT"
+
+head -c $((24 << 20)) /dev/urandom >"$work/big"
+big_values() { # label: five sets and gets of the 24 MiB value, times into big_set_$label/big_get_$label
+  local set_times=() get_times=()
+  for i in 1 2 3 4 5; do
+    set_times+=("$(curl -fsS -o /dev/null -w '%{time_total}' -X POST --data-binary @"$work/big" "http://$frontend_addr/set/?key=big-$1-$i")")
+    get_times+=("$(curl -fsS -o "$work/big.out" -w '%{time_total}' "http://$frontend_addr/get/?key=big-$1-$i")")
+    cmp -s "$work/big" "$work/big.out" || { echo "24 MiB value came back different" >&2; exit 1; }
+  done
+  printf -v "big_set_$1" '%s' "${set_times[*]}"
+  printf -v "big_get_$1" '%s' "${get_times[*]}"
+}
+say "velourfog: 24 MiB value, idle cluster"
+big_values idle
+frontend_rss_before=$(rss_kib "$frontend_pid")
 
 common=(--duration "$DURATION" --concurrency "$CONCURRENCY" --keys "$KEYS" --value-size "$VALUE_SIZE" --quiet)
-frontend_rss_before=$(rss_kib "$frontend_pid")
 say "velourfog: set"
 "$BIN/bench" --frontends "http://$frontend_addr" "${common[@]}" --read-ratio 0 --label velourfog-set --json "$work/vf-set.json" --plot "$work/vf-set.svg" >&2
 say "velourfog: get"
@@ -90,14 +61,8 @@ say "velourfog: get"
 frontend_rss_after=$(rss_kib "$frontend_pid")
 storage_rss=$(for pid in "${storage_pids[@]}"; do rss_kib "$pid"; done | paste -sd/)
 
-say "velourfog: 24 MiB value"
-head -c $((24 << 20)) /dev/urandom >"$work/big"
-big_set=() big_get=()
-for i in 1 2 3 4 5; do
-  big_set+=("$(curl -fsS -o /dev/null -w '%{time_total}' -X POST --data-binary @"$work/big" "http://$frontend_addr/set/?key=big$i")")
-  big_get+=("$(curl -fsS -o "$work/big.out" -w '%{time_total}' "http://$frontend_addr/get/?key=big$i")")
-  cmp -s "$work/big" "$work/big.out" || { echo "24 MiB value came back different" >&2; exit 1; }
-done
+say "velourfog: 24 MiB value, right after the load (the engine still flushing and compacting it)"
+big_values after
 
 # --- etcd, one node, v2 API, default durability (fsync of its WAL on every commit).
 etcd_port=$((BASE_PORT + 79))
@@ -119,9 +84,9 @@ for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
 say "redis: set, get"
 redis-benchmark -p "$redis_port" -c "$CONCURRENCY" -n "$REDIS_REQUESTS" -d "$VALUE_SIZE" -r "$KEYS" -t set,get --csv >"$work/redis.csv"
 
-python3 - "$work" "$frontend_rss_before" "$frontend_rss_after" "$storage_rss" "${big_set[*]}" "${big_get[*]}" <<'PY'
+python3 - "$work" "$frontend_rss_before" "$frontend_rss_after" "$storage_rss" "$big_set_idle" "$big_get_idle" "$big_set_after" "$big_get_after" <<'PY'
 import csv, json, os, platform, sys
-work, fe_before, fe_after, storage_rss, big_set, big_get = sys.argv[1:7]
+work, fe_before, fe_after, storage_rss, big_set_idle, big_get_idle, big_set_after, big_get_after = sys.argv[1:9]
 load = lambda name: json.load(open(os.path.join(work, name)))
 redis = {row["test"].upper(): row for row in csv.DictReader(open(os.path.join(work, "redis.csv")))}
 vf = {"set": load("vf-set.json")["set"], "get": load("vf-get.json")["get"]}
@@ -143,7 +108,8 @@ if errors:
     print(f"errors: {errors}")
 med = lambda xs: sorted(float(x) for x in xs.split())[len(xs.split()) // 2]
 print()
-print(f"24 MiB value through the frontend (median of 5): set {med(big_set):.3f} s, get {med(big_get):.3f} s")
+print(f"24 MiB value through the frontend (median of 5): idle cluster: set {med(big_set_idle):.3f} s, get {med(big_get_idle):.3f} s;"
+      f" right after the load: set {med(big_set_after):.3f} s, get {med(big_get_after):.3f} s")
 print(f"memory: frontend RSS {int(fe_before) >> 10} MiB before the load, {int(fe_after) >> 10} MiB after; storage RSS {'/'.join(str(int(x) >> 10) for x in storage_rss.split('/'))} MiB")
 print("durability: velourfog fsyncs on every live replica (3; at least a quorum of 2) before acknowledging; etcd fsyncs its WAL per commit; redis fsyncs its AOF every second")
 PY

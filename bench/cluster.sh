@@ -1,0 +1,56 @@
+# Shared by bench/compare.sh and bench/soak.sh (source it, do not run it): a temporary work
+# directory, processes that are killed on exit, and a local release cluster.
+#
+# After `start_velourfog BASE_PORT`: $frontend_addr, $frontend_pid, ${storage_pids[@]} and
+# ${storage_addrs[@]} describe a running cluster of 1 controller, 3 storage nodes (K = 3,
+# fsync before every acknowledgement) and 1 frontend, with leases granted.
+
+BIN=target/release
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  sleep 0.5
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say() { printf '== %s\n' "$*" >&2; }
+
+start() { # log name, command...
+  local name=$1
+  shift
+  "$@" >"$work/$name.log" 2>&1 &
+  pids+=($!)
+}
+
+wait_http() { # url
+  for _ in $(seq 300); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "not ready: $1" >&2
+  return 1
+}
+
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+start_velourfog() { # base port
+  local base=$1 addr
+  frontend_addr="127.0.0.1:$((base + 10))"
+  start controller "$BIN/controller" "$base" 3 3 --host 127.0.0.1 --state-dir "$work/controller"
+  storage_pids=() storage_addrs=()
+  for i in 1 2 3; do
+    addr="127.0.0.1:$((base + i))"
+    start "storage$i" "$BIN/storage" "127.0.0.1:$base" "$addr" --listen "$addr" --data-dir "$work/storage$i" --sync always
+    storage_pids+=("${pids[-1]}")
+    storage_addrs+=("$addr")
+  done
+  start frontend "$BIN/frontend" "127.0.0.1:$base" "$frontend_addr" --listen "$frontend_addr"
+  frontend_pid=${pids[-1]}
+  wait_http "http://$frontend_addr/health"
+  sleep 1 # leases granted
+}
