@@ -3,9 +3,12 @@
 //! A frontend hashes each key to its partition with the map it follows from the controller
 //! (see [`routing`]), writes to the partition's live replicas in parallel and answers 200 once a
 //! write quorum stored it and every live replica that did not was fenced out of reads, and reads
-//! from one random up replica, falling back to the others (see [`replica`], [`consistency`]). Writes are stamped by a clock that never goes backwards on this frontend.
+//! from one up replica, chosen by a rotating preference so that concurrent reads travel in large
+//! batches (see [`affinity`]), falling back to the others (see [`replica`], [`consistency`]).
+//! Writes are stamped by a clock that never goes backwards on this frontend.
 //! Any number of frontends can run behind any load balancer; they share nothing.
 
+pub mod affinity;
 pub mod api;
 pub mod batcher;
 pub mod consistency;
@@ -78,6 +81,8 @@ pub struct Frontend {
     pub client: Client,
     pub write_level: consistency::Level,
     pub read_level: consistency::Level,
+    /// Which replica a read asks first.
+    pub affinity: affinity::ReadAffinity,
     /// Replicas that failed a read recently, tried last until then.
     pub suspects: std::sync::Mutex<std::collections::HashMap<common::placement::NodeId, std::time::Instant>>,
 }
@@ -88,11 +93,10 @@ pub const SUSPICION: Duration = Duration::from_secs(2);
 pub const FENCE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Frontend {
-    /// `nodes` in random order, recently failed ones last.
+    /// `nodes` in this rotation's order of preference, recently failed ones last.
     pub fn read_order(&self, mut nodes: Vec<common::placement::NodeId>) -> Vec<common::placement::NodeId> {
-        use rand::seq::SliceRandom;
-        nodes.shuffle(&mut rand::rng());
         let now = std::time::Instant::now();
+        self.affinity.order(&mut nodes, self.affinity.slot(now));
         let suspects = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
         nodes.sort_by_key(|n| suspects.get(n).is_some_and(|&until| until > now));
         nodes
@@ -163,6 +167,7 @@ impl Server {
             client,
             write_level: config.write_level,
             read_level: config.read_level,
+            affinity: affinity::ReadAffinity::new(rand::random()),
             suspects: Default::default(),
         });
         Ok(Self { listener, advertise, controller: config.controller, frontend })
