@@ -7,7 +7,8 @@
 //! a map older than its partition's [`min_write_epoch`](common::placement::PartitionMap::min_write_epoch)
 //! is refused with 409, so the frontend fetches the new map and writes to the replica it missed.
 
-use crate::store::{Applied, StoredValue};
+use crate::store::{Applied, Bounded, StoreError, StoredValue};
+use crate::value_files::{FinishedValue, VALUE_FILE_BYTES};
 use crate::Node;
 use bytes::Bytes;
 use common::http::{self as h, Body, ReadBodyError};
@@ -153,17 +154,10 @@ async fn batch(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Ap
                     wrote |= flush(&mut pending, &mut outcomes);
                     match (&permission, leased) {
                         (Err(why), true) => Outcome::NotServing(why.clone()),
-                        _ => match node.store.get(&key) {
-                            Ok(Some(record))
-                                if record
-                                    .value
-                                    .as_ref()
-                                    .is_some_and(|v| v.len() > batch::MAX_VALUE_BYTES) =>
-                            {
-                                Outcome::TooLarge
-                            }
-                            Ok(Some(record)) => Outcome::Found(record),
-                            Ok(None) => Outcome::Missing,
+                        _ => match node.store.get_bounded(&key, batch::MAX_VALUE_BYTES) {
+                            Ok(Bounded::TooLarge) => Outcome::TooLarge,
+                            Ok(Bounded::Found(record)) => Outcome::Found(record),
+                            Ok(Bounded::Missing) => Outcome::Missing,
                             Err(e) => Outcome::Failed(e.to_string()),
                         },
                     }
@@ -284,6 +278,14 @@ async fn put(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiE
     };
     let limit = node.limits.max_value_bytes;
     let declared = hyper::body::Body::size_hint(&body).exact().map(|n| n as usize);
+    if let Some(length) = declared.filter(|&n| !tombstone && n >= VALUE_FILE_BYTES && n <= limit) {
+        let epoch = epoch_of(&parts.headers)?;
+        let value = read_into_value_file(node, body, length).await?;
+        return apply_write(node, key, epoch, || {
+            tokio::task::block_in_place(|| node.store.apply_file(key, timestamp, value))
+        })
+        .await;
+    }
     if let Some(length) = declared.filter(|&n| !tombstone && n > INLINE_WRITE_BYTES && n <= limit) {
         let stored = read_into_stored_value(body, timestamp, length).await?;
         let epoch = epoch_of(&parts.headers)?;
@@ -352,6 +354,37 @@ fn epoch_of(headers: &http::HeaderMap) -> Result<Option<u64>, ApiError> {
             ApiError::BadRequest(format!("header `{}` must be a decimal epoch", proto::EPOCH))
         })?)),
     }
+}
+
+/// Streams a body of the declared `length` into a new value file as it arrives (see
+/// [`crate::value_files`]) and makes the file durable. On any failure the file is removed.
+async fn read_into_value_file(
+    node: &Node,
+    mut body: Incoming,
+    length: usize,
+) -> Result<FinishedValue, ApiError> {
+    use http_body_util::BodyExt;
+    let file_error = |e: std::io::Error| ApiError::Store(StoreError::ValueFile(e));
+    let mut writer = node.store.new_value_file().map_err(file_error)?;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::BadRequest(format!("value could not be read: {}", h::error_chain(&e))))?;
+        let Ok(chunk) = frame.into_data() else { continue };
+        if writer.len() + chunk.len() as u64 > length as u64 {
+            return Err(ApiError::BadRequest("value is longer than its content-length".into()));
+        }
+        // Most pieces are only copied into the writer's buffer; a full buffer goes to disk,
+        // which may block, so that write leaves the worker thread to the runtime.
+        if writer.fills_chunk(chunk.len()) {
+            tokio::task::block_in_place(|| writer.write(&chunk)).map_err(file_error)?;
+        } else {
+            writer.write(&chunk).map_err(file_error)?;
+        }
+    }
+    if writer.len() != length as u64 {
+        return Err(ApiError::BadRequest("value is shorter than its content-length".into()));
+    }
+    tokio::task::block_in_place(|| writer.finish()).map_err(file_error)
 }
 
 /// Reads a body of the declared `length` straight into a record's stored form.

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod membership;
 pub mod repair;
 pub mod store;
+pub mod value_files;
 
 use anyhow::Context;
 use common::placement::{Epoch, NodeId, NodeState, PartitionMap};

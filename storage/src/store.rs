@@ -4,14 +4,19 @@
 //! Records live in a fjall keyspace (an LSM tree with a write-ahead journal; large values go to
 //! separate blob files). The stored key is the key's 4-byte hash prefix followed by the key, so
 //! one partition's records are one contiguous range whatever the map's digit count. The stored
-//! value is a 9-byte header (flags, timestamp) followed by the value bytes.
+//! value is a 9-byte header (flags, timestamp) followed by the value bytes, or, for a value
+//! that arrived large on its own request, by a reference to its value file (length, hash, file
+//! id; see [`crate::value_files`]). A value file is removed only after the sync that made the
+//! record replacing it durable, so no durable record ever names a missing file; files a crash
+//! left unnamed are removed at open.
 //!
 //! Durability: every write reaches the operating system (`write(2)` on the journal) before
 //! [`Store::apply`] returns, so a killed process loses nothing. Surviving a machine crash needs
 //! an fsync: [`crate::durability`] batches the fsyncs of concurrent writers (group commit).
 //! Memory is bounded by the block cache (`cache_bytes`); nothing is loaded whole at start.
 
-use crate::digest::{self, Digests};
+use crate::digest::{self, Digests, Fingerprint};
+use crate::value_files::{FileId, FinishedValue, ValueFiles};
 use bytes::Bytes;
 use byteview::ByteView;
 use common::partition::{self, Partition};
@@ -26,6 +31,11 @@ use std::sync::Mutex;
 const WRITE_STRIPES: usize = 256;
 const HEADER_BYTES: usize = 9;
 const FLAG_TOMBSTONE: u8 = 1;
+const FLAG_IN_FILE: u8 = 2;
+/// A value file reference: length, hash, file id.
+const FILE_REF_BYTES: usize = 8 + 16 + 8;
+/// How often a read retries when the file it was about to read was replaced meanwhile.
+const READ_RETRIES: usize = 3;
 
 /// A storage engine failure: the data directory cannot be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +44,8 @@ pub enum StoreError {
     Engine(#[from] fjall::Error),
     #[error("corrupt record for key {key:?}: {reason}")]
     Corrupt { key: String, reason: &'static str },
+    #[error("value file error: {0}")]
+    ValueFile(#[from] std::io::Error),
 }
 
 /// What [`Store::apply`] did.
@@ -51,6 +63,18 @@ pub struct Store {
     records: Keyspace,
     stripes: Box<[Mutex<()>]>,
     digests: Digests,
+    values: ValueFiles,
+    /// Value files of replaced records, removed after the next sync.
+    garbage: Mutex<Vec<FileId>>,
+}
+
+/// What [`Store::get_bounded`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bounded {
+    Missing,
+    Found(Record),
+    /// A value longer than the bound (not read).
+    TooLarge,
 }
 
 /// The engine's memory use against its configured bounds, for `/stats`.
@@ -113,14 +137,31 @@ impl Store {
                 .with_kv_separation(Some(KvSeparationOptions::default().compression(CompressionType::None)))
         })?;
         let stripes = (0..WRITE_STRIPES).map(|_| Mutex::new(())).collect();
-        let store = Self { db, records, stripes, digests: Digests::default() };
+        let values = ValueFiles::open(&dir.join("values"))?;
+        let store =
+            Self { db, records, stripes, digests: Digests::default(), values, garbage: Mutex::default() };
+        let mut named = std::collections::HashSet::new();
         for item in store.records.iter() {
             let (stored_key, raw) = item.into_inner()?;
             let key = &stored_key[4..];
-            let record = decode(key, raw)?;
-            store.digests.toggle(partition::hash_prefix(key), digest::fingerprint(key, &record));
+            let stored = decode_stored(key, raw)?;
+            store.digests.toggle(partition::hash_prefix(key), stored.fingerprint(key));
+            if let Stored::InFile { file, .. } = stored {
+                named.insert(file.id);
+            }
+        }
+        for id in store.values.ids()? {
+            if !named.contains(&id) {
+                log::info!("removing value file {id:016x}: no record names it (left by a crash)");
+                store.values.remove(id)?;
+            }
         }
         Ok(store)
+    }
+
+    /// A new value file, for a large value arriving (see [`Store::apply_file`]).
+    pub fn new_value_file(&self) -> std::io::Result<crate::value_files::ValueWriter> {
+        self.values.create()
     }
 
     /// The per-partition digests of what this store holds.
@@ -131,39 +172,86 @@ impl Store {
     /// Keeps `record` for `key` if it supersedes the record held (see [`Record::supersedes`]).
     /// On return the write has reached the OS; call [`Store::sync`] to make it crash-proof.
     pub fn apply(&self, key: &[u8], record: &Record) -> Result<Applied, StoreError> {
-        self.apply_stored(key, record, encode)
+        self.apply_stored(key, &Stored::Inline(record.clone()), || encode(record))
     }
 
     /// [`Store::apply`] for a record already in its stored form (see [`StoredValue`]): a large
     /// value read straight into it is not copied again before the journal write.
     pub fn apply_encoded(&self, key: &[u8], stored: StoredValue) -> Result<Applied, StoreError> {
         let raw = Slice::from(stored.0);
-        let record = decode(key, raw.clone())?;
-        self.apply_stored(key, &record, |_| raw)
+        let candidate = decode_stored(key, raw.clone())?;
+        self.apply_stored(key, &candidate, || raw)
+    }
+
+    /// [`Store::apply`] for a value already in its own durable file (see
+    /// [`crate::value_files`]): the record names the file if it is kept; otherwise the file
+    /// is removed.
+    pub fn apply_file(
+        &self,
+        key: &[u8],
+        timestamp: u64,
+        value: FinishedValue,
+    ) -> Result<Applied, StoreError> {
+        let file = FileRef { length: value.length, hash: value.hash, id: value.id };
+        let candidate = Stored::InFile { timestamp, file };
+        let applied = self.apply_stored(key, &candidate, || encode_file_ref(timestamp, &file))?;
+        if applied == Applied::Stored {
+            value.referenced();
+        }
+        Ok(applied)
     }
 
     fn apply_stored(
         &self,
         key: &[u8],
-        record: &Record,
-        stored: impl FnOnce(&Record) -> Slice,
+        candidate: &Stored,
+        raw: impl FnOnce() -> Slice,
     ) -> Result<Applied, StoreError> {
         let prefix = partition::hash_prefix(key);
         let stored_key = stored_key(prefix, key);
         let _guard = self.stripes[prefix as usize % WRITE_STRIPES].lock().unwrap_or_else(|p| p.into_inner());
         let held = match self.records.get(&stored_key)? {
-            Some(raw) => Some(decode(key, raw)?),
+            Some(raw) => Some(decode_stored(key, raw)?),
             None => None,
         };
-        if held.as_ref().is_some_and(|held| !record.supersedes(held)) {
-            return Ok(Applied::Superseded);
-        }
-        self.records.insert(stored_key, stored(record))?;
         if let Some(held) = &held {
-            self.digests.toggle(prefix, digest::fingerprint(key, held));
+            if !self.supersedes(candidate, held)? {
+                return Ok(Applied::Superseded);
+            }
         }
-        self.digests.toggle(prefix, digest::fingerprint(key, record));
+        self.records.insert(stored_key, raw())?;
+        if let Some(held) = &held {
+            self.digests.toggle(prefix, held.fingerprint(key));
+            self.discard_after_sync(held);
+        }
+        self.digests.toggle(prefix, candidate.fingerprint(key));
         Ok(Applied::Stored)
+    }
+
+    /// Whether `candidate` supersedes `held` (see [`Record::supersedes`]); values in files are
+    /// read only to break a tie of timestamps.
+    fn supersedes(&self, candidate: &Stored, held: &Stored) -> Result<bool, StoreError> {
+        if candidate.timestamp() != held.timestamp() {
+            return Ok(candidate.timestamp() > held.timestamp());
+        }
+        Ok(self.load(candidate.clone())?.supersedes(&self.load(held.clone())?))
+    }
+
+    /// Queues the value file of a replaced record for removal once the replacement is durable.
+    fn discard_after_sync(&self, replaced: &Stored) {
+        if let Stored::InFile { file, .. } = replaced {
+            self.garbage.lock().unwrap_or_else(|p| p.into_inner()).push(file.id);
+        }
+    }
+
+    /// The whole record, its value read from its file if it has one.
+    fn load(&self, stored: Stored) -> Result<Record, StoreError> {
+        Ok(match stored {
+            Stored::Inline(record) => record,
+            Stored::InFile { timestamp, file } => {
+                Record::value(timestamp, self.values.read(file.id, file.length)?)
+            }
+        })
     }
 
     /// [`Store::apply`] for many records at once: one journal write for all of them. Each
@@ -179,25 +267,32 @@ impl Store {
         let mut batch = self.db.batch();
         let mut newest: std::collections::HashMap<&[u8], &Record> = std::collections::HashMap::new();
         let mut toggles = Vec::new();
+        let mut replaced = Vec::new();
         let mut applied = Vec::with_capacity(writes.len());
         for (&(key, record), &prefix) in writes.iter().zip(&prefixes) {
             let stored_key = stored_key(prefix, key);
-            let held = match newest.get(key) {
-                Some(&earlier) => Some(earlier.clone()),
+            let (held, held_in_store) = match newest.get(key) {
+                Some(&earlier) => (Some(Stored::Inline(earlier.clone())), false),
                 None => match self.records.get(&stored_key)? {
-                    Some(raw) => Some(decode(key, raw)?),
-                    None => None,
+                    Some(raw) => (Some(decode_stored(key, raw)?), true),
+                    None => (None, false),
                 },
             };
-            if held.as_ref().is_some_and(|held| !record.supersedes(held)) {
-                applied.push(Applied::Superseded);
-                continue;
+            let candidate = Stored::Inline(record.clone());
+            if let Some(held) = &held {
+                if !self.supersedes(&candidate, held)? {
+                    applied.push(Applied::Superseded);
+                    continue;
+                }
             }
             batch.insert(&self.records, stored_key, encode(record));
-            if let Some(held) = &held {
-                toggles.push((prefix, digest::fingerprint(key, held)));
+            if let Some(held) = held {
+                toggles.push((prefix, held.fingerprint(key)));
+                if held_in_store {
+                    replaced.push(held);
+                }
             }
-            toggles.push((prefix, digest::fingerprint(key, record)));
+            toggles.push((prefix, candidate.fingerprint(key)));
             newest.insert(key, record);
             applied.push(Applied::Stored);
         }
@@ -205,15 +300,41 @@ impl Store {
         for (prefix, fingerprint) in toggles {
             self.digests.toggle(prefix, fingerprint);
         }
+        for held in &replaced {
+            self.discard_after_sync(held);
+        }
         Ok(applied)
     }
 
     /// The record held for `key`, tombstones included.
     pub fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        match self.get_bounded(key, usize::MAX)? {
+            Bounded::Found(record) => Ok(Some(record)),
+            Bounded::Missing => Ok(None),
+            Bounded::TooLarge => unreachable!("no value is longer than usize::MAX"),
+        }
+    }
+
+    /// [`Store::get`], unless the value is longer than `max_value` bytes.
+    pub fn get_bounded(&self, key: &[u8], max_value: usize) -> Result<Bounded, StoreError> {
         let stored_key = stored_key(partition::hash_prefix(key), key);
-        match self.records.get(&stored_key)? {
-            Some(raw) => Ok(Some(decode(key, raw)?)),
-            None => Ok(None),
+        let mut attempt = 0;
+        loop {
+            let Some(raw) = self.records.get(&stored_key)? else { return Ok(Bounded::Missing) };
+            let stored = decode_stored(key, raw)?;
+            if stored.value_len() > max_value as u64 {
+                return Ok(Bounded::TooLarge);
+            }
+            match self.load(stored) {
+                Ok(record) => return Ok(Bounded::Found(record)),
+                // Replaced (and its file removed) between the lookup and the read: look again.
+                Err(StoreError::ValueFile(e))
+                    if e.kind() == std::io::ErrorKind::NotFound && attempt < READ_RETRIES =>
+                {
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -226,6 +347,19 @@ impl Store {
         digits: u8,
         mut visit: impl FnMut(Bytes, Record),
     ) -> Result<(), StoreError> {
+        self.for_each_stored_in_partition(partition, digits, |key, stored| {
+            visit(key, self.load(stored)?);
+            Ok(())
+        })
+    }
+
+    /// [`Store::for_each_in_partition`] without reading value files.
+    fn for_each_stored_in_partition(
+        &self,
+        partition: Partition,
+        digits: u8,
+        mut visit: impl FnMut(Bytes, Stored) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let (start, end) = partition::prefix_range(partition, digits);
         let lower = start.to_be_bytes().to_vec();
         for item in self.records.range(lower..) {
@@ -235,8 +369,8 @@ impl Store {
                 break;
             }
             let key = Bytes::copy_from_slice(&stored_key[4..]);
-            let record = decode(&key, raw)?;
-            visit(key, record);
+            let stored = decode_stored(&key, raw)?;
+            visit(key, stored)?;
         }
         Ok(())
     }
@@ -255,15 +389,26 @@ impl Store {
     /// The versions of every record of `partition`, in key-hash order (values are not kept).
     pub fn versions(&self, partition: Partition, digits: u8) -> Result<Vec<VersionEntry>, StoreError> {
         let mut out = Vec::new();
-        self.for_each_in_partition(partition, digits, |key, record| {
-            out.push(VersionEntry::of(key, &record))
+        self.for_each_stored_in_partition(partition, digits, |key, stored| {
+            out.push(stored.version(key));
+            Ok(())
         })?;
         Ok(out)
     }
 
-    /// Forces every write applied so far to stable storage (fsync of the journal).
+    /// Forces every write applied so far to stable storage (fsync of the journal), then
+    /// removes the value files of records replaced before it began.
     pub fn sync(&self) -> Result<(), StoreError> {
-        self.db.persist(PersistMode::SyncData)?;
+        let replaced = std::mem::take(&mut *self.garbage.lock().unwrap_or_else(|p| p.into_inner()));
+        if let Err(e) = self.db.persist(PersistMode::SyncData) {
+            self.garbage.lock().unwrap_or_else(|p| p.into_inner()).extend(replaced);
+            return Err(e.into());
+        }
+        for id in replaced {
+            if let Err(e) = self.values.remove(id) {
+                log::warn!("cannot remove replaced value file {id:016x}: {e}");
+            }
+        }
         Ok(())
     }
 
@@ -330,17 +475,88 @@ fn encode(record: &Record) -> Slice {
     ByteView::fused(&header, record.value.as_deref().unwrap_or_default()).into()
 }
 
-/// The record stored as `raw`; the value shares `raw`'s buffer (no copy).
-fn decode(key: &[u8], raw: Slice) -> Result<Record, StoreError> {
+/// Where a value file is and what it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileRef {
+    length: u64,
+    /// [`digest::value_hash`] of the value.
+    hash: u128,
+    id: FileId,
+}
+
+/// A record as stored: whole, or with its value in a file not yet read.
+#[derive(Debug, Clone)]
+enum Stored {
+    Inline(Record),
+    InFile { timestamp: u64, file: FileRef },
+}
+
+impl Stored {
+    fn timestamp(&self) -> u64 {
+        match self {
+            Stored::Inline(record) => record.timestamp,
+            Stored::InFile { timestamp, .. } => *timestamp,
+        }
+    }
+
+    fn value_len(&self) -> u64 {
+        match self {
+            Stored::Inline(record) => record.value.as_ref().map_or(0, |v| v.len() as u64),
+            Stored::InFile { file, .. } => file.length,
+        }
+    }
+
+    fn fingerprint(&self, key: &[u8]) -> Fingerprint {
+        match self {
+            Stored::Inline(record) => digest::fingerprint(key, record),
+            Stored::InFile { timestamp, file } => digest::fingerprint_of(key, *timestamp, Some(file.hash)),
+        }
+    }
+
+    fn version(&self, key: Bytes) -> VersionEntry {
+        match self {
+            Stored::Inline(record) => VersionEntry::of(key, record),
+            Stored::InFile { timestamp, file } => VersionEntry {
+                key,
+                timestamp: *timestamp,
+                tombstone: false,
+                value_fingerprint: file.hash as u64,
+            },
+        }
+    }
+}
+
+fn encode_file_ref(timestamp: u64, file: &FileRef) -> Slice {
+    let mut raw = Vec::with_capacity(HEADER_BYTES + FILE_REF_BYTES);
+    raw.push(FLAG_IN_FILE);
+    raw.extend_from_slice(&timestamp.to_be_bytes());
+    raw.extend_from_slice(&file.length.to_be_bytes());
+    raw.extend_from_slice(&file.hash.to_be_bytes());
+    raw.extend_from_slice(&file.id.to_be_bytes());
+    raw.into()
+}
+
+/// The record stored as `raw`; an inline value shares `raw`'s buffer (no copy).
+fn decode_stored(key: &[u8], raw: Slice) -> Result<Stored, StoreError> {
     let corrupt = |reason| StoreError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason };
     if raw.len() < HEADER_BYTES {
         return Err(corrupt("shorter than its header"));
     }
     let timestamp = u64::from_be_bytes(raw[1..HEADER_BYTES].try_into().expect("8 bytes"));
     match raw[0] {
-        0 => Ok(Record::value(timestamp, Bytes::from_owner(raw).slice(HEADER_BYTES..))),
-        FLAG_TOMBSTONE if raw.len() == HEADER_BYTES => Ok(Record::tombstone(timestamp)),
+        0 => Ok(Stored::Inline(Record::value(timestamp, Bytes::from_owner(raw).slice(HEADER_BYTES..)))),
+        FLAG_TOMBSTONE if raw.len() == HEADER_BYTES => Ok(Stored::Inline(Record::tombstone(timestamp))),
         FLAG_TOMBSTONE => Err(corrupt("tombstone with a value")),
+        FLAG_IN_FILE if raw.len() == HEADER_BYTES + FILE_REF_BYTES => {
+            let field = |at: usize, len: usize| &raw[HEADER_BYTES + at..HEADER_BYTES + at + len];
+            let file = FileRef {
+                length: u64::from_be_bytes(field(0, 8).try_into().expect("8 bytes")),
+                hash: u128::from_be_bytes(field(8, 16).try_into().expect("16 bytes")),
+                id: u64::from_be_bytes(field(24, 8).try_into().expect("8 bytes")),
+            };
+            Ok(Stored::InFile { timestamp, file })
+        }
+        FLAG_IN_FILE => Err(corrupt("value file reference of the wrong length")),
         _ => Err(corrupt("unknown flags")),
     }
 }
@@ -530,11 +746,107 @@ mod tests {
     #[test]
     fn corrupt_records_are_reported_not_misread() {
         let raw = |bytes: &[u8]| Slice::from(bytes);
-        assert!(decode(b"k", raw(&[0, 1, 2])).is_err());
-        assert!(decode(b"k", raw(&[9, 0, 0, 0, 0, 0, 0, 0, 1])).is_err());
-        assert!(decode(b"k", raw(&[1, 0, 0, 0, 0, 0, 0, 0, 1, b'x'])).is_err());
+        let decode = |raw: Slice| match decode_stored(b"k", raw) {
+            Ok(Stored::Inline(record)) => Ok(record),
+            Ok(Stored::InFile { .. }) => panic!("not a file reference"),
+            Err(e) => Err(e),
+        };
+        assert!(decode(raw(&[0, 1, 2])).is_err());
+        assert!(decode(raw(&[9, 0, 0, 0, 0, 0, 0, 0, 1])).is_err());
+        assert!(decode(raw(&[1, 0, 0, 0, 0, 0, 0, 0, 1, b'x'])).is_err());
+        assert!(decode(raw(&[2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0])).is_err(), "a truncated file reference");
         let record = value(42, "payload");
-        assert_eq!(decode(b"k", encode(&record)).unwrap(), record);
-        assert_eq!(decode(b"k", encode(&Record::tombstone(7))).unwrap(), Record::tombstone(7));
+        assert_eq!(decode(encode(&record)).unwrap(), record);
+        assert_eq!(decode(encode(&Record::tombstone(7))).unwrap(), Record::tombstone(7));
+        let file = FileRef { length: 5, hash: 0x0123_4567_89ab_cdef_0011_2233_4455_6677, id: 99 };
+        match decode_stored(b"k", encode_file_ref(3, &file)).unwrap() {
+            Stored::InFile { timestamp, file: decoded } => assert_eq!((timestamp, decoded), (3, file)),
+            other => panic!("decoded as {other:?}"),
+        }
+    }
+
+    /// `value` written to a value file of `store`, durable and not yet named by a record.
+    fn value_file(store: &Store, value: &[u8]) -> FinishedValue {
+        let mut writer = store.values.create().unwrap();
+        writer.write(value).unwrap();
+        writer.finish().unwrap()
+    }
+
+    #[test]
+    fn a_value_in_its_own_file_reads_scans_and_fingerprints_like_an_inline_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (in_files, inline) = (dir.path().join("files"), dir.path().join("inline"));
+        let (a, b) = (
+            Store::open(&in_files, CACHE, MEMTABLE).unwrap(),
+            Store::open(&inline, CACHE, MEMTABLE).unwrap(),
+        );
+        let big = Bytes::from(vec![5u8; 3 << 20]);
+        assert_eq!(a.apply_file(b"big", 10, value_file(&a, &big)).unwrap(), Applied::Stored);
+        assert_eq!(b.apply(b"big", &Record::value(10, big.clone())).unwrap(), Applied::Stored);
+        assert_eq!(a.get(b"big").unwrap(), Some(Record::value(10, big.clone())));
+        assert_eq!(a.get_bounded(b"big", 1 << 20).unwrap(), Bounded::TooLarge);
+        assert_eq!(a.digests().all(2), b.digests().all(2), "the two forms must fingerprint alike");
+        let partition = partition::of(b"big", 2);
+        assert_eq!(a.versions(partition, 2).unwrap(), b.versions(partition, 2).unwrap());
+        assert_eq!(a.scan_partition(partition, 2).unwrap(), b.scan_partition(partition, 2).unwrap());
+        drop(a);
+        let a = Store::open(&in_files, CACHE, MEMTABLE).unwrap();
+        assert_eq!(a.get(b"big").unwrap(), Some(Record::value(10, big)), "the record survives reopening");
+        assert_eq!(
+            a.digests().all(2),
+            b.digests().all(2),
+            "digests rebuilt at open without reading the file"
+        );
+    }
+
+    #[test]
+    fn a_replaced_value_file_is_removed_only_after_the_next_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), CACHE, MEMTABLE).unwrap();
+        let files = |store: &Store| store.values.ids().unwrap().len();
+        let older = value_file(&store, &[1; 5000]);
+        store.apply_file(b"k", 10, older).unwrap();
+        // A write that loses removes its own file at once: no record names it.
+        assert_eq!(store.apply_file(b"k", 9, value_file(&store, &[2; 5000])).unwrap(), Applied::Superseded);
+        assert_eq!(files(&store), 1);
+        // The winner replaces the file-backed record; its file stays until a sync covers it.
+        store.apply(b"k", &value(11, "small")).unwrap();
+        assert_eq!(files(&store), 1, "removed before the replacement was durable");
+        store.sync().unwrap();
+        assert_eq!(files(&store), 0);
+        assert_eq!(store.get(b"k").unwrap(), Some(value(11, "small")));
+        // Batches and tombstones replace file-backed records the same way.
+        store.apply_file(b"k", 12, value_file(&store, &[3; 5000])).unwrap();
+        store.apply_many(&[(b"k".as_slice(), &Record::tombstone(13))]).unwrap();
+        assert_eq!(files(&store), 1);
+        store.sync().unwrap();
+        assert_eq!(files(&store), 0);
+        assert_eq!(store.get(b"k").unwrap(), Some(Record::tombstone(13)));
+    }
+
+    #[test]
+    fn equal_timestamps_compare_values_even_when_one_lives_in_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), CACHE, MEMTABLE).unwrap();
+        store.apply_file(b"k", 10, value_file(&store, b"mmm")).unwrap();
+        assert_eq!(store.apply(b"k", &value(10, "aaa")).unwrap(), Applied::Superseded);
+        assert_eq!(store.apply_file(b"k", 10, value_file(&store, b"bbb")).unwrap(), Applied::Superseded);
+        assert_eq!(store.apply(b"k", &value(10, "zzz")).unwrap(), Applied::Stored);
+        assert_eq!(store.apply_file(b"k", 10, value_file(&store, b"zzzz")).unwrap(), Applied::Stored);
+        assert_eq!(store.get(b"k").unwrap(), Some(value(10, "zzzz")));
+    }
+
+    #[test]
+    fn value_files_no_record_names_are_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), CACHE, MEMTABLE).unwrap();
+        store.apply_file(b"kept", 1, value_file(&store, &[1; 100])).unwrap();
+        // A crash between writing a file and recording it leaves the file unnamed.
+        value_file(&store, &[2; 100]).referenced();
+        assert_eq!(store.values.ids().unwrap().len(), 2);
+        drop(store);
+        let store = Store::open(dir.path(), CACHE, MEMTABLE).unwrap();
+        assert_eq!(store.values.ids().unwrap().len(), 1);
+        assert_eq!(store.get(b"kept").unwrap(), Some(Record::value(1, Bytes::from(vec![1; 100]))));
     }
 }

@@ -161,6 +161,11 @@ async fn streamed_large_writes_abort_cleanly_and_survive_a_dead_replica() {
         assert_eq!(status, StatusCode::NOT_FOUND, "storage {s} kept part of an aborted upload");
     }
     assert_eq!(cluster.get(1, b"cut").await.0, StatusCode::NOT_FOUND);
+    for s in 0..3 {
+        let values = cluster.dir.path().join(format!("storage{s}/db/values"));
+        let left = std::fs::read_dir(&values).map_or(0, |entries| entries.count());
+        assert_eq!(left, 0, "storage {s} kept the file of an aborted upload in {}", values.display());
+    }
 
     // A whole one while every replica is alive, then one with a replica killed beforehand.
     assert_eq!(cluster.set(0, b"whole", value.clone()).await.0, StatusCode::OK);

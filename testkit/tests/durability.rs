@@ -13,6 +13,21 @@ fn value_of(i: usize) -> Bytes {
     Bytes::from(format!("value-{i}-{}", "x".repeat(i % 300)))
 }
 
+/// A 2 MiB value, different for each `i`: large enough to go to a value file of its own.
+fn large_value_of(i: u8) -> Bytes {
+    Bytes::from((0..2u32 << 20).map(|n| (n % 251) as u8 ^ i).collect::<Vec<u8>>())
+}
+
+/// Value files on every storage node's disk.
+fn value_files(cluster: &Cluster) -> usize {
+    (0..cluster.storage.len())
+        .map(|s| {
+            let dir = cluster.dir.path().join(format!("storage{s}/db/values"));
+            std::fs::read_dir(dir).map_or(0, |entries| entries.count())
+        })
+        .sum()
+}
+
 async fn restart_everything(cluster: &mut Cluster) {
     cluster.controller.start();
     cluster.storage.iter_mut().for_each(Process::start);
@@ -37,12 +52,25 @@ async fn acknowledged_writes_survive_kill_9_of_every_node_and_the_controller() {
     for i in (0..KEYS).step_by(10) {
         assert_eq!(cluster.delete(0, format!("k{i}").as_bytes()).await.0, StatusCode::OK);
     }
+    // Large values live in files of their own: kept, replaced by a small value, deleted, and
+    // replaced by another large value. Replaced files must go, kept ones must survive.
+    for i in 0..4 {
+        assert_eq!(cluster.set(0, format!("big{i}").as_bytes(), large_value_of(i)).await.0, StatusCode::OK);
+    }
+    assert_eq!(cluster.set(1, b"big1", "small now").await.0, StatusCode::OK);
+    assert_eq!(cluster.delete(0, b"big2").await.0, StatusCode::OK);
+    assert_eq!(cluster.set(1, b"big3", large_value_of(9)).await.0, StatusCode::OK);
     let epoch_before = cluster.status().await["epoch"].clone();
     cluster.controller.kill();
     cluster.storage.iter_mut().for_each(Process::kill);
     restart_everything(&mut cluster).await;
     let status = cluster.status().await;
     assert_eq!(status["epoch"], epoch_before, "restarted controller resumes the same epoch");
+    assert_eq!(cluster.get(1, b"big0").await, (StatusCode::OK, large_value_of(0)));
+    assert_eq!(cluster.get(0, b"big1").await, (StatusCode::OK, Bytes::from_static(b"small now")));
+    assert_eq!(cluster.get(1, b"big2").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(cluster.get(0, b"big3").await, (StatusCode::OK, large_value_of(9)));
+    assert_eq!(value_files(&cluster), 2 * 2, "two live large values on two replicas each, nothing else");
     let c = &cluster;
     let reads = (0..16).map(|r| async move {
         for i in (r..KEYS).step_by(16) {
