@@ -358,43 +358,46 @@ fn epoch_of(headers: &http::HeaderMap) -> Result<Option<u64>, ApiError> {
 
 /// Streams a body of the declared `length` into a new value file as it arrives (see
 /// [`crate::value_files`]) and makes the file durable. On any failure the file is removed.
-async fn read_into_value_file(
-    node: &Node,
-    mut body: Incoming,
-    length: usize,
-) -> Result<FinishedValue, ApiError> {
-    use http_body_util::BodyExt;
+async fn read_into_value_file(node: &Node, body: Incoming, length: usize) -> Result<FinishedValue, ApiError> {
     let file_error = |e: std::io::Error| ApiError::Store(StoreError::ValueFile(e));
     let mut writer = node.store.new_value_file().map_err(file_error)?;
-    while let Some(frame) = body.frame().await {
-        let frame = frame
-            .map_err(|e| ApiError::BadRequest(format!("value could not be read: {}", h::error_chain(&e))))?;
-        let Ok(chunk) = frame.into_data() else { continue };
-        if writer.len() + chunk.len() as u64 > length as u64 {
-            return Err(ApiError::BadRequest("value is longer than its content-length".into()));
-        }
+    read_exactly(body, length, |_, chunk| {
         // Most pieces are only copied into the writer's buffer; a full buffer goes to disk,
         // which may block, so that write leaves the worker thread to the runtime.
         if writer.fills_chunk(chunk.len()) {
-            tokio::task::block_in_place(|| writer.write(&chunk)).map_err(file_error)?;
+            tokio::task::block_in_place(|| writer.write(chunk))
         } else {
-            writer.write(&chunk).map_err(file_error)?;
+            writer.write(chunk)
         }
-    }
-    if writer.len() != length as u64 {
-        return Err(ApiError::BadRequest("value is shorter than its content-length".into()));
-    }
+        .map_err(file_error)
+    })
+    .await?;
     tokio::task::block_in_place(|| writer.finish()).map_err(file_error)
 }
 
 /// Reads a body of the declared `length` straight into a record's stored form.
 async fn read_into_stored_value(
-    mut body: Incoming,
+    body: Incoming,
     timestamp: u64,
     length: usize,
 ) -> Result<StoredValue, ApiError> {
-    use http_body_util::BodyExt;
     let mut stored = StoredValue::with_length(timestamp, length);
+    read_exactly(body, length, |offset, chunk| {
+        stored.write_at(offset, chunk);
+        Ok(())
+    })
+    .await?;
+    Ok(stored)
+}
+
+/// Hands each piece of a body to `put` with its offset, failing unless the body is exactly
+/// its declared `length` bytes long.
+async fn read_exactly(
+    mut body: Incoming,
+    length: usize,
+    mut put: impl FnMut(usize, &[u8]) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    use http_body_util::BodyExt;
     let mut filled = 0;
     while let Some(frame) = body.frame().await {
         let frame = frame
@@ -403,13 +406,13 @@ async fn read_into_stored_value(
         if filled + chunk.len() > length {
             return Err(ApiError::BadRequest("value is longer than its content-length".into()));
         }
-        stored.write_at(filled, &chunk);
+        put(filled, &chunk)?;
         filled += chunk.len();
     }
     if filled != length {
         return Err(ApiError::BadRequest("value is shorter than its content-length".into()));
     }
-    Ok(stored)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -271,11 +271,11 @@ impl Store {
         let mut applied = Vec::with_capacity(writes.len());
         for (&(key, record), &prefix) in writes.iter().zip(&prefixes) {
             let stored_key = stored_key(prefix, key);
-            let (held, held_in_store) = match newest.get(key) {
-                Some(&earlier) => (Some(Stored::Inline(earlier.clone())), false),
+            let held = match newest.get(key) {
+                Some(&earlier) => Some(Stored::Inline(earlier.clone())),
                 None => match self.records.get(&stored_key)? {
-                    Some(raw) => (Some(decode_stored(key, raw)?), true),
-                    None => (None, false),
+                    Some(raw) => Some(decode_stored(key, raw)?),
+                    None => None,
                 },
             };
             let candidate = Stored::Inline(record.clone());
@@ -288,7 +288,8 @@ impl Store {
             batch.insert(&self.records, stored_key, encode(record));
             if let Some(held) = held {
                 toggles.push((prefix, held.fingerprint(key)));
-                if held_in_store {
+                // Only records read from the store can name a file (a batch's own are inline).
+                if let Stored::InFile { .. } = held {
                     replaced.push(held);
                 }
             }
