@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Side by side, on this machine, in one run: Velour Fog (1 frontend, 3 storage nodes, K = 3,
 # durable writes) against Redis (redis-benchmark) and a single-node etcd (v2 HTTP API, driven by
-# our bench tool), at the same concurrency and value size. Prints a table with ratios, the 24 MiB
-# value timings, and memory before and after the load. Installs what it needs from apt.
+# our bench tool), at the same concurrency and value size. All three run at once (the idle ones
+# cost nothing) and are measured in ROUNDS alternating rounds, so a slow minute on a shared
+# machine lands on every system alike; the table gives each system's median over the rounds and
+# the ratios of those medians, then every round's own ratios. Also the 24 MiB value timings and
+# memory before and after the load. Installs what it needs from apt.
 #
 #   bench/compare.sh                      # defaults below
-#   DURATION=30s CONCURRENCY=50 bench/compare.sh
+#   DURATION=30s CONCURRENCY=50 ROUNDS=5 bench/compare.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +17,7 @@ CONCURRENCY=${CONCURRENCY:-50}
 VALUE_SIZE=${VALUE_SIZE:-100}
 KEYS=${KEYS:-10000}
 REDIS_REQUESTS=${REDIS_REQUESTS:-300000}
+ROUNDS=${ROUNDS:-3}
 BASE_PORT=${BASE_PORT:-18700}
 
 install_missing() {
@@ -53,17 +57,6 @@ say "velourfog: 24 MiB value, idle cluster"
 big_values idle
 frontend_rss_before=$(rss_kib "$frontend_pid")
 
-common=(--duration "$DURATION" --concurrency "$CONCURRENCY" --keys "$KEYS" --value-size "$VALUE_SIZE" --quiet)
-say "velourfog: set"
-"$BIN/bench" --frontends "http://$frontend_addr" "${common[@]}" --read-ratio 0 --label velourfog-set --json "$work/vf-set.json" --plot "$work/vf-set.svg" >&2
-say "velourfog: get"
-"$BIN/bench" --frontends "http://$frontend_addr" "${common[@]}" --read-ratio 1 --preload --label velourfog-get --json "$work/vf-get.json" --plot "$work/vf-get.svg" >&2
-frontend_rss_after=$(rss_kib "$frontend_pid")
-storage_rss=$(for pid in "${storage_pids[@]}"; do rss_kib "$pid"; done | paste -sd/)
-
-say "velourfog: 24 MiB value, right after the load (the engine still flushing and compacting it)"
-big_values after
-
 # --- etcd, one node, v2 API, default durability (fsync of its WAL on every commit).
 etcd_port=$((BASE_PORT + 79))
 start etcd etcd --name bench --data-dir "$work/etcd" --enable-v2=true \
@@ -71,39 +64,66 @@ start etcd etcd --name bench --data-dir "$work/etcd" --enable-v2=true \
   --listen-peer-urls "http://127.0.0.1:$((etcd_port + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$((etcd_port + 1))" \
   --initial-cluster "bench=http://127.0.0.1:$((etcd_port + 1))"
 wait_http "http://127.0.0.1:$etcd_port/health"
-say "etcd: put"
-"$BIN/bench" --api etcd-v2 --frontends "http://127.0.0.1:$etcd_port" "${common[@]}" --read-ratio 0 --label etcd-put --json "$work/etcd-set.json" >&2
-say "etcd: get"
-"$BIN/bench" --api etcd-v2 --frontends "http://127.0.0.1:$etcd_port" "${common[@]}" --read-ratio 1 --preload --label etcd-get --json "$work/etcd-get.json" >&2
 
 # --- Redis, append-only file fsynced every second (its usual durable setting).
 redis_port=$((BASE_PORT + 90))
 mkdir -p "$work/redis"
 start redis redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly yes --appendfsync everysec --dir "$work/redis"
 for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-say "redis: set, get"
-redis-benchmark -p "$redis_port" -c "$CONCURRENCY" -n "$REDIS_REQUESTS" -d "$VALUE_SIZE" -r "$KEYS" -t set,get --csv >"$work/redis.csv"
 
-python3 - "$work" "$frontend_rss_before" "$frontend_rss_after" "$storage_rss" "$big_set_idle" "$big_get_idle" "$big_set_after" "$big_get_after" <<'PY'
+common=(--duration "$DURATION" --concurrency "$CONCURRENCY" --keys "$KEYS" --value-size "$VALUE_SIZE" --quiet)
+for round in $(seq "$ROUNDS"); do
+  say "round $round of $ROUNDS: velourfog set, get"
+  "$BIN/bench" --frontends "http://$frontend_addr" "${common[@]}" --read-ratio 0 --label velourfog-set --json "$work/vf-set-$round.json" --plot "$work/vf-set.svg" >&2
+  "$BIN/bench" --frontends "http://$frontend_addr" "${common[@]}" --read-ratio 1 --preload --label velourfog-get --json "$work/vf-get-$round.json" --plot "$work/vf-get.svg" >&2
+  if [ "$round" = 1 ]; then
+    say "velourfog: 24 MiB value, right after the load (the engine still flushing and compacting it)"
+    big_values after
+  fi
+  say "round $round of $ROUNDS: etcd put, get"
+  "$BIN/bench" --api etcd-v2 --frontends "http://127.0.0.1:$etcd_port" "${common[@]}" --read-ratio 0 --label etcd-put --json "$work/etcd-set-$round.json" >&2
+  "$BIN/bench" --api etcd-v2 --frontends "http://127.0.0.1:$etcd_port" "${common[@]}" --read-ratio 1 --preload --label etcd-get --json "$work/etcd-get-$round.json" >&2
+  say "round $round of $ROUNDS: redis set, get"
+  redis-benchmark -p "$redis_port" -c "$CONCURRENCY" -n "$REDIS_REQUESTS" -d "$VALUE_SIZE" -r "$KEYS" -t set,get --csv >"$work/redis-$round.csv"
+done
+frontend_rss_after=$(rss_kib "$frontend_pid")
+storage_rss=$(for pid in "${storage_pids[@]}"; do rss_kib "$pid"; done | paste -sd/)
+
+python3 - "$work" "$ROUNDS" "$frontend_rss_before" "$frontend_rss_after" "$storage_rss" "$big_set_idle" "$big_get_idle" "$big_set_after" "$big_get_after" <<'PY'
 import csv, json, os, platform, sys
-work, fe_before, fe_after, storage_rss, big_set_idle, big_get_idle, big_set_after, big_get_after = sys.argv[1:9]
+work, rounds, fe_before, fe_after, storage_rss, big_set_idle, big_get_idle, big_set_after, big_get_after = sys.argv[1:10]
+rounds = range(1, int(rounds) + 1)
 load = lambda name: json.load(open(os.path.join(work, name)))
-redis = {row["test"].upper(): row for row in csv.DictReader(open(os.path.join(work, "redis.csv")))}
-vf = {"set": load("vf-set.json")["set"], "get": load("vf-get.json")["get"]}
-etcd = {"set": load("etcd-set.json")["set"], "get": load("etcd-get.json")["get"]}
+median = lambda xs: sorted(xs)[len(xs) // 2] if len(xs) % 2 else sum(sorted(xs)[len(xs) // 2 - 1:len(xs) // 2 + 1]) / 2
+# runs[system][op] = one (ops/s, p99 ms) per round
+runs = {"velourfog": {}, "etcd": {}, "redis": {}}
+for op in ("set", "get"):
+    for system, prefix in (("velourfog", "vf"), ("etcd", "etcd")):
+        results = [load(f"{prefix}-{op}-{n}.json")[op] for n in rounds]
+        runs[system][op] = [(r["ops_per_sec"], r["latency"]["p99_ms"]) for r in results]
+    rows = [{row["test"].upper(): row for row in csv.DictReader(open(os.path.join(work, f"redis-{n}.csv")))} for n in rounds]
+    runs["redis"][op] = [(float(r[op.upper()]["rps"]), float(r[op.upper()]["p99_latency_ms"])) for r in rows]
+errors = {f"{prefix} {op} round {n}": e for prefix in ("vf", "etcd") for op in ("set", "get") for n in rounds
+          if (e := load(f"{prefix}-{op}-{n}.json")[op]["errors"])}
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
 print(f"machine: {os.cpu_count()} cores ({cpu}), {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') >> 30} GiB, {platform.system()} {platform.release()}")
-cfg = load("vf-get.json")
-print(f"load: concurrency {cfg['concurrency']}, {cfg['value_size']}-byte values, {cfg['keys']} keys, {cfg['seconds']:.0f} s per run; all on this machine")
+cfg = load("vf-get-1.json")
+print(f"load: concurrency {cfg['concurrency']}, {cfg['value_size']}-byte values, {cfg['keys']} keys, {cfg['seconds']:.0f} s per run,"
+      f" {len(rounds)} alternating rounds; all on this machine")
 print()
+print(f"median of the rounds:")
 print(f"{'op':<4} {'velourfog ops/s':>16} {'p99 ms':>7} {'etcd ops/s':>11} {'p99 ms':>7} {'redis ops/s':>12} {'p99 ms':>7} {'vf/etcd':>8} {'vf/redis':>9}")
 for op in ("get", "set"):
-    r = redis[op.upper()]
-    rv, ev = vf[op]["ops_per_sec"], etcd[op]["ops_per_sec"]
-    rr = float(r["rps"])
-    print(f"{op:<4} {rv:>16.0f} {vf[op]['latency']['p99_ms']:>7.2f} {ev:>11.0f} {etcd[op]['latency']['p99_ms']:>7.2f} "
-          f"{rr:>12.0f} {float(r['p99_latency_ms']):>7.2f} {rv / ev:>8.2f} {rv / rr:>9.2f}")
-errors = {f"{name} {op}": d[op]["errors"] for name, d in (("velourfog", vf), ("etcd", etcd)) for op in d if d[op]["errors"]}
+    (vr, vp), (er, ep), (rr, rp) = ([median([run[i] for run in runs[s][op]]) for i in (0, 1)] for s in ("velourfog", "etcd", "redis"))
+    print(f"{op:<4} {vr:>16.0f} {vp:>7.2f} {er:>11.0f} {ep:>7.2f} {rr:>12.0f} {rp:>7.2f} {vr / er:>8.2f} {vr / rr:>9.2f}")
+print()
+print("each round (ops/s velourfog / etcd / redis, then vf/etcd and vf/redis):")
+for n in rounds:
+    cells = []
+    for op in ("get", "set"):
+        v, e, r = (runs[s][op][n - 1][0] for s in ("velourfog", "etcd", "redis"))
+        cells.append(f"{op} {v:.0f} / {e:.0f} / {r:.0f} ({v / e:.2f}, {v / r:.2f})")
+    print(f"  round {n}: " + ";  ".join(cells))
 if errors:
     print(f"errors: {errors}")
 med = lambda xs: sorted(float(x) for x in xs.split())[len(xs.split()) // 2]
