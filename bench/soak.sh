@@ -4,8 +4,9 @@
 # INTERVAL seconds. Each sample shows the frontend's RSS, each storage node's RSS next to what
 # its engine reports holding in memory (block cache and unflushed memtables, both bounded by
 # configuration), the records it holds (versions not yet compacted included) and its data on
-# disk. Ends with the growth of each between the first sample after WARMUP and the last. Freed
-# memtable memory stays with the allocator, so RSS beyond the cache tracks the write buffers' peak.
+# disk, and how the C allocator splits its heap between bytes in use and bytes freed but kept
+# for reuse (flushed memtables). Ends with the growth of each between the first sample after
+# WARMUP and the last.
 #
 #   bench/soak.sh                                  # 5 minutes, 2 M keys
 #   SOAK=600 KEYS=5000000 CACHE_MIB=16 bench/soak.sh
@@ -27,11 +28,12 @@ cargo build --release --quiet -p controller -p storage -p frontend -p bench
 export VF_CACHE_MIB=$CACHE_MIB
 start_velourfog "$BASE_PORT"
 
-engine() { # storage address: "cache_MiB write_buffers_MiB records"
+engine() { # storage address: "cache_MiB write_buffers_MiB records heap_in_use_MiB heap_free_MiB"
   curl -fsS "http://$1/v1/stats" | python3 -c '
 import json, sys
-e = json.load(sys.stdin)["engine"]
-print(e["cache_bytes"] >> 20, e["write_buffer_bytes"] >> 20, e["approximate_records"])'
+stats = json.load(sys.stdin)
+e, h = stats["engine"], stats["heap"] or {"in_use_bytes": 0, "free_bytes": 0}
+print(e["cache_bytes"] >> 20, e["write_buffer_bytes"] >> 20, e["approximate_records"], h["in_use_bytes"] >> 20, h["free_bytes"] >> 20)'
 }
 
 say "load: ${SOAK}s, concurrency $CONCURRENCY, read ratio 0.5, $KEYS keys, block cache ${CACHE_MIB} MiB per node"
@@ -41,17 +43,17 @@ bench_pid=$!
 pids+=("$bench_pid")
 
 samples="$work/samples.txt"
-printf '%6s %12s  %-44s\n' "t s" "frontend MiB" "storage node: RSS MiB (engine cache + write buffers MiB), records, disk MiB"
+printf '%6s %12s  %-44s\n' "t s" "frontend MiB" "storage node: RSS MiB (engine cache + write buffers; heap in use / free, MiB), records, disk MiB"
 for ((t = 0; t <= SOAK; t += INTERVAL)); do
   frontend_rss=$(($(rss_kib "$frontend_pid") >> 10))
   echo "$t fe $frontend_rss" >>"$samples"
   line=$(printf '%6d %12d ' "$t" "$frontend_rss")
   for i in 0 1 2; do
-    read -r cache buffers records < <(engine "${storage_addrs[$i]}")
+    read -r cache buffers records heap_used heap_free < <(engine "${storage_addrs[$i]}")
     rss=$(($(rss_kib "${storage_pids[$i]}") >> 10))
     disk=$(du -sm "$work/storage$((i + 1))" | cut -f1)
-    line+=" | $rss ($cache + $buffers), $records, $disk"
-    echo "$t $i $rss $cache $buffers $records $disk" >>"$samples"
+    line+=" | $rss ($cache + $buffers; $heap_used / $heap_free), $records, $disk"
+    echo "$t $i $rss $cache $buffers $records $disk $heap_used $heap_free" >>"$samples"
   done
   echo "$line"
   [ "$t" -lt "$SOAK" ] && sleep "$INTERVAL"
@@ -73,5 +75,6 @@ for i, samples in enumerate(nodes):
     last = samples[-1]
     beyond_cache = lambda s: s[1] - s[2]
     print(f"storage {i + 1}, {first[0]} s -> {last[0]} s: records {first[4]} -> {last[4]}, disk {first[5]} -> {last[5]} MiB, "
-          f"RSS {first[1]} -> {last[1]} MiB, of which beyond the block cache {beyond_cache(first)} -> {beyond_cache(last)} MiB")
+          f"RSS {first[1]} -> {last[1]} MiB, of which beyond the block cache {beyond_cache(first)} -> {beyond_cache(last)} MiB; "
+          f"heap in use {first[6]} -> {last[6]} MiB, free {first[7]} -> {last[7]} MiB")
 PY

@@ -239,6 +239,7 @@ fn stats(node: &Node) -> serde_json::Value {
         "serving_reads": serving_reads,
         "repair": node.repair.to_json(),
         "engine": node.store.engine_stats(),
+        "heap": crate::heap::stats(),
     })
 }
 
@@ -434,6 +435,11 @@ mod tests {
         let engine = stats(&node)["engine"].clone();
         assert_eq!(engine["approximate_records"], 1);
         assert!(engine["write_buffer_bytes"].as_u64().unwrap() >= 4096, "{engine}");
+        if cfg!(all(target_os = "linux", target_env = "gnu")) {
+            let heap = stats(&node)["heap"].clone();
+            assert!(heap["in_use_bytes"].as_u64().unwrap() >= 4096, "{heap}");
+            assert!(heap["free_bytes"].is_u64(), "{heap}");
+        }
     }
 
     #[test]

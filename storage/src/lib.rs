@@ -10,6 +10,7 @@
 pub mod api;
 pub mod digest;
 pub mod durability;
+pub mod heap;
 pub mod identity;
 pub mod membership;
 pub mod repair;
