@@ -67,28 +67,31 @@ impl From<QueryError> for ApiError {
 
 /// Answers one public request.
 pub async fn handle(frontend: Arc<Frontend>, req: Request<Incoming>) -> Response<Body> {
-    let path = req.uri().path().to_owned();
-    let method = req.method().clone();
-    let not_allowed =
-        |allowed| Err(ApiError::MethodNotAllowed { method: method.clone(), path: path.clone(), allowed });
-    let result = match path.as_str() {
-        "/get/" | "/get" => match method {
+    let not_allowed = |req: &Request<Incoming>, allowed| {
+        Err(ApiError::MethodNotAllowed {
+            method: req.method().clone(),
+            path: req.uri().path().to_owned(),
+            allowed,
+        })
+    };
+    let result = match req.uri().path() {
+        "/get/" | "/get" => match *req.method() {
             Method::GET => get(&frontend, &req).await,
-            _ => not_allowed("GET"),
+            _ => not_allowed(&req, "GET"),
         },
-        "/set/" | "/set" => match method {
+        "/set/" | "/set" => match *req.method() {
             Method::GET | Method::POST => set(&frontend, req).await,
-            _ => not_allowed("GET, POST"),
+            _ => not_allowed(&req, "GET, POST"),
         },
-        "/delete/" | "/delete" => match method {
+        "/delete/" | "/delete" => match *req.method() {
             Method::GET | Method::POST | Method::DELETE => delete(&frontend, &req).await,
-            _ => not_allowed("GET, POST, DELETE"),
+            _ => not_allowed(&req, "GET, POST, DELETE"),
         },
-        "/health" => match method {
+        "/health" => match *req.method() {
             Method::GET => Ok(health(&frontend)),
-            _ => not_allowed("GET"),
+            _ => not_allowed(&req, "GET"),
         },
-        _ => Err(ApiError::UnknownPath(path.clone())),
+        path => Err(ApiError::UnknownPath(path.to_owned())),
     };
     result.unwrap_or_else(ApiError::into_response)
 }

@@ -108,20 +108,32 @@ fn duplicate(error: &RpcError) -> RpcError {
     }
 }
 
-/// The batchers of every storage node a frontend talks to, by address.
+/// The two queues of one storage node: reads and writes (so a read never waits behind a write
+/// batch's durability wait).
+#[derive(Debug)]
+pub struct NodeQueues {
+    pub reads: Batcher,
+    pub writes: Batcher,
+}
+
+/// The queues of every storage node a frontend talks to, by address: they outlive map changes,
+/// so a node keeps its queues (and their connections) across epochs.
 #[derive(Debug, Default)]
 pub struct Batchers {
-    by_addr: std::sync::Mutex<std::collections::HashMap<String, (Batcher, Batcher)>>,
+    by_addr: std::sync::Mutex<std::collections::HashMap<String, Arc<NodeQueues>>>,
 }
 
 impl Batchers {
-    /// The (reads, writes) batchers for `addr`, started on first use.
-    pub fn of(&self, client: &Client, addr: &str, timeout: Duration) -> (Batcher, Batcher) {
+    /// The queues of `addr`, started on first use.
+    pub fn of(&self, client: &Client, addr: &str, timeout: Duration) -> Arc<NodeQueues> {
         let mut by_addr = self.by_addr.lock().unwrap_or_else(|p| p.into_inner());
         by_addr
             .entry(addr.to_owned())
             .or_insert_with(|| {
-                (Batcher::start(client.clone(), addr, timeout), Batcher::start(client.clone(), addr, timeout))
+                Arc::new(NodeQueues {
+                    reads: Batcher::start(client.clone(), addr, timeout),
+                    writes: Batcher::start(client.clone(), addr, timeout),
+                })
             })
             .clone()
     }

@@ -84,7 +84,40 @@ pub struct Frontend {
     /// Which replica a read asks first.
     pub affinity: affinity::ReadAffinity,
     /// Replicas that failed a read recently, tried last until then.
-    pub suspects: std::sync::Mutex<std::collections::HashMap<common::placement::NodeId, std::time::Instant>>,
+    pub suspects: Suspects,
+}
+
+/// Replicas that failed a read recently, with when each stops being suspected. Reads consult it
+/// without taking its lock while nobody is suspected (the usual case).
+#[derive(Debug, Default)]
+pub struct Suspects {
+    any: std::sync::atomic::AtomicBool,
+    until: std::sync::Mutex<std::collections::HashMap<common::placement::NodeId, std::time::Instant>>,
+}
+
+impl Suspects {
+    /// Moves the nodes suspected at `now` to the end of `nodes`, keeping the order otherwise.
+    pub fn put_last(&self, nodes: &mut [common::placement::NodeId], now: std::time::Instant) {
+        use std::sync::atomic::Ordering;
+        if !self.any.load(Ordering::Acquire) {
+            return;
+        }
+        let mut until = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        until.retain(|_, &mut until| until > now);
+        if until.is_empty() {
+            self.any.store(false, Ordering::Release);
+        }
+        nodes.sort_by_key(|n| until.contains_key(n));
+    }
+
+    /// Suspects `nodes` until `until`.
+    pub fn add(&self, nodes: impl IntoIterator<Item = common::placement::NodeId>, until: std::time::Instant) {
+        let mut map = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        for node in nodes {
+            map.insert(node, until);
+        }
+        self.any.store(!map.is_empty(), std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// How long a replica that failed a read is tried last.
@@ -97,18 +130,13 @@ impl Frontend {
     pub fn read_order(&self, mut nodes: Vec<common::placement::NodeId>) -> Vec<common::placement::NodeId> {
         let now = std::time::Instant::now();
         self.affinity.order(&mut nodes, self.affinity.slot(now));
-        let suspects = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
-        nodes.sort_by_key(|n| suspects.get(n).is_some_and(|&until| until > now));
+        self.suspects.put_last(&mut nodes, now);
         nodes
     }
 
     /// Remembers the replicas that just failed, so the next reads try them last.
     pub fn suspect(&self, failures: &[replica::ReplicaFailure]) {
-        let until = std::time::Instant::now() + SUSPICION;
-        let mut suspects = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
-        for failure in failures {
-            suspects.insert(failure.node, until);
-        }
+        self.suspects.add(failures.iter().map(|f| f.node), std::time::Instant::now() + SUSPICION);
     }
 
     /// Asks the controller to fence `node` out of reads; returns once it is, with the new map
@@ -191,5 +219,33 @@ impl Server {
         follower.abort();
         log::info!("frontend stopped");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn suspected_nodes_go_last_until_their_suspicion_ends() {
+        let suspects = Suspects::default();
+        let now = Instant::now();
+        let mut nodes = vec![3, 1, 2];
+        suspects.put_last(&mut nodes, now);
+        assert_eq!(nodes, vec![3, 1, 2], "nobody suspected: order unchanged");
+
+        suspects.add([3, 1], now + SUSPICION);
+        let mut nodes = vec![3, 1, 2];
+        suspects.put_last(&mut nodes, now);
+        assert_eq!(nodes, vec![2, 3, 1], "suspects last, in their own order");
+
+        // Once the suspicion has passed the order is the preferred one again, and the set is
+        // emptied so that later reads skip the lock.
+        let mut nodes = vec![3, 1, 2];
+        suspects.put_last(&mut nodes, now + SUSPICION);
+        assert_eq!(nodes, vec![3, 1, 2]);
+        assert!(!suspects.any.load(std::sync::atomic::Ordering::Acquire));
+        assert!(suspects.until.lock().unwrap().is_empty());
     }
 }

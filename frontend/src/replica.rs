@@ -91,10 +91,13 @@ impl Replicas {
 
     /// Sends `op` in the next batch of the node's read or write queue.
     async fn batched(&self, routes: &Routes, node: NodeId, op: Op) -> Result<Outcome, RpcError> {
-        let (reads, writes) = self.batchers.of(&self.client, routes.addr(node), self.timeout);
+        let lookup = || self.batchers.of(&self.client, routes.addr(node), self.timeout);
+        let queues = routes.queues(node, lookup).ok_or_else(|| {
+            RpcError::Connect(format!("node {node} is not in map epoch {}", routes.map.epoch))
+        })?;
         match op {
-            Op::Get { .. } => reads.call(op).await,
-            Op::Put { .. } => writes.call(op).await,
+            Op::Get { .. } => queues.reads.call(op).await,
+            Op::Put { .. } => queues.writes.call(op).await,
         }
     }
 

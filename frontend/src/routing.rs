@@ -5,12 +5,13 @@
 //! map replaces the old one at once; an older or equal one is ignored. While the controller is
 //! unreachable the frontend keeps routing with the map it has.
 
+use crate::batcher::NodeQueues;
 use common::http::{Client, RpcError};
 use common::placement::{NodeId, PartitionMap};
 use common::proto::{self, FrontendRegistered, FrontendRegistration};
 use common::shutdown::Shutdown;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 /// Pause between attempts to reach an unreachable controller.
@@ -24,6 +25,9 @@ pub struct Routes {
     pub map: PartitionMap,
     /// `http://host:port/v1/record?key=` per node: append the escaped key to get a record URL.
     record_urls: HashMap<NodeId, String>,
+    /// Each node's batch queues, looked up once per map on first use (see
+    /// [`crate::batcher::Batchers`]), so that the request path takes no shared lock for them.
+    queues: HashMap<NodeId, OnceLock<Arc<NodeQueues>>>,
 }
 
 impl Routes {
@@ -33,7 +37,14 @@ impl Routes {
             .iter()
             .map(|m| (m.id, format!("http://{}{}?key=", m.addr, proto::RECORD_PATH)))
             .collect();
-        Self { map, record_urls }
+        let queues = map.members.iter().map(|m| (m.id, OnceLock::new())).collect();
+        Self { map, record_urls, queues }
+    }
+
+    /// The batch queues of `node`, from `lookup` the first time they are asked for; `None` if
+    /// `node` is not in this map.
+    pub fn queues(&self, node: NodeId, lookup: impl FnOnce() -> Arc<NodeQueues>) -> Option<&NodeQueues> {
+        Some(self.queues.get(&node)?.get_or_init(lookup))
     }
 
     /// The record URL prefix of `node`.
