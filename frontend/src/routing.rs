@@ -182,4 +182,21 @@ mod tests {
         assert_eq!(routes.record_url(2), "http://s2:7000/v1/record?key=");
         assert_eq!(routes.addr(3), "s3:7000");
     }
+
+    #[tokio::test]
+    async fn a_map_looks_up_each_nodes_queues_once() {
+        let routes = Routes::new(map(1));
+        let lookups = std::sync::atomic::AtomicUsize::new(0);
+        let start = || {
+            lookups.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let start = || crate::batcher::Batcher::start(Client::new(), "s1:7000", Duration::from_secs(1));
+            Arc::new(NodeQueues { reads: start(), writes: start() })
+        };
+        let first: *const NodeQueues = routes.queues(1, start).unwrap();
+        let again: *const NodeQueues = routes.queues(1, start).unwrap();
+        assert_eq!(first, again);
+        assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(routes.queues(9, start).is_none(), "a node outside the map has no queues");
+        assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
 }
