@@ -136,3 +136,109 @@ impl Batchers {
 pub fn fits(key: &[u8], value: Option<&Bytes>) -> bool {
     key.len() <= 4096 && value.is_none_or(|v| v.len() <= batch::MAX_VALUE_BYTES)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::version::Record;
+    use std::sync::Mutex;
+    use tokio::sync::Notify;
+
+    /// A storage node that answers each read with the key as the value, records the size of
+    /// every batch and how many were open at once, and holds its first answer until `release`.
+    #[derive(Default)]
+    struct FakeNode {
+        batch_sizes: Mutex<Vec<usize>>,
+        open: std::sync::atomic::AtomicUsize,
+        most_open: std::sync::atomic::AtomicUsize,
+        first_arrived: Notify,
+        release: Notify,
+    }
+
+    /// Serves `node` on a free port until the returned trigger is dropped.
+    async fn start_fake_node(node: Arc<FakeNode>) -> (String, common::shutdown::Trigger) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (trigger, shutdown) = common::shutdown::channel();
+        let handler = move |req: http::Request<hyper::body::Incoming>| {
+            let node = node.clone();
+            async move {
+                let open = node.open.fetch_add(1, SeqCst) + 1;
+                node.most_open.fetch_max(open, SeqCst);
+                let body = common::http::read_body(req.into_body(), 1 << 20).await.unwrap();
+                let ops = batch::decode_ops(body).unwrap();
+                let first = {
+                    let mut sizes = node.batch_sizes.lock().unwrap();
+                    sizes.push(ops.len());
+                    sizes.len() == 1
+                };
+                if first {
+                    node.first_arrived.notify_one();
+                    node.release.notified().await;
+                }
+                let outcomes: Vec<Outcome> = ops
+                    .iter()
+                    .map(|op| match op {
+                        Op::Get { key, .. } => Outcome::Found(Record::value(1, key.clone())),
+                        Op::Put { .. } => Outcome::Stored,
+                    })
+                    .collect();
+                node.open.fetch_sub(1, SeqCst);
+                http::Response::new(common::http::full(batch::encode_outcomes(&outcomes)))
+            }
+        };
+        tokio::spawn(common::http::serve(listener, handler, shutdown));
+        (addr, trigger)
+    }
+
+    fn read(key: &str) -> Op {
+        Op::Get { key: Bytes::from(key.to_owned()), leased: true }
+    }
+
+    #[tokio::test]
+    async fn operations_arriving_while_a_batch_is_out_travel_together_in_the_next() {
+        let node = Arc::new(FakeNode::default());
+        let (addr, _serving) = start_fake_node(node.clone()).await;
+        let batcher = Batcher::start(Client::new(), &addr, Duration::from_secs(5));
+
+        let lone = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.call(read("k0")).await }
+        });
+        node.first_arrived.notified().await;
+        let queued: Vec<_> = (1..=5)
+            .map(|i| {
+                let batcher = batcher.clone();
+                tokio::spawn(async move { batcher.call(read(&format!("k{i}"))).await })
+            })
+            .collect();
+        // Let the five callers enqueue while the first batch is still unanswered.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(*node.batch_sizes.lock().unwrap(), [1], "nothing more is sent while a batch is out");
+        node.release.notify_one();
+
+        let found = |i: usize, outcome: Result<Outcome, RpcError>| match outcome.unwrap() {
+            Outcome::Found(record) => assert_eq!(record.value.as_deref(), Some(format!("k{i}").as_bytes())),
+            other => panic!("k{i}: {other:?}"),
+        };
+        found(0, lone.await.unwrap());
+        for (i, caller) in queued.into_iter().enumerate() {
+            found(i + 1, caller.await.unwrap());
+        }
+        assert_eq!(*node.batch_sizes.lock().unwrap(), [1, 5], "the waiting five went as one batch");
+        assert_eq!(node.most_open.load(std::sync::atomic::Ordering::SeqCst), 1, "one batch in flight");
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_fails_every_operation_in_it() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener); // nothing listens there any more
+        let batcher = Batcher::start(Client::new(), &addr, Duration::from_secs(5));
+        let calls = (0..3).map(|i| batcher.call(read(&format!("k{i}"))));
+        for outcome in futures_util::future::join_all(calls).await {
+            assert!(matches!(outcome, Err(RpcError::Connect(_))), "{outcome:?}");
+        }
+    }
+}
