@@ -19,6 +19,8 @@ Options (each also settable by the environment variable in brackets):
       --storage-port P     first storage port (then P+1, ...)   [VF_STORAGE_PORT, default 7001]
       --frontend-port P    first frontend port (then P+1, ...)  [VF_FRONTEND_PORT, default 8000]
       --dir DIR            data and logs directory              [VF_DIR, default ./runlocal-data]
+      --worker-threads N   request threads per storage node and frontend
+                                           [VF_WORKER_THREADS, default: cores / nodes, at least 1]
       --fresh              delete DIR's data first (a new, empty cluster)
       --no-build           use the binaries already in target/release
   -h, --help               this text
@@ -26,6 +28,9 @@ Options (each also settable by the environment variable in brackets):
 Data persists in DIR across runs: stop and start again and every key is still there, as long
 as the node counts and redundancy are the same. Logs go to DIR/logs/<node>.log; set RUST_LOG
 (e.g. debug) for more detail.
+
+All nodes share this machine's cores, so each gets a share of them as worker threads rather
+than one per core: on a small machine one each is much faster (docs/performance.md).
 USAGE
 }
 
@@ -37,6 +42,7 @@ CONTROLLER_PORT=${VF_CONTROLLER_PORT:-7000}
 STORAGE_PORT=${VF_STORAGE_PORT:-7001}
 FRONTEND_PORT=${VF_FRONTEND_PORT:-8000}
 DIR=${VF_DIR:-./runlocal-data}
+WORKER_THREADS=${VF_WORKER_THREADS:-}
 BUILD=1
 FRESH=0
 
@@ -53,6 +59,7 @@ while [ $# -gt 0 ]; do
     --storage-port) need_value "$@"; STORAGE_PORT=$2; shift 2 ;;
     --frontend-port) need_value "$@"; FRONTEND_PORT=$2; shift 2 ;;
     --dir) need_value "$@"; DIR=$2; shift 2 ;;
+    --worker-threads) need_value "$@"; WORKER_THREADS=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --fresh) FRESH=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -66,6 +73,11 @@ is_count "$FRONTENDS" || die "frontend count must be a positive number, got '$FR
 [ -n "$REDUNDANCY" ] || REDUNDANCY=$(( STORAGE < 3 ? STORAGE : 3 ))
 is_count "$REDUNDANCY" || die "redundancy must be a positive number, got '$REDUNDANCY'"
 [ "$REDUNDANCY" -le "$STORAGE" ] || die "redundancy $REDUNDANCY exceeds the $STORAGE storage nodes"
+if [ -z "$WORKER_THREADS" ]; then
+  WORKER_THREADS=$(( $(nproc) / (STORAGE + FRONTENDS) ))
+  [ "$WORKER_THREADS" -ge 1 ] || WORKER_THREADS=1
+fi
+is_count "$WORKER_THREADS" || die "worker threads must be a positive number, got '$WORKER_THREADS'"
 for p in "$CONTROLLER_PORT" "$STORAGE_PORT" "$FRONTEND_PORT"; do
   [[ "$p" =~ ^[0-9]+$ ]] && [ "$p" -gt 0 ] && [ "$p" -lt 65536 ] || die "invalid port '$p'"
 done
@@ -118,12 +130,12 @@ CONTROLLER="$HOST:$CONTROLLER_PORT"
 start controller controller "$CONTROLLER_PORT" "$STORAGE" "$REDUNDANCY" --host "$HOST" --state-dir "$DIR/controller"
 for i in $(seq 1 "$STORAGE"); do
   addr="$HOST:$((STORAGE_PORT + i - 1))"
-  start "storage$i" storage "$CONTROLLER" "$addr" --listen "$addr" --data-dir "$DIR/storage$i"
+  start "storage$i" storage "$CONTROLLER" "$addr" --listen "$addr" --data-dir "$DIR/storage$i" --worker-threads "$WORKER_THREADS"
 done
 FRONTEND_URLS=()
 for i in $(seq 1 "$FRONTENDS"); do
   addr="$HOST:$((FRONTEND_PORT + i - 1))"
-  start "frontend$i" frontend "$CONTROLLER" "$addr" --listen "$addr"
+  start "frontend$i" frontend "$CONTROLLER" "$addr" --listen "$addr" --worker-threads "$WORKER_THREADS"
   FRONTEND_URLS+=("http://$addr")
 done
 
@@ -142,7 +154,8 @@ if command -v curl >/dev/null; then
 fi
 
 cat <<READY
-Velour Fog is running: controller on $CONTROLLER, $STORAGE storage nodes, $FRONTENDS frontends, $REDUNDANCY replicas per key.
+Velour Fog is running: controller on $CONTROLLER, $STORAGE storage nodes, $FRONTENDS frontends, $REDUNDANCY replicas per key
+($WORKER_THREADS worker thread(s) per node).
 Frontends:
 $(printf '  %s\n' "${FRONTEND_URLS[@]}")
 Try:

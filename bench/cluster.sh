@@ -3,7 +3,10 @@
 #
 # After `start_velourfog BASE_PORT`: $frontend_addr, $frontend_pid, ${storage_pids[@]} and
 # ${storage_addrs[@]} describe a running cluster of 1 controller, 3 storage nodes (K = 3,
-# fsync before every acknowledgement) and 1 frontend, with leases granted.
+# fsync before every acknowledgement) and 1 frontend, with leases granted. The four nodes and
+# the load generator share this machine's cores, so each node gets a quarter of them as worker
+# threads (at least one), as `./runlocal.sh` does; WORKER_THREADS overrides. $node_workers says
+# how many each got.
 
 BIN=target/release
 work=$(mktemp -d)
@@ -40,16 +43,18 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 start_velourfog() { # base port
   local base=$1 addr
+  node_workers=${WORKER_THREADS:-$(( $(nproc) / 4 ))}
+  [ "$node_workers" -ge 1 ] || node_workers=1
   frontend_addr="127.0.0.1:$((base + 10))"
   start controller "$BIN/controller" "$base" 3 3 --host 127.0.0.1 --state-dir "$work/controller"
   storage_pids=() storage_addrs=()
   for i in 1 2 3; do
     addr="127.0.0.1:$((base + i))"
-    start "storage$i" "$BIN/storage" "127.0.0.1:$base" "$addr" --listen "$addr" --data-dir "$work/storage$i" --sync always
+    start "storage$i" "$BIN/storage" "127.0.0.1:$base" "$addr" --listen "$addr" --data-dir "$work/storage$i" --sync always --worker-threads "$node_workers"
     storage_pids+=("${pids[-1]}")
     storage_addrs+=("$addr")
   done
-  start frontend "$BIN/frontend" "127.0.0.1:$base" "$frontend_addr" --listen "$frontend_addr"
+  start frontend "$BIN/frontend" "127.0.0.1:$base" "$frontend_addr" --listen "$frontend_addr" --worker-threads "$node_workers"
   frontend_pid=${pids[-1]}
   wait_http "http://$frontend_addr/health"
   sleep 1 # leases granted

@@ -5,7 +5,8 @@
 # cost nothing) and are measured in ROUNDS alternating rounds, so a slow minute on a shared
 # machine lands on every system alike; the table gives each system's median over the rounds and
 # the ratios of those medians, then every round's own ratios. Also the 24 MiB value timings and
-# memory before and after the load. Installs what it needs from apt.
+# memory before and after the load. Both clients drive the load from one thread
+# (redis-benchmark's default and our bench tool's). Installs what it needs from apt.
 #
 #   bench/compare.sh                      # defaults below
 #   DURATION=30s CONCURRENCY=50 ROUNDS=5 bench/compare.sh
@@ -89,9 +90,9 @@ done
 frontend_rss_after=$(rss_kib "$frontend_pid")
 storage_rss=$(for pid in "${storage_pids[@]}"; do rss_kib "$pid"; done | paste -sd/)
 
-python3 - "$work" "$ROUNDS" "$frontend_rss_before" "$frontend_rss_after" "$storage_rss" "$big_set_idle" "$big_get_idle" "$big_set_after" "$big_get_after" <<'PY'
+python3 - "$work" "$ROUNDS" "$node_workers" "$frontend_rss_before" "$frontend_rss_after" "$storage_rss" "$big_set_idle" "$big_get_idle" "$big_set_after" "$big_get_after" <<'PY'
 import csv, json, os, platform, sys
-work, rounds, fe_before, fe_after, storage_rss, big_set_idle, big_get_idle, big_set_after, big_get_after = sys.argv[1:10]
+work, rounds, node_workers, fe_before, fe_after, storage_rss, big_set_idle, big_get_idle, big_set_after, big_get_after = sys.argv[1:11]
 rounds = range(1, int(rounds) + 1)
 load = lambda name: json.load(open(os.path.join(work, name)))
 median = lambda xs: sorted(xs)[len(xs) // 2] if len(xs) % 2 else sum(sorted(xs)[len(xs) // 2 - 1:len(xs) // 2 + 1]) / 2
@@ -110,6 +111,7 @@ print(f"machine: {os.cpu_count()} cores ({cpu}), {os.sysconf('SC_PAGE_SIZE') * o
 cfg = load("vf-get-1.json")
 print(f"load: concurrency {cfg['concurrency']}, {cfg['value_size']}-byte values, {cfg['keys']} keys, {cfg['seconds']:.0f} s per run,"
       f" {len(rounds)} alternating rounds; all on this machine")
+print(f"velourfog: 1 frontend and 3 storage nodes (K = 3), {node_workers} worker thread(s) each; both clients (bench, redis-benchmark) one thread")
 print()
 print(f"median of the rounds:")
 print(f"{'op':<4} {'velourfog ops/s':>16} {'p99 ms':>7} {'etcd ops/s':>11} {'p99 ms':>7} {'redis ops/s':>12} {'p99 ms':>7} {'vf/etcd':>8} {'vf/redis':>9}")

@@ -87,6 +87,11 @@ pub struct Config {
     /// Fraction of operations that are reads (0 = all writes, 1 = all reads).
     #[arg(long, default_value = "0.9", value_parser = parse_ratio)]
     pub read_ratio: f64,
+    /// Threads driving the load. One costs least per request when the client shares the
+    /// machine with what it measures (`redis-benchmark` is single-threaded too); give a client
+    /// with cores of its own more.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: u16,
     /// Number of distinct keys.
     #[arg(long, default_value_t = 10_000)]
     pub keys: u64,
@@ -389,6 +394,8 @@ mod tests {
             "--api",
             "etcd-v2",
             "--preload",
+            "--threads",
+            "2",
         ])
         .unwrap();
         assert_eq!(config.frontends, ["http://a:1", "http://b:2"]);
@@ -396,6 +403,7 @@ mod tests {
         assert_eq!((config.read_ratio, config.value_size, config.api), (0.5, 200, Api::EtcdV2));
         assert_eq!(config.distribution, Distribution::Zipf(1.1));
         assert!(config.preload);
+        assert_eq!(config.threads, 2);
         config.validate().unwrap();
     }
 
@@ -406,6 +414,8 @@ mod tests {
         assert!(parse(&["--frontends", "http://a:1", "--read-ratio", "1.5"]).is_err());
         assert!(parse(&["--frontends", "http://a:1", "--api", "redis"]).is_err());
         assert!(parse(&["--frontends", "http://a:1", "--duration", "soon"]).is_err());
+        assert!(parse(&["--frontends", "http://a:1", "--threads", "0"]).is_err());
+        assert_eq!(parse(&["--frontends", "http://a:1"]).unwrap().threads, 1, "one thread by default");
         let config = parse(&["--frontends", "a:1"]).unwrap();
         assert!(config.validate().unwrap_err().to_string().contains("not an http:// URL"));
         let config = parse(&["--frontends", "http://a:1", "--concurrency", "0"]).unwrap();

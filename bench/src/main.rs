@@ -1,9 +1,12 @@
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = bench::Config::parse();
     config.validate()?;
+    common::runtime::build(Some(config.threads))?.block_on(measure(config))
+}
+
+async fn measure(config: bench::Config) -> anyhow::Result<()> {
     if config.preload {
         eprintln!("preloading {} keys...", config.keys);
         bench::preload(&config).await?;

@@ -3,7 +3,8 @@
 //! Pure logic (no I/O): [`partition`] (which partition a key is in), [`placement`] (which nodes
 //! hold a partition), [`version`] (which write wins), [`query`] (byte-exact query strings).
 //! Plumbing used by every server: [`proto`] (the internal wire protocol), [`http`] (server loop
-//! and deadline-bound client), [`shutdown`] (signals and logging). Nothing here knows about a
+//! and deadline-bound client), [`shutdown`] (signals and logging),
+//! [`runtime`] (the Tokio runtime, sized by `--worker-threads`). Nothing here knows about a
 //! particular server; the servers depend on this crate and never on each other.
 
 pub mod addr;
@@ -15,5 +16,6 @@ pub mod partition;
 pub mod placement;
 pub mod proto;
 pub mod query;
+pub mod runtime;
 pub mod shutdown;
 pub mod version;

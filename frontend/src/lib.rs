@@ -58,6 +58,11 @@ pub struct Config {
     /// Default read level: replicas read and compared (`one`, `quorum`, `all`).
     #[arg(long, env = "VF_READ_LEVEL", default_value = "one")]
     pub read_level: consistency::Level,
+    /// Threads serving requests [default: one per core]. Where several nodes share a machine's
+    /// cores (as under `./runlocal.sh`), fewer per node is faster: each spare thread adds
+    /// handoffs between threads to every request.
+    #[arg(long, env = "VF_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
     /// Log level or filter, such as `debug` or `info,frontend=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info,fjall=warn,lsm_tree=warn")]
     pub log_level: String,
@@ -225,7 +230,17 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
     use std::time::Instant;
+
+    #[test]
+    fn worker_threads_are_optional_and_at_least_one() {
+        let parse = |extra: &[&str]| Config::try_parse_from([&["frontend", "c:1", "f:2"], extra].concat());
+        assert_eq!(parse(&[]).unwrap().worker_threads, None, "Tokio's default: one per core");
+        assert_eq!(parse(&["--worker-threads", "1"]).unwrap().worker_threads, Some(1));
+        let error = parse(&["--worker-threads", "0"]).unwrap_err().to_string();
+        assert!(error.contains("--worker-threads") && error.contains("0 is not in 1..=1024"), "{error}");
+    }
 
     #[test]
     fn suspected_nodes_go_last_until_their_suspicion_ends() {

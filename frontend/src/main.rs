@@ -1,9 +1,10 @@
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = frontend::Config::parse();
     common::shutdown::init_logging(&config.log_level);
-    let server = frontend::Server::bind(config).await?;
-    server.run(common::shutdown::on_signals()).await
+    common::runtime::build(config.worker_threads)?.block_on(async {
+        let server = frontend::Server::bind(config).await?;
+        server.run(common::shutdown::on_signals()).await
+    })
 }

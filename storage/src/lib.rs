@@ -70,6 +70,11 @@ pub struct Config {
     /// the storage engine's memory.
     #[arg(long, env = "VF_MEMTABLE_MIB", default_value_t = 16)]
     pub memtable_mib: u64,
+    /// Threads serving requests [default: one per core]. Where several nodes share a machine's
+    /// cores (as under `./runlocal.sh`), fewer per node is faster: each spare thread adds
+    /// handoffs between threads to every request.
+    #[arg(long, env = "VF_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
     /// Log level or filter, such as `debug` or `info,frontend=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info,fjall=warn,lsm_tree=warn")]
     pub log_level: String,

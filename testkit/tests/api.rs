@@ -120,7 +120,15 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
 
 #[tokio::test]
 async fn large_values_round_trip_byte_exact() {
-    let cluster = Cluster::start(ClusterConfig::default()).await;
+    // One worker thread per process, as `./runlocal.sh` runs them on a small machine: a large
+    // write's blocking sections must hand the node's only worker on, not stall it.
+    let one_worker = vec!["--worker-threads".to_owned(), "1".to_owned()];
+    let cluster = Cluster::start(ClusterConfig {
+        storage_args: one_worker.clone(),
+        frontend_args: one_worker,
+        ..ClusterConfig::default()
+    })
+    .await;
     let mut value = vec![0u8; 24 << 20];
     let mut state = 0x9e3779b97f4a7c15u64;
     for chunk in value.chunks_mut(8) {

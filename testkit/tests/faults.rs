@@ -129,8 +129,14 @@ async fn under_load(
     report
 }
 
+/// Every fault test runs each node with one worker thread, as `./runlocal.sh` does on a small
+/// machine (the other suites run Tokio's default of one per core).
 fn config() -> ClusterConfig {
-    ClusterConfig { storage_args: vec!["--anti-entropy-ms".into(), "1000".into()], ..Default::default() }
+    ClusterConfig {
+        storage_args: ["--anti-entropy-ms", "1000", "--worker-threads", "1"].map(String::from).to_vec(),
+        frontend_args: vec!["--worker-threads".into(), "1".into()],
+        ..Default::default()
+    }
 }
 
 fn namespace(cluster: &Cluster) -> &testkit::NetworkNamespace {
