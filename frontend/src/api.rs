@@ -65,31 +65,45 @@ impl From<QueryError> for ApiError {
     }
 }
 
-/// Answers one public request.
+/// A public request's body: already read whole (small requests, see `crate::server`) or still
+/// arriving (everything else, through hyper).
+pub enum RequestBody {
+    Buffered(Bytes),
+    Arriving(Incoming),
+}
+
+/// Answers one public request that came through hyper.
 pub async fn handle(frontend: Arc<Frontend>, req: Request<Incoming>) -> Response<Body> {
-    let not_allowed = |req: &Request<Incoming>, allowed| {
-        Err(ApiError::MethodNotAllowed {
-            method: req.method().clone(),
-            path: req.uri().path().to_owned(),
-            allowed,
-        })
-    };
-    let result = match req.uri().path() {
-        "/get/" | "/get" => match *req.method() {
-            Method::GET => get(&frontend, &req).await,
-            _ => not_allowed(&req, "GET"),
+    let (parts, body) = req.into_parts();
+    answer(&frontend, &parts.method, parts.uri.path(), parts.uri.query(), RequestBody::Arriving(body)).await
+}
+
+/// Answers one public request: `method` on `path`, with the raw (still escaped) `query`.
+pub async fn answer(
+    frontend: &Frontend,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    body: RequestBody,
+) -> Response<Body> {
+    let not_allowed =
+        |allowed| Err(ApiError::MethodNotAllowed { method: method.clone(), path: path.to_owned(), allowed });
+    let result = match path {
+        "/get/" | "/get" => match *method {
+            Method::GET => get(frontend, query).await,
+            _ => not_allowed("GET"),
         },
-        "/set/" | "/set" => match *req.method() {
-            Method::GET | Method::POST => set(&frontend, req).await,
-            _ => not_allowed(&req, "GET, POST"),
+        "/set/" | "/set" => match *method {
+            Method::GET | Method::POST => set(frontend, method, query, body).await,
+            _ => not_allowed("GET, POST"),
         },
-        "/delete/" | "/delete" => match *req.method() {
-            Method::GET | Method::POST | Method::DELETE => delete(&frontend, &req).await,
-            _ => not_allowed(&req, "GET, POST, DELETE"),
+        "/delete/" | "/delete" => match *method {
+            Method::GET | Method::POST | Method::DELETE => delete(frontend, query).await,
+            _ => not_allowed("GET, POST, DELETE"),
         },
-        "/health" => match *req.method() {
-            Method::GET => Ok(health(&frontend)),
-            _ => not_allowed(&req, "GET"),
+        "/health" => match *method {
+            Method::GET => Ok(health(frontend)),
+            _ => not_allowed("GET"),
         },
         path => Err(ApiError::UnknownPath(path.to_owned())),
     };
@@ -136,8 +150,8 @@ fn level_of(query: &Query<'_>, name: &str, default: Level) -> Result<Level, ApiE
     }
 }
 
-async fn get(frontend: &Frontend, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let query = parse_query(req.uri().query(), &["key", "r"])?;
+async fn get(frontend: &Frontend, query: Option<&str>) -> Result<Response<Body>, ApiError> {
+    let query = parse_query(query, &["key", "r"])?;
     let key = key_of(&query, frontend)?;
     let level = level_of(&query, "r", frontend.read_level)?;
     let routes = frontend.router.current().ok_or(ApiError::NoMap)?;
@@ -228,39 +242,45 @@ async fn read_and_compare(
     }
 }
 
-async fn set(frontend: &Frontend, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let (parts, body) = req.into_parts();
-    let query = parse_query(parts.uri.query(), &["key", "value", "w"])?;
+async fn set(
+    frontend: &Frontend,
+    method: &Method,
+    query: Option<&str>,
+    body: RequestBody,
+) -> Result<Response<Body>, ApiError> {
+    let query = parse_query(query, &["key", "value", "w"])?;
     let key = key_of(&query, frontend)?;
     let level = level_of(&query, "w", frontend.write_level)?;
     let limit = frontend.limits.max_value_bytes;
     let routes = frontend.router.current().ok_or(ApiError::NoMap)?;
-    let value = match (query.get("value"), parts.method) {
+    let value = match (query.get("value"), method) {
         (Some(value), method) => {
-            if method == Method::POST {
-                // The value must come from one place only.
-                h::read_body(body, 0).await.map_err(|_| {
-                    ApiError::BadRequest(
-                        "the value is given both as `value=` and as the POST body; send one".into(),
-                    )
-                })?;
+            // The value must come from one place only.
+            let has_body = match body {
+                _ if method != Method::POST => false,
+                RequestBody::Buffered(bytes) => !bytes.is_empty(),
+                RequestBody::Arriving(body) => h::read_body(body, 0).await.is_err(),
+            };
+            if has_body {
+                return Err(ApiError::BadRequest(
+                    "the value is given both as `value=` and as the POST body; send one".into(),
+                ));
             }
             if value.len() > limit {
                 return Err(too_large_value(Some(value.len()), limit));
             }
             Bytes::copy_from_slice(value)
         }
-        (None, Method::POST) => {
-            let declared = hyper::body::Body::size_hint(&body).exact();
-            if let Some(length) = declared.filter(|&n| n >= STREAMED_WRITE_BYTES && n <= limit as u64) {
-                return set_streamed(frontend, routes, key, body, length, level).await;
-            }
-            h::read_body(body, limit).await.map_err(|e| match e {
-                ReadBodyError::TooLarge { limit } => too_large_value(None, limit),
-                ReadBodyError::Transport(e) => {
-                    ApiError::BadRequest(format!("the request body could not be read: {e}"))
+        (None, &Method::POST) => {
+            let body = match body {
+                RequestBody::Buffered(bytes) if bytes.len() > limit => {
+                    return Err(too_large_value(None, limit))
                 }
-            })?
+                RequestBody::Buffered(bytes) => bytes,
+                RequestBody::Arriving(body) => return set_arriving(frontend, routes, key, body, level).await,
+            };
+            let record = Record::value(frontend.clock.next(), body);
+            return write(frontend, routes, key, record, level).await;
         }
         (None, _) => {
             return Err(ApiError::BadRequest(
@@ -268,6 +288,30 @@ async fn set(frontend: &Frontend, req: Request<Incoming>) -> Result<Response<Bod
             ))
         }
     };
+    let record = Record::value(frontend.clock.next(), value);
+    write(frontend, routes, key, record, level).await
+}
+
+/// A POSTed value still arriving: large ones are forwarded while they arrive, smaller ones read
+/// whole first.
+async fn set_arriving(
+    frontend: &Frontend,
+    routes: Arc<Routes>,
+    key: &[u8],
+    body: Incoming,
+    level: Level,
+) -> Result<Response<Body>, ApiError> {
+    let limit = frontend.limits.max_value_bytes;
+    let declared = hyper::body::Body::size_hint(&body).exact();
+    if let Some(length) = declared.filter(|&n| n >= STREAMED_WRITE_BYTES && n <= limit as u64) {
+        return set_streamed(frontend, routes, key, body, length, level).await;
+    }
+    let value = h::read_body(body, limit).await.map_err(|e| match e {
+        ReadBodyError::TooLarge { limit } => too_large_value(None, limit),
+        ReadBodyError::Transport(e) => {
+            ApiError::BadRequest(format!("the request body could not be read: {e}"))
+        }
+    })?;
     let record = Record::value(frontend.clock.next(), value);
     write(frontend, routes, key, record, level).await
 }
@@ -307,8 +351,8 @@ async fn set_streamed(
     write(frontend, routes, key, Record::value(timestamp, value.freeze()), level).await
 }
 
-async fn delete(frontend: &Frontend, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let query = parse_query(req.uri().query(), &["key", "w"])?;
+async fn delete(frontend: &Frontend, query: Option<&str>) -> Result<Response<Body>, ApiError> {
+    let query = parse_query(query, &["key", "w"])?;
     let key = key_of(&query, frontend)?;
     let level = level_of(&query, "w", frontend.write_level)?;
     let routes = frontend.router.current().ok_or(ApiError::NoMap)?;

@@ -6,7 +6,8 @@
 //! from one up replica, chosen by a rotating preference so that concurrent reads travel in large
 //! batches (see [`affinity`]), falling back to the others (see [`replica`], [`consistency`]).
 //! Writes are stamped by a clock that never goes backwards on this frontend.
-//! Any number of frontends can run behind any load balancer; they share nothing.
+//! Any number of frontends can run behind any load balancer; they share nothing. Clients are
+//! served by [`server`]: small requests directly, everything else through hyper.
 
 pub mod affinity;
 pub mod api;
@@ -14,6 +15,7 @@ pub mod batcher;
 pub mod consistency;
 pub mod replica;
 pub mod routing;
+pub mod server;
 
 use anyhow::Context;
 use common::http::Client;
@@ -220,7 +222,7 @@ impl Server {
             shutdown.clone(),
         ));
         let frontend = self.frontend.clone();
-        common::http::serve(self.listener, move |req| api::handle(frontend.clone(), req), shutdown).await;
+        server::serve(self.listener, frontend, shutdown).await;
         follower.abort();
         log::info!("frontend stopped");
         Ok(())

@@ -220,14 +220,96 @@ async fn frontend_answers_503_until_the_cluster_forms() {
 
 #[tokio::test]
 async fn sigterm_stops_every_process_cleanly() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut cluster = Cluster::start(ClusterConfig::default()).await;
     assert_eq!(cluster.set(0, b"k", "v").await.0, StatusCode::OK);
+    // A client keeps an idle keep-alive connection open: shutdown closes it, and does not wait.
+    let mut idle = tokio::net::TcpStream::connect(cluster.frontend(0)).await.unwrap();
+    idle.write_all(b"GET /get/?key=k HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut answer = [0u8; 256];
+    let n = idle.read(&mut answer).await.unwrap();
+    assert!(answer[..n].ends_with(b"\r\n\r\nv"), "{:?}", String::from_utf8_lossy(&answer[..n]));
     let deadline = std::time::Duration::from_secs(10);
+    let started = std::time::Instant::now();
     for frontend in &mut cluster.frontends {
         assert!(frontend.terminate(deadline), "{} did not exit 0 on SIGTERM", frontend.name);
     }
+    assert!(started.elapsed() < common::http::SHUTDOWN_GRACE, "an idle connection held up shutdown");
+    assert_eq!(idle.read(&mut answer).await.unwrap(), 0, "the idle connection was closed");
     for node in &mut cluster.storage {
         assert!(node.terminate(deadline), "{} did not exit 0 on SIGTERM", node.name);
     }
     assert!(cluster.controller.terminate(deadline), "controller did not exit 0 on SIGTERM");
+}
+
+/// Sends `request` on a fresh connection to frontend 0 and reads until the server closes it.
+async fn raw_exchange(cluster: &Cluster, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(cluster.frontend(0)).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the frontend closes the connection after `connection: close`")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The frontend reads small requests itself and hands a connection to hyper at its first
+/// request that is not small; clients see one HTTP/1.1 server either way.
+#[tokio::test]
+async fn one_connection_pipelines_small_requests_then_falls_back_for_the_rest() {
+    let cluster = Cluster::start(ClusterConfig::default()).await;
+    let answer = raw_exchange(
+        &cluster,
+        b"POST /set/?key=p1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\none\
+GET /get/?key=p1 HTTP/1.1\r\nHost: x\r\n\r\n\
+GET /get/?key=missing HTTP/1.1\r\nHost: x\r\n\r\n\
+POST /set/?key=p2 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\ntwo\r\n0\r\n\r\n\
+GET /get/?key=p2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let statuses: Vec<&str> =
+        answer.match_indices("HTTP/1.1 ").map(|(i, _)| &answer[i + 9..i + 12]).collect();
+    assert_eq!(statuses, ["200", "200", "404", "200", "200"], "{answer}");
+    let bodies = ["ok\n", "\r\n\r\none", "key not found\n", "ok\n", "\r\n\r\ntwo"];
+    let mut at = 0;
+    for body in bodies {
+        at +=
+            answer[at..].find(body).unwrap_or_else(|| panic!("{body:?} missing or out of order in {answer}"));
+    }
+    assert_eq!(answer.to_ascii_lowercase().matches("\r\ndate: ").count(), 5, "{answer}");
+
+    // `connection: close` on a small request: one answer, then the connection ends.
+    let answer = raw_exchange(&cluster, b"GET /get/?key=p1 HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n") && answer.ends_with("\r\n\r\none"), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    // HTTP/1.0, HEAD and oversized heads are hyper's.
+    let answer = raw_exchange(&cluster, b"GET /get/?key=p1 HTTP/1.0\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.0 200 OK\r\n") && answer.ends_with("one"), "{answer}");
+    let answer = raw_exchange(&cluster, b"HEAD /get/?key=p1 HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 405 ") && answer.ends_with("\r\n\r\n"), "{answer}");
+    let long = format!("GET /get/?key={} HTTP/1.1\r\n\r\n", "k".repeat(2 << 20));
+    let answer = raw_exchange(&cluster, long.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_before_the_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = Cluster::start(ClusterConfig::default()).await;
+    let mut stream = tokio::net::TcpStream::connect(cluster.frontend(0)).await.unwrap();
+    let head = b"POST /set/?key=p3 HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n";
+    stream.write_all(head).await.unwrap();
+    let mut interim = [0u8; 25];
+    tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_exact(&mut interim))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(b"three").await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert_eq!(cluster.get(1, b"p3").await, (StatusCode::OK, Bytes::from_static(b"three")));
 }
