@@ -27,7 +27,6 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -47,19 +46,10 @@ pub async fn serve(listener: TcpListener, frontend: Arc<Frontend>, mut shutdown:
     let mut connections = JoinSet::new();
     loop {
         let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors and similar: back off instead of spinning.
-                    log::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            stream = common::http::accept(&listener) => stream,
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             _ = shutdown.wait() => break,
         };
-        let _ = stream.set_nodelay(true);
         connections.spawn(connection(stream, frontend.clone(), shutdown.clone()));
     }
     drop(listener);
