@@ -271,47 +271,28 @@ async fn set(
             }
             Bytes::copy_from_slice(value)
         }
-        (None, &Method::POST) => {
-            let body = match body {
-                RequestBody::Buffered(bytes) if bytes.len() > limit => {
-                    return Err(too_large_value(None, limit))
+        (None, &Method::POST) => match body {
+            RequestBody::Buffered(bytes) if bytes.len() > limit => return Err(too_large_value(None, limit)),
+            RequestBody::Buffered(bytes) => bytes,
+            RequestBody::Arriving(body) => {
+                let declared = hyper::body::Body::size_hint(&body).exact();
+                if let Some(length) = declared.filter(|&n| n >= STREAMED_WRITE_BYTES && n <= limit as u64) {
+                    return set_streamed(frontend, routes, key, body, length, level).await;
                 }
-                RequestBody::Buffered(bytes) => bytes,
-                RequestBody::Arriving(body) => return set_arriving(frontend, routes, key, body, level).await,
-            };
-            let record = Record::value(frontend.clock.next(), body);
-            return write(frontend, routes, key, record, level).await;
-        }
+                h::read_body(body, limit).await.map_err(|e| match e {
+                    ReadBodyError::TooLarge { limit } => too_large_value(None, limit),
+                    ReadBodyError::Transport(e) => {
+                        ApiError::BadRequest(format!("the request body could not be read: {e}"))
+                    }
+                })?
+            }
+        },
         (None, _) => {
             return Err(ApiError::BadRequest(
                 "missing parameter `value` (or POST the value as the request body)".into(),
             ))
         }
     };
-    let record = Record::value(frontend.clock.next(), value);
-    write(frontend, routes, key, record, level).await
-}
-
-/// A POSTed value still arriving: large ones are forwarded while they arrive, smaller ones read
-/// whole first.
-async fn set_arriving(
-    frontend: &Frontend,
-    routes: Arc<Routes>,
-    key: &[u8],
-    body: Incoming,
-    level: Level,
-) -> Result<Response<Body>, ApiError> {
-    let limit = frontend.limits.max_value_bytes;
-    let declared = hyper::body::Body::size_hint(&body).exact();
-    if let Some(length) = declared.filter(|&n| n >= STREAMED_WRITE_BYTES && n <= limit as u64) {
-        return set_streamed(frontend, routes, key, body, length, level).await;
-    }
-    let value = h::read_body(body, limit).await.map_err(|e| match e {
-        ReadBodyError::TooLarge { limit } => too_large_value(None, limit),
-        ReadBodyError::Transport(e) => {
-            ApiError::BadRequest(format!("the request body could not be read: {e}"))
-        }
-    })?;
     let record = Record::value(frontend.clock.next(), value);
     write(frontend, routes, key, record, level).await
 }

@@ -221,8 +221,7 @@ impl Server {
             self.frontend.router.clone(),
             shutdown.clone(),
         ));
-        let frontend = self.frontend.clone();
-        server::serve(self.listener, frontend, shutdown).await;
+        server::serve(self.listener, self.frontend, shutdown).await;
         follower.abort();
         log::info!("frontend stopped");
         Ok(())
