@@ -65,34 +65,67 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
 
 /// Serves HTTP/1.1 on `listener`, answering every request with `handler`, until `shutdown`
 /// fires; then stops accepting and gives open connections [`SHUTDOWN_GRACE`] to finish.
-pub async fn serve<H, F>(listener: TcpListener, handler: H, mut shutdown: Shutdown)
+pub async fn serve<H, F>(listener: TcpListener, handler: H, shutdown: Shutdown)
 where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.max_buf_size(MAX_HEAD_BYTES);
+    let connection = move |stream, shutdown| serve_connection(stream, handler.clone(), shutdown);
+    serve_connections(listener, connection, shutdown).await
+}
+
+/// Accepts connections on `listener` and runs `connection(stream, shutdown)` for each until
+/// `shutdown` fires; then stops accepting, gives open connections (which see `shutdown` too)
+/// [`SHUTDOWN_GRACE`] to finish, and drops the rest.
+pub async fn serve_connections<C, F>(listener: TcpListener, connection: C, mut shutdown: Shutdown)
+where
+    C: Fn(TcpStream, Shutdown) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let stream = tokio::select! {
             stream = accept(&listener) => stream,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             _ = shutdown.wait() => break,
         };
-        let handler = handler.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let response = handler(req);
-            async move { Ok::<_, Infallible>(response.await) }
-        });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                log::debug!("connection closed with error: {e}");
-            }
-        });
+        connections.spawn(connection(stream, shutdown.clone()));
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+    let drained =
+        tokio::time::timeout(SHUTDOWN_GRACE, async { while connections.join_next().await.is_some() {} });
+    if drained.await.is_err() {
         log::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+        connections.abort_all();
+    }
+}
+
+/// Serves HTTP/1.1 (hyper) on one connection, answering every request with `handler`, until the
+/// client leaves; once `shutdown` fires, the request in progress is finished and the connection
+/// closed.
+pub async fn serve_connection<T, H, F>(io: T, handler: H, mut shutdown: Shutdown)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    H: Fn(Request<Incoming>) -> F,
+    F: Future<Output = Response<Body>>,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let response = handler(req);
+        async move { Ok::<_, Infallible>(response.await) }
+    });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.max_buf_size(MAX_HEAD_BYTES);
+    let connection = http.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = shutdown.wait() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        log::debug!("connection closed with error: {e}");
     }
 }
 

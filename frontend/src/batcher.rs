@@ -6,8 +6,9 @@
 //! next one gathers: one batch in flight per queue. Before it takes what is waiting, the task
 //! lets the runtime's other ready tasks run, so that callers woken together join the same batch.
 //! There is no timer: an idle queue sends a lone operation at once, so batching only appears
-//! under load, exactly where per-request costs dominate. (Two batches in flight per queue measured worse: smaller batches, and for writes
-//! about one more fsync per node for every batch, at the same latency.)
+//! under load, exactly where per-request costs dominate. (Two batches in flight per queue
+//! measured worse: smaller batches, and for writes about one more fsync per node for every
+//! batch, at the same latency.)
 
 use bytes::Bytes;
 use common::batch::{self, Op, Outcome};
@@ -242,9 +243,10 @@ mod tests {
         node.release.notify_one(); // the first batch is answered at once
         let (addr, _serving) = start_fake_node(node.clone()).await;
         let batcher = Batcher::start(Client::new(), &addr, Duration::from_secs(5));
-        tokio::time::sleep(Duration::from_millis(20)).await; // the queue's task waits for work
-                                                             // One task on the worker starts five callers, as a burst of requests read from five
-                                                             // connections would: each enqueues an operation and waits.
+        // Give the queue's task time to start waiting for work.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // One task on the worker starts five callers, as a burst of requests read from five
+        // connections would: each enqueues an operation and waits.
         let callers = tokio::spawn(async move {
             (0..5)
                 .map(|i| {

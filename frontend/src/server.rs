@@ -16,20 +16,18 @@
 use crate::api::{self, RequestBody};
 use crate::Frontend;
 use bytes::{Buf, Bytes, BytesMut};
-use common::http::{Body, MAX_HEAD_BYTES, SHUTDOWN_GRACE};
+use common::http::{Body, MAX_HEAD_BYTES};
 use common::shutdown::Shutdown;
 use http::uri::PathAndQuery;
 use http::{header, Method, Response};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
-use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 
 /// Largest request body read whole here; a larger one goes to hyper (and a value of 1 MiB or
 /// more on to the replicas while it arrives).
@@ -42,23 +40,9 @@ const MAX_HEADERS: usize = 32;
 const COALESCE_BYTES: usize = 16 << 10;
 
 /// Serves the public API on `listener` until `shutdown` fires.
-pub async fn serve(listener: TcpListener, frontend: Arc<Frontend>, mut shutdown: Shutdown) {
-    let mut connections = JoinSet::new();
-    loop {
-        let stream = tokio::select! {
-            stream = common::http::accept(&listener) => stream,
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            _ = shutdown.wait() => break,
-        };
-        connections.spawn(connection(stream, frontend.clone(), shutdown.clone()));
-    }
-    drop(listener);
-    let drained =
-        tokio::time::timeout(SHUTDOWN_GRACE, async { while connections.join_next().await.is_some() {} });
-    if drained.await.is_err() {
-        log::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
-        connections.abort_all();
-    }
+pub async fn serve(listener: TcpListener, frontend: Arc<Frontend>, shutdown: Shutdown) {
+    let connection_of = move |stream, shutdown| connection(stream, frontend.clone(), shutdown);
+    common::http::serve_connections(listener, connection_of, shutdown).await
 }
 
 /// What a request head means for this server.
@@ -260,25 +244,9 @@ fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 
 /// Serves the rest of a connection with hyper, `read` (bytes already taken from the socket)
 /// first.
-async fn hand_to_hyper(stream: TcpStream, read: Bytes, frontend: Arc<Frontend>, mut shutdown: Shutdown) {
-    let service = hyper::service::service_fn(move |req| {
-        let frontend = frontend.clone();
-        async move { Ok::<_, Infallible>(api::handle(frontend, req).await) }
-    });
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.max_buf_size(MAX_HEAD_BYTES);
-    let connection = http.serve_connection(hyper_util::rt::TokioIo::new(Rewound { read, stream }), service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        _ = shutdown.wait() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(e) = result {
-        log::debug!("connection closed with error: {e}");
-    }
+async fn hand_to_hyper(stream: TcpStream, read: Bytes, frontend: Arc<Frontend>, shutdown: Shutdown) {
+    let handler = move |req| api::handle(frontend.clone(), req);
+    common::http::serve_connection(Rewound { read, stream }, handler, shutdown).await
 }
 
 /// A connection whose first bytes were already read: reading yields them again first.
