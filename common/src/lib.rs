@@ -1,7 +1,8 @@
 //! Shared building blocks of Velour Fog.
 //!
 //! Pure logic (no I/O): [`partition`] (which partition a key is in), [`placement`] (which nodes
-//! hold a partition), [`version`] (which write wins), [`query`] (byte-exact query strings).
+//! hold a partition, and partitions on the move), [`layout`] (where partitions should go when
+//! nodes join and leave, moving as little as possible), [`version`] (which write wins), [`query`] (byte-exact query strings).
 //! Plumbing used by every server: [`proto`] (the internal wire protocol), [`http`] (server loop
 //! and deadline-bound client), [`shutdown`] (signals and logging),
 //! [`runtime`] (the Tokio runtime, sized by `--worker-threads`). Nothing here knows about a
@@ -11,6 +12,7 @@ pub mod addr;
 pub mod atomic_file;
 pub mod batch;
 pub mod http;
+pub mod layout;
 pub mod mapwatch;
 pub mod partition;
 pub mod placement;

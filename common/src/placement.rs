@@ -1,15 +1,21 @@
-//! Placement: which storage nodes hold each partition.
+//! Placement: which storage nodes hold each partition, and which partitions are moving.
 //!
-//! The controller turns the registered storage nodes into a [`PartitionMap`]: a number of hex
-//! digits (so `16^digits` partitions), and for every partition the `replication` distinct nodes
-//! that hold it. Replica slots are dealt round-robin over the nodes in id order (partition `p`
-//! replica `i` goes to node `(p * K + i) mod S`), so the `K` replicas of a partition are always
-//! distinct and every node holds either `floor(P*K/S)` or `ceil(P*K/S)` replica slots.
+//! The controller keeps a [`PartitionMap`]: a number of hex digits (so `16^digits` partitions),
+//! the members with their states, and for every partition an [`Assignment`]: the replicas that
+//! serve it and, while it moves, the set it is moving to or the nodes it is leaving. Routing
+//! rules (write set, read set, the oldest epoch whose writes are still accepted) are methods
+//! here, so frontends and storage nodes apply the same ones.
+//!
+//! A new cluster's first map deals the replica slots round-robin over the nodes in id order
+//! (partition `p` replica `i` goes to node `(p * K + i) mod S`), so the `K` replicas of a
+//! partition are distinct and every node holds `floor(P*K/S)` or `ceil(P*K/S)` slots. Later
+//! changes keep that assignment and move as little as possible (see [`crate::layout`]).
 //!
 //! [`choose_digits`] picks the smallest number of digits for which that rounding leaves the most
 //! loaded node within [`MAX_IMBALANCE`] of the mean. The prototype's rule (smallest `N` with
 //! `16^N >= S/K`) gives 16 partitions for most clusters, and 16 partitions over 5 nodes means
-//! some nodes hold 4 and others 3: a 25% skew.
+//! some nodes hold 4 and others 3: a 25% skew. A growing cluster splits its partitions in place
+//! when it needs more of them ([`crate::layout::split`]).
 
 use crate::partition::{self, Partition, MAX_DIGITS};
 use serde::{Deserialize, Serialize};
@@ -49,6 +55,14 @@ pub struct Member {
     /// replicas refuse them (see [`PartitionMap::min_write_epoch`]).
     #[serde(default = "first_epoch")]
     pub joined: Epoch,
+    /// The node's failure domain (`storage --zone`): replicas of a partition go to distinct
+    /// zones whenever there are at least K of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// The operator removed the node: its partitions are moving away, and it leaves the map once
+    /// it holds none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub leaving: bool,
 }
 
 fn first_epoch() -> Epoch {
@@ -58,7 +72,66 @@ fn first_epoch() -> Epoch {
 impl Member {
     /// A node that is up since the map's first epoch.
     pub fn up(id: NodeId, addr: impl Into<String>) -> Self {
-        Self { id, addr: addr.into(), state: NodeState::Up, joined: 1 }
+        Self { id, addr: addr.into(), state: NodeState::Up, joined: 1, zone: None, leaving: false }
+    }
+}
+
+/// Who holds one partition, and where it is moving (see `docs/membership.md`).
+///
+/// A settled partition has only `replicas`. A move from set O to set N goes through two phases,
+/// each started by a new map epoch:
+/// - **copying**: `replicas` = O, `next` = N. Writes go to O ∪ N and need a write quorum in each;
+///   reads use O. The nodes of N not in O pull the partition from O.
+/// - **retiring**: `replicas` = N, `retiring` = O \ N. Reads use N; the retiring nodes still take
+///   writes, because a frontend holding the copying map may still read from them, until each has
+///   installed this map (from then on it refuses reads of the partition).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The nodes that serve reads of the partition (when up) and take its writes.
+    pub replicas: Vec<NodeId>,
+    /// While copying: the set that will replace `replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<Vec<NodeId>>,
+    /// While retiring: former replicas that still take writes but serve no reads.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retiring: Vec<NodeId>,
+    /// The epoch at which the current move began: writes routed by older maps miss the nodes it
+    /// added, so they are refused (see [`PartitionMap::min_write_epoch`]). 0 if never moved.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub since: Epoch,
+}
+
+fn is_zero(epoch: &Epoch) -> bool {
+    *epoch == 0
+}
+
+impl Assignment {
+    /// A settled partition held by `replicas`.
+    pub fn settled(replicas: Vec<NodeId>) -> Self {
+        Self { replicas, ..Self::default() }
+    }
+
+    /// Whether a move is in progress.
+    pub fn is_moving(&self) -> bool {
+        self.next.is_some() || !self.retiring.is_empty()
+    }
+
+    /// Every node that must receive the partition's writes: replicas, incoming, retiring (each
+    /// once, in that order).
+    pub fn holders(&self) -> impl Iterator<Item = NodeId> + '_ {
+        let next = self.next.iter().flatten().filter(|id| !self.replicas.contains(id));
+        let retiring = self.retiring.iter().filter(|id| !self.replicas.contains(id));
+        self.replicas.iter().chain(next).chain(retiring).copied()
+    }
+
+    /// The nodes of `next` that do not hold the partition yet.
+    pub fn incoming(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.next.iter().flatten().copied().filter(|id| !self.replicas.contains(id))
+    }
+
+    /// The sets in each of which a write needs a quorum: `replicas`, and `next` while copying.
+    pub fn quorum_sets(&self) -> impl Iterator<Item = &[NodeId]> + '_ {
+        std::iter::once(self.replicas.as_slice()).chain(self.next.as_deref())
     }
 }
 
@@ -68,13 +141,13 @@ pub struct PartitionMap {
     pub epoch: Epoch,
     /// Hex digits of SHA-1 used to pick a partition.
     pub digits: u8,
-    /// Replicas per partition (K).
+    /// Replicas per partition (K) the cluster aims for; a partition being moved to a new K has
+    /// the old count in `replicas` until its move commits.
     pub replication: usize,
     /// Every storage node the map uses, sorted by id.
     pub members: Vec<Member>,
-    /// `replication` node ids per partition, partition-major: the replicas of partition `p`
-    /// are `replicas[p*K .. (p+1)*K]`.
-    pub replicas: Vec<NodeId>,
+    /// Who holds each partition, in partition order.
+    pub partitions: Vec<Assignment>,
 }
 
 /// Why a map cannot be built.
@@ -87,34 +160,44 @@ pub enum PlacementError {
 }
 
 impl PartitionMap {
-    /// Builds the map for `members` (any order; ids must be distinct) with `replication`
-    /// replicas per partition.
+    /// The first map of a cluster formed by `members` (any order; ids must be distinct) with
+    /// `replication` replicas per partition: replica slots dealt round-robin in id order, so
+    /// partition `p` replica `i` is node `(p * K + i) mod S`.
     pub fn build(epoch: Epoch, mut members: Vec<Member>, replication: usize) -> Result<Self, PlacementError> {
         members.sort_by_key(|m| m.id);
         let digits = choose_digits(members.len(), replication)?;
         let partitions = partition::count(digits) as usize;
-        let replicas = (0..partitions * replication).map(|slot| members[slot % members.len()].id).collect();
-        Ok(Self { epoch, digits, replication, members, replicas })
+        let partitions = (0..partitions)
+            .map(|p| {
+                let slots = p * replication..(p + 1) * replication;
+                Assignment::settled(slots.map(|slot| members[slot % members.len()].id).collect())
+            })
+            .collect();
+        Ok(Self { epoch, digits, replication, members, partitions })
     }
 
     pub fn partition_count(&self) -> u32 {
         partition::count(self.digits)
     }
 
-    /// The nodes holding `partition`.
-    pub fn replicas_of(&self, partition: Partition) -> &[NodeId] {
-        let start = partition as usize * self.replication;
-        &self.replicas[start..start + self.replication]
+    /// Who holds `partition`.
+    pub fn assignment(&self, partition: Partition) -> &Assignment {
+        &self.partitions[partition as usize]
     }
 
-    /// The partition of `key` and the nodes holding it.
+    /// The nodes that serve reads of `partition` (when up).
+    pub fn replicas_of(&self, partition: Partition) -> &[NodeId] {
+        &self.assignment(partition).replicas
+    }
+
+    /// The partition of `key` and the nodes serving it.
     pub fn locate(&self, key: &[u8]) -> (Partition, &[NodeId]) {
         let p = partition::of(key, self.digits);
         (p, self.replicas_of(p))
     }
 
     pub fn member(&self, id: NodeId) -> Option<&Member> {
-        self.members.iter().find(|m| m.id == id)
+        self.members.binary_search_by_key(&id, |m| m.id).ok().map(|i| &self.members[i])
     }
 
     /// The state of `id` (a node the map does not know is down).
@@ -122,9 +205,9 @@ impl PartitionMap {
         self.member(id).map_or(NodeState::Down, |m| m.state)
     }
 
-    /// The replicas of `partition` that take writes: up and catching up.
+    /// The nodes that take writes of `partition`: every holder that is not down.
     pub fn write_set(&self, partition: Partition) -> impl Iterator<Item = NodeId> + '_ {
-        self.replicas_of(partition).iter().copied().filter(move |&id| self.state(id) != NodeState::Down)
+        self.assignment(partition).holders().filter(move |&id| self.state(id) != NodeState::Down)
     }
 
     /// The replicas of `partition` that may serve reads: up only.
@@ -132,27 +215,36 @@ impl PartitionMap {
         self.replicas_of(partition).iter().copied().filter(move |&id| self.state(id) == NodeState::Up)
     }
 
-    /// The oldest map epoch whose writes to `partition` are still accepted: the latest epoch at
-    /// which one of its live replicas (re)joined. A frontend routing by an older map does not
-    /// send to that replica, so its write must be refused and retried with a newer map.
+    /// The oldest map epoch whose writes to `partition` are still accepted: the later of the
+    /// epoch its current move began and the latest epoch at which one of its live holders
+    /// (re)joined. A frontend routing by an older map does not send to every holder, so its
+    /// write must be refused and retried with a newer map.
     pub fn min_write_epoch(&self, partition: Partition) -> Epoch {
-        self.replicas_of(partition)
-            .iter()
-            .filter_map(|&id| self.member(id))
-            .filter(|m| m.state != NodeState::Down)
-            .map(|m| m.joined)
-            .max()
-            .unwrap_or(1)
+        let joined = self.write_set(partition).filter_map(|id| self.member(id)).map(|m| m.joined).max();
+        joined.unwrap_or(1).max(self.assignment(partition).since)
     }
 
-    /// The partitions `id` holds.
+    /// Whether `id` must hold `partition` (as replica, incoming or retiring).
+    pub fn holds(&self, id: NodeId, partition: Partition) -> bool {
+        self.assignment(partition).holders().any(|h| h == id)
+    }
+
+    /// The partitions `id` must hold (as replica, incoming or retiring).
     pub fn partitions_of(&self, id: NodeId) -> impl Iterator<Item = Partition> + '_ {
-        (0..self.partition_count()).filter(move |&p| self.replicas_of(p).contains(&id))
+        (0..self.partition_count()).filter(move |&p| self.holds(id, p))
     }
 
-    /// How many replica slots each member holds, in member order.
+    /// Whether no partition is moving.
+    pub fn is_settled(&self) -> bool {
+        !self.partitions.iter().any(Assignment::is_moving)
+    }
+
+    /// How many partitions each member serves reads of, in member order.
     pub fn load(&self) -> Vec<usize> {
-        self.members.iter().map(|m| self.replicas.iter().filter(|&&r| r == m.id).count()).collect()
+        self.members
+            .iter()
+            .map(|m| self.partitions.iter().filter(|a| a.replicas.contains(&m.id)).count())
+            .collect()
     }
 }
 
@@ -188,7 +280,7 @@ mod tests {
         for nodes in 1..=64usize {
             for replication in 1..=nodes.min(5) {
                 let map = PartitionMap::build(1, members(nodes), replication).unwrap();
-                assert_eq!(map.replicas.len(), map.partition_count() as usize * replication);
+                assert_eq!(map.partitions.len(), map.partition_count() as usize);
                 for p in 0..map.partition_count() {
                     let mut r = map.replicas_of(p).to_vec();
                     r.sort();
@@ -196,7 +288,7 @@ mod tests {
                     assert_eq!(r.len(), replication, "partition {p} of S={nodes} K={replication}");
                 }
                 let load = map.load();
-                let mean = map.replicas.len() as f64 / nodes as f64;
+                let mean = (map.partitions.len() * replication) as f64 / nodes as f64;
                 let most = *load.iter().max().unwrap() as f64;
                 assert!(
                     most <= mean * (1.0 + MAX_IMBALANCE),
@@ -250,6 +342,32 @@ mod tests {
         map.members[1].state = NodeState::Down;
         assert_eq!(map.min_write_epoch(p), 1, "down replicas do not fence");
         assert_eq!(map.partitions_of(ids[2]).count(), 16);
+    }
+
+    #[test]
+    fn a_moving_partition_writes_to_both_sets_and_reads_from_the_old_one() {
+        let mut map = PartitionMap::build(3, members(4), 2).unwrap();
+        let ids: Vec<NodeId> = map.members.iter().map(|m| m.id).collect();
+        let old = map.replicas_of(0).to_vec();
+        let newcomer = *ids.iter().find(|id| !old.contains(id)).unwrap();
+        let next = vec![old[0], newcomer];
+        map.partitions[0].next = Some(next.clone());
+        map.partitions[0].since = 3;
+        assert_eq!(map.write_set(0).collect::<Vec<_>>(), [old[0], old[1], newcomer]);
+        assert_eq!(map.read_set(0).collect::<Vec<_>>(), old);
+        assert_eq!(map.assignment(0).quorum_sets().collect::<Vec<_>>(), [&old[..], &next[..]]);
+        assert_eq!(map.assignment(0).incoming().collect::<Vec<_>>(), [newcomer]);
+        assert_eq!(map.min_write_epoch(0), 3, "writers that skip the newcomer are refused");
+        assert!(map.holds(newcomer, 0) && !map.is_settled());
+        // Committed: the new set serves reads; the old replica still takes writes until retired.
+        map.partitions[0] =
+            Assignment { replicas: next.clone(), next: None, retiring: vec![old[1]], since: 3 };
+        assert_eq!(map.write_set(0).collect::<Vec<_>>(), [old[0], newcomer, old[1]]);
+        assert_eq!(map.read_set(0).collect::<Vec<_>>(), next);
+        assert_eq!(map.assignment(0).quorum_sets().count(), 1);
+        map.partitions[0].retiring.clear();
+        assert!(!map.holds(old[1], 0));
+        assert!(map.is_settled());
     }
 
     #[test]

@@ -16,7 +16,16 @@
 //! - `POST /v1/frontend/register` with [`FrontendRegistration`] → [`FrontendRegistered`].
 //! - `GET /v1/map?newer_than=E&wait_ms=W`: the current map as soon as its epoch exceeds `E`
 //!   (a long poll: the controller answers the moment a new map exists, or 304 after `W` ms).
-//! - `GET /v1/status`: members, frontends and the map epoch, for operators.
+//! - `POST /v1/storage/caught-up` with [`CaughtUp`]: a node back from being down pulled what it
+//!   missed. (A node that pulled a partition moving to it says so in its heartbeats.)
+//! - `POST /v1/fence` with [`FenceRequest`]: fence a replica that missed a write out of reads.
+//! - `GET /v1/status`: members, frontends, the map epoch and every move, for operators.
+//! - Admin (the `velourfog` CLI): `POST /v1/admin/node/add` and `/v1/admin/node/remove` with
+//!   [`NodeRequest`], `POST /v1/admin/replication` with [`ReplicationRequest`]; each answers an
+//!   [`AdminOutcome`].
+//!
+//! Storage nodes also serve peers: `GET /v1/digests?digits=D` and `POST /v1/diff` (see the
+//! storage crate's `repair` module), and `POST /v1/batch` (see [`crate::batch`]).
 
 use crate::partition::Partition;
 use crate::placement::{Epoch, NodeId, NodeState, PartitionMap};
@@ -39,6 +48,9 @@ pub const FENCE_PATH: &str = "/v1/fence";
 pub const DIGESTS_PATH: &str = "/v1/digests";
 pub const DIFF_PATH: &str = "/v1/diff";
 pub const BATCH_PATH: &str = "/v1/batch";
+pub const ADMIN_NODE_ADD_PATH: &str = "/v1/admin/node/add";
+pub const ADMIN_NODE_REMOVE_PATH: &str = "/v1/admin/node/remove";
+pub const ADMIN_REPLICATION_PATH: &str = "/v1/admin/replication";
 /// Header on a record read asking for the record even without a read lease (`1`): the caller
 /// compares several replicas, so it does not rely on any one being fresh.
 pub const UNLEASED: &str = "vf-unleased";
@@ -52,6 +64,37 @@ pub struct StorageRegistration {
     pub addr: String,
     /// The id the node was given before, if it remembers one.
     pub node_id: Option<NodeId>,
+    /// The node's failure domain (`storage --zone`).
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// The epoch of the newest map the node has installed.
+    #[serde(default)]
+    pub map_epoch: Option<Epoch>,
+    /// That map itself, offered when the controller may not know it (its last answer named an
+    /// older epoch, or none): a controller that lost its state adopts the newest map offered.
+    #[serde(default)]
+    pub map: Option<PartitionMap>,
+    /// Partitions the node is pulling because they are moving to it, and how far it got.
+    #[serde(default)]
+    pub transfers: Vec<TransferProgress>,
+    /// Partitions moving to the node that it has pulled completely, each with its move's
+    /// `since` epoch, all while its `joined` epoch was [`Self::joined`] (a node that was down
+    /// in between may have missed writes, so its reports are ignored).
+    #[serde(default)]
+    pub synced: Vec<(Partition, Epoch)>,
+    #[serde(default)]
+    pub joined: Epoch,
+}
+
+/// How far a node got pulling one partition that is moving to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferProgress {
+    pub partition: Partition,
+    /// The move's `since` epoch.
+    pub since: Epoch,
+    pub bytes_done: u64,
+    /// Bytes the sources hold for the partition (an estimate until the pull ends).
+    pub bytes_total: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +120,29 @@ pub struct CaughtUp {
     pub joined: Epoch,
 }
 
+/// An operator naming a storage node: its id or its `host:port`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRequest {
+    pub node: String,
+}
+
+/// An operator changing the replication factor K.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationRequest {
+    pub replication: usize,
+}
+
+/// What an admin request did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminOutcome {
+    pub message: String,
+    /// The node concerned, if any.
+    pub node_id: Option<NodeId>,
+    /// Partition moves the change started or queued.
+    pub moves: usize,
+    pub epoch: Option<Epoch>,
+}
+
 /// A frontend asking the controller to fence a replica that failed a write out of reads.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FenceRequest {
@@ -88,6 +154,10 @@ pub struct FenceRequest {
 pub struct FrontendRegistration {
     /// `host:port` of the frontend's public API, for the operator's view.
     pub addr: String,
+    /// The epoch of the map the frontend routes by, if any: a controller that lost its state
+    /// numbers its next map above every epoch in use.
+    #[serde(default)]
+    pub map_epoch: Option<Epoch>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,7 +170,7 @@ pub struct FrontendRegistered {
 }
 
 /// The controller's view of the cluster, served at [`STATUS_PATH`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClusterStatus {
     pub expected_storage: usize,
     pub replication: usize,
@@ -112,6 +182,70 @@ pub struct ClusterStatus {
     pub partitions_healthy: usize,
     /// Partitions with some replica not up, and their replicas' states.
     pub partitions_degraded: Vec<PartitionHealth>,
+    /// How new storage nodes join a formed cluster.
+    pub join: JoinPolicy,
+    /// Nodes waiting for `velourfog node add` (with `--join manual`).
+    pub pending: Vec<PendingStatus>,
+    /// Every partition move in progress or queued; empty once the cluster is settled.
+    pub moves: Vec<MoveStatus>,
+}
+
+/// How storage nodes that register with a formed cluster are admitted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinPolicy {
+    /// Starting a node is the operator's intent: it joins at once.
+    #[default]
+    Auto,
+    /// New nodes wait as `pending` until `velourfog node add`.
+    Manual,
+}
+
+impl std::str::FromStr for JoinPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "manual" => Ok(Self::Manual),
+            other => Err(format!("unknown join policy `{other}` (expected `auto` or `manual`)")),
+        }
+    }
+}
+
+/// A node waiting to be added.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingStatus {
+    pub addr: String,
+    pub zone: Option<String>,
+    pub last_seen_ms: u64,
+}
+
+/// Where a partition move stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MovePhase {
+    /// Planned; waits for a free transfer slot.
+    Queued,
+    /// The new replicas are pulling the partition; writes go to both sets.
+    Copying,
+    /// The new set serves reads; the old replicas are being let go.
+    Retiring,
+}
+
+/// One partition move, for operators.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MoveStatus {
+    pub partition: Partition,
+    pub phase: MovePhase,
+    pub from: Vec<NodeId>,
+    pub to: Vec<NodeId>,
+    pub bytes_done: u64,
+    pub bytes_left: u64,
+    /// Bytes per second over the transfer so far.
+    pub rate_bytes_per_s: f64,
+    /// Seconds left at that rate, once there is a rate.
+    pub eta_s: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +263,11 @@ pub struct StorageStatus {
     pub last_seen_ms: u64,
     /// Partition replicas the node holds in the current map.
     pub partitions: usize,
+    pub zone: Option<String>,
+    /// Removed by the operator: its partitions are moving away.
+    pub leaving: bool,
+    /// The newest map epoch the node reported having installed.
+    pub map_epoch: Option<Epoch>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

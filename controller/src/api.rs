@@ -1,9 +1,14 @@
-//! The controller's HTTP API (see `common::proto`): registration, the map long poll, status.
+//! The controller's HTTP API (see `common::proto`): registration, the map long poll, fencing,
+//! status, and the admin endpoints the `velourfog` CLI calls. [`ROUTES`] is the one list of
+//! endpoints: dispatch, 404 and 405 (with `Allow`) all come from it.
 
-use crate::cluster::RegisterError;
+use crate::cluster::{AdminError, RegisterError};
 use crate::Controller;
 use common::http::{self as h, Body, ReadBodyError};
-use common::proto::{self, CaughtUp, FenceRequest, FrontendRegistration, StorageRegistration};
+use common::proto::{
+    self, AdminOutcome, CaughtUp, FenceRequest, FrontendRegistration, NodeRequest, ReplicationRequest,
+    StorageRegistration,
+};
 use common::query::Query;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -22,8 +27,10 @@ pub enum ApiError {
     BadRequest(String),
     #[error(transparent)]
     Refused(#[from] RegisterError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
     #[error("method {method} is not supported on {path}")]
-    MethodNotAllowed { method: Method, path: String },
+    MethodNotAllowed { method: Method, path: String, allow: &'static str },
     #[error("no such endpoint: {0}")]
     UnknownPath(String),
     #[error("unknown storage node {0}")]
@@ -36,7 +43,12 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Refused(RegisterError::Removed { .. }) => StatusCode::GONE,
+            ApiError::Refused(RegisterError::Adopting) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Refused(_) => StatusCode::CONFLICT,
+            ApiError::Admin(AdminError::NotFormed) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Admin(AdminError::UnknownNode(_) | AdminError::NotPending(_)) => StatusCode::NOT_FOUND,
+            ApiError::Admin(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnknownPath(_) => StatusCode::NOT_FOUND,
             ApiError::UnknownNode(_) => StatusCode::NOT_FOUND,
@@ -45,36 +57,113 @@ impl ApiError {
     }
 }
 
+/// What an endpoint does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    RegisterStorage,
+    RegisterFrontend,
+    Map,
+    Fence,
+    CaughtUp,
+    Status,
+    Health,
+    NodeAdd,
+    NodeRemove,
+    Replication,
+}
+
+/// Every endpoint of the controller: method, path, what it does.
+const ROUTES: &[(Method, &str, Route)] = &[
+    (Method::POST, proto::STORAGE_REGISTER_PATH, Route::RegisterStorage),
+    (Method::POST, proto::FRONTEND_REGISTER_PATH, Route::RegisterFrontend),
+    (Method::GET, proto::MAP_PATH, Route::Map),
+    (Method::POST, proto::FENCE_PATH, Route::Fence),
+    (Method::POST, proto::CAUGHT_UP_PATH, Route::CaughtUp),
+    (Method::GET, proto::STATUS_PATH, Route::Status),
+    (Method::GET, "/health", Route::Health),
+    (Method::POST, proto::ADMIN_NODE_ADD_PATH, Route::NodeAdd),
+    (Method::POST, proto::ADMIN_NODE_REMOVE_PATH, Route::NodeRemove),
+    (Method::POST, proto::ADMIN_REPLICATION_PATH, Route::Replication),
+];
+
+fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
+    let mut allowed = ROUTES.iter().filter(|(_, p, _)| *p == path).peekable();
+    let (allow, _, _) = allowed.peek().ok_or_else(|| ApiError::UnknownPath(path.to_owned()))?;
+    let allow = if *allow == Method::GET { "GET" } else { "POST" };
+    allowed
+        .find(|(m, _, _)| m == method)
+        .map(|(_, _, route)| *route)
+        .ok_or_else(|| ApiError::MethodNotAllowed { method: method.clone(), path: path.to_owned(), allow })
+}
+
 /// Answers one request.
 pub async fn handle(controller: Arc<Controller>, req: Request<Incoming>) -> Response<Body> {
-    let result = match (req.method(), req.uri().path()) {
-        (&Method::POST, proto::STORAGE_REGISTER_PATH) => register_storage(&controller, req).await,
-        (&Method::POST, proto::FRONTEND_REGISTER_PATH) => register_frontend(&controller, req).await,
-        (&Method::GET, proto::MAP_PATH) => watch_map(&controller, req).await,
-        (&Method::POST, proto::FENCE_PATH) => fence(&controller, req).await,
-        (&Method::POST, proto::CAUGHT_UP_PATH) => caught_up(&controller, req).await,
-        (&Method::GET, proto::STATUS_PATH) => {
-            Ok(h::json(StatusCode::OK, &controller.cluster().status(Instant::now())))
-        }
-        (&Method::GET, "/health") => Ok(h::text(StatusCode::OK, "ok")),
-        (
-            method,
-            path @ (proto::STORAGE_REGISTER_PATH
-            | proto::FRONTEND_REGISTER_PATH
-            | proto::MAP_PATH
-            | proto::STATUS_PATH
-            | proto::FENCE_PATH
-            | proto::CAUGHT_UP_PATH
-            | "/health"),
-        ) => Err(ApiError::MethodNotAllowed { method: method.clone(), path: path.to_owned() }),
-        (_, path) => Err(ApiError::UnknownPath(path.to_owned())),
+    let result = match route(req.method(), req.uri().path()) {
+        Ok(Route::RegisterStorage) => register_storage(&controller, req).await,
+        Ok(Route::RegisterFrontend) => register_frontend(&controller, req).await,
+        Ok(Route::Map) => watch_map(&controller, req).await,
+        Ok(Route::Fence) => fence(&controller, req).await,
+        Ok(Route::CaughtUp) => caught_up(&controller, req).await,
+        Ok(Route::Status) => Ok(h::json(StatusCode::OK, &controller.cluster().status(Instant::now()))),
+        Ok(Route::Health) => Ok(h::text(StatusCode::OK, "ok")),
+        Ok(Route::NodeAdd) => node_add(&controller, req).await,
+        Ok(Route::NodeRemove) => node_remove(&controller, req).await,
+        Ok(Route::Replication) => replication(&controller, req).await,
+        Err(e) => Err(e),
     };
     result.unwrap_or_else(|e| {
         if matches!(e, ApiError::Refused(_)) {
-            log::warn!("registration refused: {e}");
+            log::debug!("registration refused: {e}");
         }
-        h::text(e.status(), e)
+        let mut response = h::text(e.status(), &e);
+        if let ApiError::MethodNotAllowed { allow, .. } = e {
+            response.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+        }
+        response
     })
+}
+
+/// Applies an admin change under the lock: saved, then published, then answered.
+fn admin<T>(
+    controller: &Controller,
+    change: impl FnOnce(
+        &mut crate::cluster::Cluster,
+    ) -> Result<(T, Option<Arc<common::placement::PartitionMap>>), AdminError>,
+) -> Result<(T, usize, Option<u64>), ApiError> {
+    let (value, new_map, moves, epoch) = {
+        let mut cluster = controller.cluster();
+        let (value, new_map) = change(&mut cluster)?;
+        if new_map.is_some() {
+            controller.save(&cluster);
+        }
+        (value, new_map, cluster.moves_left(), cluster.epoch())
+    };
+    if let Some(map) = new_map {
+        controller.publish(map);
+    }
+    Ok((value, moves, epoch))
+}
+
+async fn node_add(controller: &Controller, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let request: NodeRequest = read_json(req).await?;
+    let ((), moves, epoch) = admin(controller, |c| c.approve(&request.node).map(|()| ((), None)))?;
+    let message = format!("{} approved: it joins the cluster at its next heartbeat", request.node);
+    Ok(h::json(StatusCode::OK, &AdminOutcome { message, node_id: None, moves, epoch }))
+}
+
+async fn node_remove(controller: &Controller, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let request: NodeRequest = read_json(req).await?;
+    let (id, moves, epoch) = admin(controller, |c| c.remove(&request.node))?;
+    let message = format!("node {id} is leaving: {moves} partition moves planned");
+    Ok(h::json(StatusCode::OK, &AdminOutcome { message, node_id: Some(id), moves, epoch }))
+}
+
+async fn replication(controller: &Controller, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let request: ReplicationRequest = read_json(req).await?;
+    let ((), moves, epoch) =
+        admin(controller, |c| c.set_replication(request.replication).map(|map| ((), map)))?;
+    let message = format!("replication is {}: {moves} partition moves planned", request.replication);
+    Ok(h::json(StatusCode::OK, &AdminOutcome { message, node_id: None, moves, epoch }))
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
@@ -110,8 +199,12 @@ async fn fence(controller: &Controller, req: Request<Incoming>) -> Result<Respon
     let request: FenceRequest = read_json(req).await?;
     let fenced = {
         let mut cluster = controller.cluster();
-        let fenced =
-            cluster.fence(request.node_id, &request.reason).ok_or(ApiError::UnknownNode(request.node_id))?;
+        if cluster.adopting(Instant::now()) {
+            return Err(RegisterError::Adopting.into());
+        }
+        let fenced = cluster
+            .fence(request.node_id, &request.reason, Instant::now())
+            .ok_or(ApiError::UnknownNode(request.node_id))?;
         if fenced.new_map.is_some() {
             controller.save(&cluster);
         }
@@ -151,7 +244,8 @@ async fn register_frontend(
 ) -> Result<Response<Body>, ApiError> {
     let registration: FrontendRegistration = read_json(req).await?;
     common::addr::split(&registration.addr).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let answer = controller.cluster().register_frontend(&registration.addr, Instant::now());
+    let answer =
+        controller.cluster().register_frontend(&registration.addr, registration.map_epoch, Instant::now());
     Ok(h::json(StatusCode::OK, &answer))
 }
 

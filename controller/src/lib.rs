@@ -1,14 +1,17 @@
 //! The Velour Fog controller: the one process that knows the whole cluster.
 //!
 //! It admits storage nodes and frontends, forms the cluster once the expected number of storage
-//! nodes has registered, owns the partition map and pushes every new map to the frontends. The
+//! nodes has registered, then grows, shrinks and re-replicates it as nodes join and operators
+//! remove them (see [`cluster`] and `docs/membership.md`), owns the partition map and pushes
+//! every new map to the frontends and storage nodes. The
 //! push rides on a long poll each frontend keeps open (`GET /v1/map?newer_than=E`), answered the
 //! moment a newer map exists; so a frontend needs no port of its own for the controller, and one
 //! that missed a push (or started late) gets the current map as soon as it asks.
 //!
-//! Membership and the map are saved atomically to `cluster.json` in the state directory before
-//! any change is announced, so a restarted controller resumes the same cluster at the same
-//! epoch without anyone re-registering. While it is down, frontends keep routing with the map
+//! Membership, the map and the planned layout are saved atomically to `cluster.json` in the
+//! state directory before any change is announced, so a restarted controller resumes the same
+//! cluster at the same epoch, moves included, without anyone re-registering. One whose state
+//! directory was lost adopts the newest map its storage nodes hold before it changes anything. While it is down, frontends keep routing with the map
 //! they have and storage nodes keep serving; both reconnect by themselves.
 
 pub mod api;
@@ -16,7 +19,7 @@ pub mod cluster;
 
 use anyhow::Context;
 use bytes::Bytes;
-use cluster::{Cluster, Timing};
+use cluster::{Cluster, Policy, Timing};
 use common::placement::{Epoch, PartitionMap};
 use common::shutdown::Shutdown;
 use std::net::{IpAddr, SocketAddr};
@@ -36,12 +39,21 @@ pub struct Config {
     /// Port to listen on (0 picks a free port).
     #[arg(value_name = "PORT")]
     pub port: u16,
-    /// How many storage nodes form the cluster.
+    /// How many storage nodes form the cluster at first (later nodes join it; a restarted
+    /// controller resumes the cluster as it has become).
     #[arg(value_name = "NUM_STORAGE")]
     pub num_storage: usize,
-    /// How many storage nodes hold each partition (K).
+    /// How many storage nodes hold each partition (K) when the cluster forms (change it later
+    /// with `velourfog replication set`).
     #[arg(value_name = "REDUNDANCY")]
     pub redundancy: usize,
+    /// How storage nodes that register with a formed cluster join: `auto` (at once) or `manual`
+    /// (they wait as pending until `velourfog node add ADDR`).
+    #[arg(long, env = "VF_JOIN", default_value = "auto")]
+    pub join: common::proto::JoinPolicy,
+    /// Partitions moved at the same time when nodes join or leave.
+    #[arg(long, env = "VF_MOVES_AT_ONCE", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub moves_at_once: u16,
     /// Address to listen on.
     #[arg(long, env = "VF_LISTEN_HOST", default_value = "0.0.0.0")]
     pub host: IpAddr,
@@ -135,7 +147,8 @@ impl Server {
             config.down_after_ms,
             config.lease_ms
         );
-        let fresh = Cluster::new(config.num_storage, config.redundancy, timing)
+        let policy = Policy { join: config.join, moves_at_once: usize::from(config.moves_at_once) };
+        common::placement::choose_digits(config.num_storage, config.redundancy)
             .context("invalid NUM_STORAGE / REDUNDANCY")?;
         let state_dir = config
             .state_dir
@@ -146,18 +159,26 @@ impl Server {
         let lock = common::atomic_file::lock_dir(&state_dir)
             .with_context(|| format!("cannot lock state directory {}", state_dir.display()))?;
         let state_file = state_dir.join(STATE_FILE);
+        let now = std::time::Instant::now();
         let cluster = match load(&state_file)? {
-            None => fresh,
+            None => {
+                // Nodes may hold a cluster this controller lost: collect their maps first.
+                let adopt = Some((timing.down_after, now));
+                Cluster::new(config.num_storage, config.redundancy, timing, policy, adopt)?
+            }
             Some(saved) => {
-                let cluster = Cluster::restore(
-                    saved,
-                    config.num_storage,
-                    config.redundancy,
-                    timing,
-                    std::time::Instant::now(),
-                )?;
+                let mut cluster = Cluster::restore(saved, timing, policy, now);
+                cluster.resize_unformed(config.num_storage, config.redundancy)?;
+                if cluster.map().is_some() && cluster.replication() != config.redundancy {
+                    log::warn!(
+                        "the cluster keeps {} replicas per partition (REDUNDANCY {} applies only when a cluster \
+                         forms; change it with `velourfog replication set`)",
+                        cluster.replication(),
+                        config.redundancy
+                    );
+                }
                 log::info!(
-                    "resumed cluster from {}: {} storage nodes registered, map epoch {}",
+                    "resumed cluster from {}: {} storage nodes, map epoch {}",
                     state_file.display(),
                     cluster.saved().members.len(),
                     cluster.epoch().map_or("none yet".to_owned(), |e| e.to_string())
@@ -187,18 +208,18 @@ impl Server {
         if let Some(map) = map {
             controller.publish(map);
         }
-        let liveness = tokio::spawn(check_liveness(controller.clone(), shutdown.clone()));
+        let housekeeping = tokio::spawn(housekeeping(controller.clone(), shutdown.clone()));
         common::http::serve(self.listener, move |req| api::handle(controller.clone(), req), shutdown).await;
-        liveness.abort();
+        housekeeping.abort();
         log::info!("controller stopped");
         Ok(())
     }
 }
 
-/// How often the controller looks for silent storage nodes.
+/// How often the controller looks for silent storage nodes and moves partitions a step on.
 pub const LIVENESS_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
-async fn check_liveness(controller: Arc<Controller>, mut shutdown: Shutdown) {
+async fn housekeeping(controller: Arc<Controller>, mut shutdown: Shutdown) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(LIVENESS_CHECK_INTERVAL) => {}
@@ -206,7 +227,7 @@ async fn check_liveness(controller: Arc<Controller>, mut shutdown: Shutdown) {
         }
         let new_map = {
             let mut cluster = controller.cluster();
-            let new_map = cluster.check_liveness(std::time::Instant::now());
+            let new_map = cluster.step(std::time::Instant::now());
             if new_map.is_some() {
                 controller.save(&cluster);
             }

@@ -156,7 +156,7 @@ async fn get(frontend: &Frontend, query: Option<&str>) -> Result<Response<Body>,
     let level = level_of(&query, "r", frontend.read_level)?;
     let routes = frontend.router.current().ok_or(ApiError::NoMap)?;
     let partition = common::partition::of(key, routes.map.digits);
-    let replication = routes.map.replication;
+    let replication = routes.map.replicas_of(partition).len();
     if level != Level::One {
         return read_and_compare(frontend, &routes, partition, key, level.required(replication)).await;
     }
@@ -319,7 +319,8 @@ async fn set_streamed(
     let (kept, results) =
         frontend.replicas.write_streamed(&routes, &targets, key, timestamp, length, chunks).await;
     let kept = kept.map_err(|e| ApiError::BadRequest(format!("the request body could not be read: {e}")))?;
-    if results.iter().all(Result::is_ok) && targets.len() >= level.required(routes.map.replication) {
+    let stored = |node| targets.contains(&node);
+    if results.iter().all(Result::is_ok) && short_quorum(&routes.map, partition, level, stored).is_none() {
         return Ok(h::text(StatusCode::OK, "ok"));
     }
     for failure in results.iter().filter_map(|r| r.as_ref().err()) {
@@ -354,7 +355,6 @@ async fn write(
     loop {
         let partition = common::partition::of(key, routes.map.digits);
         let targets: Vec<NodeId> = routes.map.write_set(partition).collect();
-        let replication = routes.map.replication;
         let (acked, failures) =
             frontend.replicas.write_all(&routes, &targets, key, &record, Some(routes.map.epoch)).await;
         if failures.iter().any(ReplicaFailure::is_stale_epoch) {
@@ -369,11 +369,16 @@ async fn write(
                 join(&failures)
             )));
         }
-        let required = level.required(replication);
-        if acked < required {
+        let stored = |node| targets.contains(&node) && !failures.iter().any(|f| f.node == node);
+        if let Some((stored, replicas, required)) = short_quorum(&routes.map, partition, level, stored) {
+            let moving = if routes.map.assignment(partition).is_moving() {
+                " (the partition is moving: a write needs a quorum of its old and of its new replicas)"
+            } else {
+                ""
+            };
             return Err(ApiError::Unavailable(format!(
-                "write not acknowledged: {acked} of {replication} replicas of partition {partition} stored it, \
-                 w={level} needs {required} ({}); the write may be visible on some replicas",
+                "write not acknowledged: {stored} of {replicas} replicas of partition {partition} stored it, \
+                 w={level} needs {required}{moving} ({}); the write may be visible on some replicas",
                 join(&failures)
             )));
         }
@@ -386,13 +391,29 @@ async fn write(
             .collect();
         if !unfenced.is_empty() {
             return Err(ApiError::Unavailable(format!(
-                "write stored on {acked} of {replication} replicas, but replicas that missed it could not be fenced \
+                "write stored on {acked} of {} replicas, but replicas that missed it could not be fenced \
                  out of reads ({}); the write may be visible on some replicas",
+                targets.len(),
                 unfenced.join("; ")
             )));
         }
         return Ok(h::text(StatusCode::OK, "ok"));
     }
+}
+
+/// The first set of `partition` in which a write needs a quorum (its replicas, and while it
+/// moves its next replicas too) where fewer than `level` requires `stored` it: how many did, of
+/// how many, and how many were needed.
+fn short_quorum(
+    map: &common::placement::PartitionMap,
+    partition: u32,
+    level: Level,
+    stored: impl Fn(NodeId) -> bool,
+) -> Option<(usize, usize, usize)> {
+    map.assignment(partition).quorum_sets().find_map(|set| {
+        let (count, required) = (set.iter().filter(|&&node| stored(node)).count(), level.required(set.len()));
+        (count < required).then_some((count, set.len(), required))
+    })
 }
 
 fn health(frontend: &Frontend) -> Response<Body> {

@@ -91,9 +91,10 @@ impl Router {
 pub async fn follow(controller: String, advertise: String, router: Arc<Router>, mut shutdown: Shutdown) {
     let client = Client::new();
     let register_url = format!("http://{controller}{}", proto::FRONTEND_REGISTER_PATH);
-    let registration = FrontendRegistration { addr: advertise };
     let mut warned = false;
     loop {
+        let map_epoch = router.current().map(|r| r.map.epoch);
+        let registration = FrontendRegistration { addr: advertise.clone(), map_epoch };
         let session =
             register_and_watch(&client, &controller, &register_url, &registration, &router, &mut warned);
         let error = tokio::select! {

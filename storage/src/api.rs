@@ -106,11 +106,12 @@ fn key_of<'a>(query: &'a Query<'_>, max_key_bytes: usize) -> Result<&'a [u8], Ap
     Ok(key)
 }
 
-fn digits_of(query: &Query<'_>) -> Result<u8, ApiError> {
+/// The `digits` parameter, 1 to `max`.
+fn digits_of(query: &Query<'_>, max: u8) -> Result<u8, ApiError> {
     let digits: u8 =
         query.parsed("digits")?.ok_or_else(|| ApiError::BadRequest("missing parameter `digits`".into()))?;
-    if !(1..=crate::digest::BUCKET_DIGITS).contains(&digits) {
-        return Err(ApiError::BadRequest(format!("`digits` must be 1 to {}", crate::digest::BUCKET_DIGITS)));
+    if !(1..=max).contains(&digits) {
+        return Err(ApiError::BadRequest(format!("`digits` must be 1 to {max}")));
     }
     Ok(digits)
 }
@@ -124,6 +125,7 @@ async fn batch(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Ap
     let body = h::read_body(req.into_body(), limit).await.map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let ops = batch::decode_ops(body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let permission = node.read_permission();
+    let me = node.id();
     let mut outcomes = Vec::with_capacity(ops.len());
     let mut wrote = false;
     {
@@ -152,9 +154,14 @@ async fn batch(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Ap
             let outcome = match op {
                 Op::Get { key, leased } => {
                     wrote |= flush(&mut pending, &mut outcomes);
-                    match (&permission, leased) {
-                        (Err(why), true) => Outcome::NotServing(why.clone()),
-                        _ => match node.store.get_bounded(&key, batch::MAX_VALUE_BYTES) {
+                    let refused = match (&permission, leased) {
+                        (Err(why), true) => Some(why.clone()),
+                        (Ok(()), true) => view.not_serving(&key, me),
+                        (_, false) => None,
+                    };
+                    match refused {
+                        Some(why) => Outcome::NotServing(why),
+                        None => match node.store.get_bounded(&key, batch::MAX_VALUE_BYTES) {
                             Ok(Bounded::TooLarge) => Outcome::TooLarge,
                             Ok(Bounded::Found(record)) => Outcome::Found(record),
                             Ok(Bounded::Missing) => Outcome::Missing,
@@ -162,7 +169,7 @@ async fn batch(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Ap
                         },
                     }
                 }
-                Op::Put { key, record, epoch } => match view.stale_write(&key, epoch) {
+                Op::Put { key, record, epoch } => match view.stale_write(&key, epoch, me) {
                     _ if key.len() > node.limits.max_key_bytes => Outcome::Failed("key too large".into()),
                     Some((_, needed)) => Outcome::StaleEpoch { needed },
                     None => {
@@ -194,13 +201,13 @@ async fn batch(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Ap
 
 fn digests(node: &Node, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let query = Query::parse(req.uri().query().unwrap_or(""))?;
-    Ok(crate::repair::digests_response(node, digits_of(&query)?))
+    Ok(crate::repair::digests_response(node, digits_of(&query, crate::digest::BUCKET_DIGITS)?))
 }
 
 async fn diff(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let (parts, body) = req.into_parts();
     let query = Query::parse(parts.uri.query().unwrap_or(""))?;
-    let digits = digits_of(&query)?;
+    let digits = digits_of(&query, common::partition::MAX_DIGITS)?;
     let partition: u32 = query
         .parsed("partition")?
         .ok_or_else(|| ApiError::BadRequest("missing parameter `partition`".into()))?;
@@ -248,6 +255,9 @@ fn get(node: &Node, req: &Request<Incoming>) -> Result<Response<Body>, ApiError>
     let key = key_of(&query, node.limits.max_key_bytes)?;
     if req.headers().get(proto::UNLEASED).is_none_or(|v| v != "1") {
         node.read_permission().map_err(ApiError::NotServing)?;
+        if let Some(why) = node.view().not_serving(key, node.id()) {
+            return Err(ApiError::NotServing(why));
+        }
     }
     // A point read is served from the block cache or one block read: cheaper inline than
     // handing the worker thread off (profiling showed the handoff dominating).
@@ -332,8 +342,9 @@ async fn apply_write(
 ) -> Result<Response<Body>, ApiError> {
     let applied = {
         // Held across the check and the apply: a newer map cannot be installed in between.
+        let me = node.id();
         let view = node.view();
-        if let Some((partition, needed)) = view.stale_write(key, epoch) {
+        if let Some((partition, needed)) = view.stale_write(key, epoch, me) {
             let given = epoch.unwrap_or_default();
             return Err(ApiError::StaleEpoch { given, needed, partition });
         }

@@ -1,5 +1,7 @@
 //! The node's identity on disk: the id the controller gave it, kept in `node.json` in the data
-//! directory so a restarted node rejoins as the same member with its data.
+//! directory so a restarted node rejoins as the same member with its data; and the newest
+//! partition map it installed, kept in `map.json`, so a restarted node knows what it held and a
+//! controller that lost its state can adopt the cluster from its nodes.
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -44,6 +46,37 @@ impl IdentityFile {
     }
 }
 
+const MAP_FILE: &str = "map.json";
+
+/// Reads and writes `map.json` in one data directory.
+#[derive(Debug, Clone)]
+pub struct MapFile {
+    path: PathBuf,
+}
+
+impl MapFile {
+    pub fn new(data_dir: &Path) -> Self {
+        Self { path: data_dir.join(MAP_FILE) }
+    }
+
+    /// The saved map, `None` if there is none. A file that cannot be parsed is an error.
+    pub fn load(&self) -> anyhow::Result<Option<common::placement::PartitionMap>> {
+        let Some(bytes) = common::atomic_file::read(&self.path)? else { return Ok(None) };
+        let map = serde_json::from_slice(&bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is corrupt ({e}); remove it (the controller sends the map again)",
+                self.path.display()
+            )
+        })?;
+        Ok(Some(map))
+    }
+
+    /// Saves `map` durably.
+    pub fn save(&mut self, map: &common::placement::PartitionMap) -> std::io::Result<()> {
+        common::atomic_file::write(&self.path, &serde_json::to_vec(map).expect("maps encode"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +91,16 @@ mod tests {
         std::fs::write(dir.path().join(FILE), b"{not json").unwrap();
         let err = file.load().unwrap_err().to_string();
         assert!(err.contains("corrupt"), "{err}");
+    }
+
+    #[test]
+    fn maps_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = MapFile::new(dir.path());
+        assert!(file.load().unwrap().is_none());
+        let members = (1..=3).map(|id| common::placement::Member::up(id, format!("s{id}:1"))).collect();
+        let map = common::placement::PartitionMap::build(4, members, 2).unwrap();
+        file.save(&map).unwrap();
+        assert_eq!(file.load().unwrap(), Some(map));
     }
 }

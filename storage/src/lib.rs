@@ -13,6 +13,7 @@ pub mod durability;
 pub mod heap;
 pub mod identity;
 pub mod membership;
+pub mod moves;
 pub mod repair;
 pub mod store;
 pub mod value_files;
@@ -75,6 +76,14 @@ pub struct Config {
     /// handoffs between threads to every request.
     #[arg(long, env = "VF_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub worker_threads: Option<u16>,
+    /// This node's failure domain (a rack, a room): the replicas of a partition go to distinct
+    /// zones whenever the cluster has at least K zones.
+    #[arg(long, env = "VF_ZONE")]
+    pub zone: Option<String>,
+    /// Bandwidth for pulling partitions that move to this node, in MiB/s (the foreground
+    /// traffic keeps the rest).
+    #[arg(long, env = "VF_REBALANCE_MIB_PER_S", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rebalance_mib_per_s: u64,
     /// Log level or filter, such as `debug` or `info,frontend=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info,fjall=warn,lsm_tree=warn")]
     pub log_level: String,
@@ -98,17 +107,35 @@ pub struct View {
 }
 
 impl View {
-    /// If a write of `key` routed by map `epoch` is stale (its partition's replica set changed
-    /// since: see `PartitionMap::min_write_epoch`), the partition and the epoch it needs.
+    /// If a write of `key` routed by map `epoch` is stale, the partition and the epoch it needs:
+    /// its partition's write set changed since (see `PartitionMap::min_write_epoch`), or this
+    /// node (`me`) no longer holds the partition and the writer's map is older than ours.
     pub fn stale_write(
         &self,
         key: &[u8],
         epoch: Option<Epoch>,
+        me: Option<NodeId>,
     ) -> Option<(common::partition::Partition, Epoch)> {
         let (given, map) = (epoch?, self.map.as_ref()?);
         let partition = common::partition::of(key, map.digits);
         let needed = map.min_write_epoch(partition);
-        (given < needed).then_some((partition, needed))
+        if given < needed {
+            return Some((partition, needed));
+        }
+        let moved_away = me.is_some_and(|me| !map.holds(me, partition));
+        (moved_away && given < map.epoch).then_some((partition, map.epoch))
+    }
+
+    /// Why this node (`me`) may not serve a leased read of `key`, if it may not: it is not one
+    /// of the partition's replicas in its map (the partition is moving to it and has not
+    /// committed, or has moved away). Frontends then ask another replica.
+    pub fn not_serving(&self, key: &[u8], me: Option<NodeId>) -> Option<String> {
+        let (Some(map), Some(me)) = (self.map.as_ref(), me) else {
+            return Some("this node has no map or id yet".into());
+        };
+        let partition = common::partition::of(key, map.digits);
+        (!map.replicas_of(partition).contains(&me))
+            .then(|| format!("not a replica of partition {partition} in map epoch {}", map.epoch))
     }
 }
 
@@ -127,6 +154,12 @@ pub struct Node {
     pub repair: repair::RepairStats,
     /// Wakes the heartbeat loop early (after catching up, to get a lease at once).
     pub heartbeat_now: tokio::sync::Notify,
+    /// This node's failure domain.
+    pub zone: Option<String>,
+    /// Partitions moving to this node: what it pulled, how far it got.
+    pub moves: moves::Moves,
+    /// The newest map installed, kept in the data directory (see [`Node::install_map`]).
+    pub map_file: Mutex<identity::MapFile>,
 }
 
 impl Node {
@@ -154,12 +187,18 @@ impl Node {
         Some((self.view().map.clone()?, self.id()?))
     }
 
-    /// Installs `map` if it is newer than the one held.
+    /// Installs `map` if it is newer than the one held. It is saved in the data directory
+    /// first, so a restarted node knows what it held and a controller that lost its state can
+    /// adopt it; a map that cannot be saved is still used (logged).
     pub fn install_map(&self, map: PartitionMap) {
-        let mut view = self.view_mut();
-        if view.map.as_ref().is_some_and(|held| held.epoch >= map.epoch) {
+        let mut file = self.map_file.lock().unwrap_or_else(|p| p.into_inner());
+        if self.view().map.as_ref().is_some_and(|held| held.epoch >= map.epoch) {
             return;
         }
+        if let Err(e) = file.save(&map) {
+            log::error!("cannot save map epoch {} in the data directory: {e}", map.epoch);
+        }
+        let mut view = self.view_mut();
         log::info!("map epoch {} installed", map.epoch);
         view.map = Some(Arc::new(map));
     }
@@ -168,6 +207,9 @@ impl Node {
     /// has just learned it must catch up.
     pub fn heard(&self, state: NodeState, joined: Epoch, lease: Duration, sent_at: Instant) -> Option<Epoch> {
         let mut view = self.view_mut();
+        if view.joined != joined {
+            self.moves.forget_synced();
+        }
         let newly_catching_up = state == NodeState::CatchingUp
             && (view.state != Some(NodeState::CatchingUp) || view.joined != joined);
         if view.state != Some(state) {
@@ -192,6 +234,9 @@ impl Node {
             view: RwLock::new(View::default()),
             repair: repair::RepairStats::default(),
             heartbeat_now: tokio::sync::Notify::new(),
+            zone: None,
+            moves: moves::Moves::new(64 << 20),
+            map_file: Mutex::new(identity::MapFile::new(dir)),
         }
     }
 
@@ -246,6 +291,8 @@ impl Server {
             .with_context(|| format!("cannot lock data directory {}", data_dir.display()))?;
         let identity = IdentityFile::new(&data_dir);
         let node_id = identity.load()?;
+        let map_file = identity::MapFile::new(&data_dir);
+        let map = map_file.load()?;
         let store = Arc::new(
             Store::open(&data_dir.join("db"), config.cache_mib << 20, config.memtable_mib.max(1) << 20)
                 .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
@@ -266,7 +313,15 @@ impl Server {
             view: RwLock::new(View::default()),
             repair: repair::RepairStats::default(),
             heartbeat_now: tokio::sync::Notify::new(),
+            zone: config.zone.clone(),
+            moves: moves::Moves::new(config.rebalance_mib_per_s << 20),
+            map_file: Mutex::new(map_file),
         });
+        if let Some(map) = map {
+            // Known before the controller answers: what this node held, and the map to offer
+            // a controller that lost its state.
+            node.view.write().unwrap_or_else(|p| p.into_inner()).map = Some(Arc::new(map));
+        }
         Ok(Self {
             listener,
             advertise,
@@ -295,6 +350,8 @@ impl Server {
             self.node.clone(),
             shutdown.clone(),
         ));
+        let moves =
+            tokio::spawn(moves::run(self.node.clone(), common::http::Client::new(), shutdown.clone()));
         let anti_entropy = tokio::spawn(repair::anti_entropy(
             self.node.clone(),
             common::http::Client::new(),
@@ -306,6 +363,7 @@ impl Server {
         heartbeat.abort();
         map_follower.abort();
         anti_entropy.abort();
+        moves.abort();
         log::info!("storage node stopped");
         Ok(())
     }

@@ -6,9 +6,11 @@
 //! was sent. An answer saying "catching up" starts the catch-up (see `repair`).
 
 use crate::Node;
-use common::http::Client;
+use common::http::{Client, RpcError};
+use common::placement::{Epoch, PartitionMap};
 use common::proto::{self, StorageRegistered, StorageRegistration};
 use common::shutdown::Shutdown;
+use http::StatusCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,12 +24,15 @@ pub async fn run(controller: String, advertise: String, node: Arc<Node>, mut shu
     let client = Client::new();
     let url = format!("http://{controller}{}", proto::STORAGE_REGISTER_PATH);
     let mut reachable = None;
+    // The epoch of the controller's map, as its last answer said (`None`: not heard yet).
+    let mut controller_epoch = None;
     loop {
-        let known_id = node.id();
-        let registration = StorageRegistration { addr: advertise.clone(), node_id: known_id };
+        let registration = registration(&node, &advertise, controller_epoch);
+        let known_id = registration.node_id;
         let sent_at = Instant::now();
         match client.post_json::<_, StorageRegistered>(&url, &registration, REGISTER_TIMEOUT).await {
             Ok(answer) => {
+                controller_epoch = Some(answer.epoch.unwrap_or(0));
                 if known_id != Some(answer.node_id) {
                     // Remember the id before using it, so a crash cannot make us a stranger.
                     if let Err(e) = node.identity.save(answer.node_id) {
@@ -59,7 +64,18 @@ pub async fn run(controller: String, advertise: String, node: Arc<Node>, mut shu
                     ));
                 }
             }
+            Err(RpcError::Status { status, message })
+                if status == StatusCode::GONE || status == StatusCode::CONFLICT =>
+            {
+                // Removed, pending approval, or an identity the cluster does not know: the
+                // operator has to act; keep asking, say it once.
+                if reachable != Some(false) {
+                    log::error!("the controller refuses this node: {message}");
+                }
+                reachable = Some(false);
+            }
             Err(e) => {
+                controller_epoch = None;
                 if reachable != Some(false) {
                     log::warn!("cannot register with controller {controller}: {e}; retrying every {HEARTBEAT_INTERVAL:?}");
                 }
@@ -71,6 +87,28 @@ pub async fn run(controller: String, advertise: String, node: Arc<Node>, mut shu
             _ = node.heartbeat_now.notified() => {}
             _ = shutdown.wait() => return,
         }
+    }
+}
+
+/// This node's registration: who it is, what it installed, how its moves go. Its map goes
+/// along when the controller's is older (or unknown): a controller that lost its state adopts
+/// the newest map offered.
+fn registration(node: &Node, advertise: &str, controller_epoch: Option<Epoch>) -> StorageRegistration {
+    let (map, joined) = {
+        let view = node.view();
+        (view.map.clone(), view.joined)
+    };
+    let map_epoch = map.as_ref().map(|m| m.epoch);
+    let offer = map.filter(|m| controller_epoch.is_none_or(|e| e < m.epoch));
+    StorageRegistration {
+        addr: advertise.to_owned(),
+        node_id: node.id(),
+        zone: node.zone.clone(),
+        map_epoch,
+        map: offer.map(|m| PartitionMap::clone(&m)),
+        transfers: node.moves.transfers(),
+        synced: node.moves.synced(),
+        joined,
     }
 }
 

@@ -183,8 +183,17 @@ pub struct SourceCheck {
     pub leased: bool,
 }
 
-/// Pulls from `peer` every record of `partition` it holds newer than ours; returns how many
-/// superseded ours.
+/// What one [`sync_partition`] brought.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pulled {
+    /// Records that superseded ours.
+    pub records: u64,
+    /// Bytes of the peer's answer.
+    pub bytes: u64,
+}
+
+/// Pulls from `peer` every record of `partition` (in a map of `digits` hex digits, at most
+/// [`common::partition::MAX_DIGITS`]) it holds newer than ours.
 pub async fn sync_partition(
     node: &Node,
     client: &Client,
@@ -192,7 +201,7 @@ pub async fn sync_partition(
     partition: Partition,
     digits: u8,
     check: Option<SourceCheck>,
-) -> Result<u64, RepairError> {
+) -> Result<Pulled, RepairError> {
     let ours = tokio::task::block_in_place(|| node.store.versions(partition, digits))?;
     let body = encode_versions(&ours);
     let mut url = format!("http://{peer}{}?partition={partition}&digits={digits}", proto::DIFF_PATH);
@@ -207,6 +216,7 @@ pub async fn sync_partition(
     }
     let stats = &node.repair;
     stats.bytes_moved.fetch_add((body.len() + answer.len()) as u64, Ordering::Relaxed);
+    let bytes = answer.len() as u64;
     let mut pulled = 0;
     for (key, record) in decode_records(answer)? {
         let size = (key.len() + record.value.as_ref().map_or(0, Bytes::len)) as u64;
@@ -217,7 +227,7 @@ pub async fn sync_partition(
     }
     node.durability.wait_durable().await?;
     stats.records_pulled.fetch_add(pulled, Ordering::Relaxed);
-    Ok(pulled)
+    Ok(Pulled { records: pulled, bytes })
 }
 
 /// Serves `GET /v1/digests?digits=D`: 16 bytes per partition, in partition order.
@@ -311,25 +321,30 @@ async fn catch_up_partition(
     partition: Partition,
     joined: Epoch,
 ) -> Option<u64> {
+    // Every holder but us: a partition on the move has all of them in its write set.
     let peers: Vec<&common::placement::Member> =
-        map.replicas_of(partition).iter().filter(|&&id| id != me).filter_map(|&id| map.member(id)).collect();
+        map.assignment(partition).holders().filter(|&id| id != me).filter_map(|id| map.member(id)).collect();
     let leased = SourceCheck { min_epoch: joined, leased: true };
-    for peer in peers.iter().filter(|m| m.state == NodeState::Up) {
+    let serving = |m: &&&common::placement::Member| {
+        m.state == NodeState::Up && map.replicas_of(partition).contains(&m.id)
+    };
+    for peer in peers.iter().filter(serving) {
         match sync_partition(node, client, &peer.addr, partition, map.digits, Some(leased)).await {
-            Ok(count) => return Some(count),
+            Ok(pulled) => return Some(pulled.records),
             Err(e) => log::debug!("catch-up of partition {partition} from node {}: {e}", peer.id),
         }
     }
     // No up replica could serve: merge every live replica's records.
-    let write_quorum = map.replication / 2 + 1;
-    let peers_needed = (map.replication - write_quorum + 1).saturating_sub(1);
+    let replicas = map.replicas_of(partition).len();
+    let write_quorum = replicas / 2 + 1;
+    let peers_needed = (replicas - write_quorum + 1).saturating_sub(1);
     let unleased = SourceCheck { min_epoch: joined, leased: false };
     let (mut merged, mut pulled) = (0, 0);
     for peer in &peers {
         match sync_partition(node, client, &peer.addr, partition, map.digits, Some(unleased)).await {
             Ok(count) => {
                 merged += 1;
-                pulled += count;
+                pulled += count.records;
             }
             Err(e) => log::debug!("catch-up merge of partition {partition} from node {}: {e}", peer.id),
         }
@@ -397,8 +412,7 @@ pub async fn anti_entropy_pass(node: &Node, client: &Client) -> Result<u64, Repa
     let count = map.partition_count() as usize;
     let mut synced = 0;
     for peer in map.members.iter().filter(|m| m.id != me && m.state == NodeState::Up) {
-        let shared: Vec<Partition> =
-            map.partitions_of(me).filter(|&p| map.replicas_of(p).contains(&peer.id)).collect();
+        let shared: Vec<Partition> = map.partitions_of(me).filter(|&p| map.holds(peer.id, p)).collect();
         if shared.is_empty() {
             continue;
         }
@@ -422,7 +436,7 @@ pub async fn anti_entropy_pass(node: &Node, client: &Client) -> Result<u64, Repa
                 continue;
             }
             stats.partitions_differing.fetch_add(1, Ordering::Relaxed);
-            let pulled = sync_partition(node, client, &peer.addr, p, map.digits, None).await?;
+            let pulled = sync_partition(node, client, &peer.addr, p, map.digits, None).await?.records;
             synced += 1;
             if pulled > 0 {
                 log::info!(

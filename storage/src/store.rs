@@ -376,6 +376,30 @@ impl Store {
         Ok(())
     }
 
+    /// Removes every record of `partition` (in a map of `digits` hex digits): a partition this
+    /// node no longer holds. Returns how many records went; their value files go after the
+    /// next sync. Writes that arrive meanwhile are kept only if they come after the scan.
+    pub fn purge_partition(&self, partition: Partition, digits: u8) -> Result<u64, StoreError> {
+        let mut keys = Vec::new();
+        self.for_each_stored_in_partition(partition, digits, |key, _| {
+            keys.push(key);
+            Ok(())
+        })?;
+        for key in &keys {
+            let prefix = partition::hash_prefix(key);
+            let stored_key = stored_key(prefix, key);
+            let _guard =
+                self.stripes[prefix as usize % WRITE_STRIPES].lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(raw) = self.records.get(&stored_key)? {
+                let held = decode_stored(key, raw)?;
+                self.records.remove(stored_key)?;
+                self.digests.toggle(prefix, held.fingerprint(key));
+                self.discard_after_sync(&held);
+            }
+        }
+        Ok(keys.len() as u64)
+    }
+
     /// Every record of `partition`, collected: for small partitions and tests.
     pub fn scan_partition(
         &self,
