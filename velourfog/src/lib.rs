@@ -1,0 +1,463 @@
+//! `velourfog`, the operator's command line for a Velour Fog cluster: shows the controller's
+//! view of the cluster, approves waiting storage nodes, removes nodes and changes the
+//! replication factor K, optionally waiting until the partitions have moved.
+//!
+//! Everything goes through the controller's HTTP API (`common::proto`): [`Admin`] has one
+//! method per endpoint, [`format`](mod@format) turns the answers into text, and [`execute`] ties a parsed
+//! [`Cli`] to both. `--wait` is a plain poll of `GET /v1/status` every [`POLL_INTERVAL`]; the
+//! controller drives the moves whether or not anyone waits, so interrupting a wait (or losing
+//! the connection) changes nothing in the cluster.
+//!
+//! Exit codes: 0 success, 1 an error (the controller unreachable, a change refused, bad
+//! arguments), 2 `--wait` gave up after `--wait-timeout`.
+
+pub mod admin;
+pub mod format;
+
+pub use admin::Admin;
+
+use clap::{Args, Parser, Subcommand};
+use common::placement::NodeId;
+use common::proto::{AdminOutcome, ClusterStatus};
+use std::io::Write;
+use std::time::Duration;
+
+/// How often `--wait` asks the controller for progress.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+const EXAMPLES: &str = "\
+Examples:
+  velourfog status                                  # members, partition health, moves
+  velourfog --controller 10.0.0.5:7000 --json status
+  VF_CONTROLLER=10.0.0.5:7000 velourfog status
+  velourfog node add 10.0.0.9:7001                  # approve a node (controller --join manual)
+  velourfog node remove 2 --wait                    # drain node 2, wait until it has left
+  velourfog node remove 10.0.0.7:7001 --wait --wait-timeout 600
+  velourfog replication set 2 --wait                # two replicas per partition
+
+Exit codes: 0 done, 1 error (controller unreachable, change refused, bad arguments),
+2 --wait gave up after --wait-timeout.";
+
+/// The command line.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "velourfog",
+    version,
+    about = "Velour Fog admin CLI: cluster status, adding and removing storage nodes, replication.",
+    after_help = EXAMPLES
+)]
+pub struct Cli {
+    /// The controller's HOST:PORT.
+    #[arg(
+        long,
+        global = true,
+        env = "VF_CONTROLLER",
+        default_value = "127.0.0.1:7000",
+        value_name = "HOST:PORT",
+        value_parser = parse_controller
+    )]
+    pub controller: String,
+    /// Machine-readable output: the controller's JSON, one object per line (with --wait: the
+    /// admin outcome, one progress object per poll, then the final status).
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Show members, pending nodes, partition health and every partition move.
+    Status,
+    /// Approve or remove storage nodes.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Change how many storage nodes hold each partition.
+    #[command(subcommand)]
+    Replication(ReplicationCommand),
+}
+
+/// `velourfog node ...`.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum NodeCommand {
+    /// Approve a storage node waiting to join (the controller runs with `--join manual`); it
+    /// joins at its next heartbeat and partitions start moving to it.
+    Add {
+        /// The waiting node's HOST:PORT, as `velourfog status` lists it under pending.
+        #[arg(value_name = "ADDR", value_parser = parse_addr)]
+        addr: String,
+    },
+    /// Remove a storage node: its partitions move to the other nodes, then it leaves the
+    /// cluster (it can be stopped after that).
+    Remove {
+        /// The node's id or its HOST:PORT, as `velourfog status` lists them.
+        #[arg(value_name = "NODE", value_parser = parse_node)]
+        node: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+}
+
+/// `velourfog replication ...`.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum ReplicationCommand {
+    /// Set the replication factor K: every partition moves to K replicas (1 <= K <= the
+    /// number of storage nodes not leaving).
+    Set {
+        /// The new number of replicas per partition.
+        #[arg(value_name = "K", value_parser = parse_replication)]
+        k: usize,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+}
+
+/// `--wait` and its deadline.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct WaitArgs {
+    /// Wait until every partition has moved (and, for `node remove`, the node has left the
+    /// cluster), printing progress every 500 ms.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this long, with exit code 2: seconds (`600`) or with a unit
+    /// (`90s`, `10m`, `2h`). The change itself goes on.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "3600",
+        value_parser = parse_duration,
+        requires = "wait"
+    )]
+    pub wait_timeout: Duration,
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No answer: connection refused or broken, or no answer within the request timeout.
+    #[error("cannot reach the controller at {controller}: {cause}")]
+    Unreachable { controller: String, cause: String },
+    /// The controller answered with a status other than 200; `message` is its explanation.
+    #[error("{}", refusal(*status, message))]
+    Refused { status: u16, message: String },
+    /// A 2xx answer that is not the JSON expected (another service at that address?).
+    #[error("unexpected answer from the controller at {controller}: {cause}")]
+    Unexpected { controller: String, cause: String },
+    /// `--wait` reached `--wait-timeout`; `progress` is where the change stood.
+    #[error("gave up waiting after {}: {progress}", format::human_duration(waited.as_secs_f64()))]
+    WaitTimeout { waited: Duration, progress: String },
+    /// Standard output failed (or was closed, as by `| head`).
+    #[error("cannot write the output: {0}")]
+    Output(#[from] std::io::Error),
+    /// The Tokio runtime could not be built.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// The controller's explanation of a refusal, or its status if it gave none.
+fn refusal(status: u16, message: &str) -> String {
+    if message.is_empty() {
+        format!("the controller answered {status}")
+    } else {
+        message.to_owned()
+    }
+}
+
+impl Error {
+    /// The process exit code for this error: 2 for a wait that gave up, 1 for the rest.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::WaitTimeout { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Runs `cli` on a current-thread runtime, writing to standard output.
+pub fn run(cli: &Cli) -> Result<(), Error> {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::Runtime)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    runtime.block_on(execute(cli, &mut out, POLL_INTERVAL))
+}
+
+/// Runs `cli`, writing its output to `out`; `--wait` polls every `poll`.
+pub async fn execute(cli: &Cli, out: &mut dyn Write, poll: Duration) -> Result<(), Error> {
+    let admin = Admin::new(&cli.controller);
+    let json = cli.json;
+    match &cli.command {
+        Command::Status => {
+            let status = admin.status().await?;
+            if json {
+                write_json(out, &status)?;
+            } else {
+                write!(out, "{}", format::format_status(&status))?;
+            }
+        }
+        Command::Node(NodeCommand::Add { addr }) => write_outcome(out, json, &admin.add(addr).await?)?,
+        Command::Node(NodeCommand::Remove { node, wait }) => {
+            let outcome = admin.remove(node).await?;
+            write_outcome(out, json, &outcome)?;
+            if wait.wait {
+                let id = outcome.node_id.or_else(|| node.parse().ok());
+                let status = settle(&admin, out, json, id, wait.wait_timeout, poll).await?;
+                let name = id.map_or_else(|| node.clone(), |id| id.to_string());
+                finish(out, json, &status, &format!("node {name} has left the cluster"))?;
+            }
+        }
+        Command::Replication(ReplicationCommand::Set { k, wait }) => {
+            write_outcome(out, json, &admin.set_replication(*k).await?)?;
+            if wait.wait {
+                let status = settle(&admin, out, json, None, wait.wait_timeout, poll).await?;
+                finish(out, json, &status, &format!("every partition has {k} replicas"))?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Polls the status every `poll` until no move is left and `leaving` (if any) is no longer a
+/// member, printing each new progress line; gives up after `timeout`. Returns the final status.
+pub async fn settle(
+    admin: &Admin,
+    out: &mut dyn Write,
+    json: bool,
+    leaving: Option<NodeId>,
+    timeout: Duration,
+    poll: Duration,
+) -> Result<ClusterStatus, Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last_line = String::new();
+    loop {
+        // A controller restarting meanwhile (the moves resume when it is back) is waited for.
+        let status = match admin.status().await {
+            Ok(status) => status,
+            Err(Error::Unreachable { .. } | Error::Refused { status: 503, .. })
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(poll).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let progress = format::progress(&status, leaving);
+        let line = if json {
+            serde_json::to_string(&progress).expect("progress encodes")
+        } else {
+            format::format_progress(&progress)
+        };
+        if line != last_line {
+            writeln!(out, "{line}")?;
+            out.flush()?;
+            last_line = line;
+        }
+        if progress.is_done() {
+            return Ok(status);
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Err(Error::WaitTimeout { waited: timeout, progress: format::format_progress(&progress) });
+        }
+        tokio::time::sleep(poll.min(deadline - now)).await;
+    }
+}
+
+fn write_outcome(out: &mut dyn Write, json: bool, outcome: &AdminOutcome) -> Result<(), Error> {
+    if json {
+        write_json(out, outcome)
+    } else {
+        writeln!(out, "{}", outcome.message)?;
+        Ok(())
+    }
+}
+
+/// The end of a wait: the final status as JSON, or `message` for people.
+fn finish(out: &mut dyn Write, json: bool, status: &ClusterStatus, message: &str) -> Result<(), Error> {
+    if json {
+        write_json(out, status)
+    } else {
+        writeln!(out, "{message}")?;
+        Ok(())
+    }
+}
+
+fn write_json<T: serde::Serialize>(out: &mut dyn Write, value: &T) -> Result<(), Error> {
+    serde_json::to_writer(&mut *out, value).map_err(std::io::Error::from)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Accepts `HOST:PORT`, also written as `http://HOST:PORT/`.
+fn parse_controller(s: &str) -> Result<String, String> {
+    let addr = s.strip_prefix("http://").unwrap_or(s).trim_end_matches('/');
+    parse_addr(addr)
+}
+
+fn parse_addr(s: &str) -> Result<String, String> {
+    common::addr::split(s).map_err(|e| e.to_string())?;
+    Ok(s.to_owned())
+}
+
+/// A node id or a `HOST:PORT`.
+fn parse_node(s: &str) -> Result<String, String> {
+    if s.parse::<NodeId>().is_ok() || common::addr::split(s).is_ok() {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("`{s}` is neither a node id (such as 2) nor HOST:PORT (such as 10.0.0.7:7001)"))
+    }
+}
+
+fn parse_replication(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("K must be at least 1".to_owned()),
+        Ok(k) => Ok(k),
+        Err(_) => Err(format!("`{s}` is not a number of replicas (a whole number, at least 1)")),
+    }
+}
+
+/// Seconds, or a number with the unit `s`, `m` or `h`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("`{s}` is not a duration (seconds such as 600, or 90s, 10m, 2h)")),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (seconds such as 600, or 90s, 10m, 2h)"))?;
+    n.checked_mul(scale).map(Duration::from_secs).ok_or_else(|| format!("`{s}` is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("velourfog").chain(args.iter().copied()))
+    }
+
+    fn waiting(timeout: u64) -> WaitArgs {
+        WaitArgs { wait: true, wait_timeout: Duration::from_secs(timeout) }
+    }
+
+    const NO_WAIT: WaitArgs = WaitArgs { wait: false, wait_timeout: Duration::from_secs(3600) };
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn each_command_parses() {
+        let remove = |node: &str, wait| Command::Node(NodeCommand::Remove { node: node.to_owned(), wait });
+        let cases: Vec<(&[&str], Command)> = vec![
+            (&["status"], Command::Status),
+            (
+                &["node", "add", "10.0.0.9:7001"],
+                Command::Node(NodeCommand::Add { addr: "10.0.0.9:7001".to_owned() }),
+            ),
+            (&["node", "remove", "2"], remove("2", NO_WAIT)),
+            (&["node", "remove", "[::1]:7001", "--wait"], remove("[::1]:7001", waiting(3600))),
+            (&["node", "remove", "2", "--wait", "--wait-timeout", "600"], remove("2", waiting(600))),
+            (&["node", "remove", "2", "--wait", "--wait-timeout", "10m"], remove("2", waiting(600))),
+            (
+                &["replication", "set", "3"],
+                Command::Replication(ReplicationCommand::Set { k: 3, wait: NO_WAIT }),
+            ),
+            (
+                &["replication", "set", "2", "--wait", "--wait-timeout", "2h"],
+                Command::Replication(ReplicationCommand::Set { k: 2, wait: waiting(7200) }),
+            ),
+        ];
+        for (args, expected) in cases {
+            let cli = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(cli.command, expected, "{args:?}");
+            assert!(!cli.json);
+        }
+    }
+
+    /// The only test that reads or sets VF_CONTROLLER, so tests running in parallel do not race.
+    #[test]
+    fn the_controller_comes_from_the_flag_then_the_environment_then_the_default() {
+        std::env::remove_var("VF_CONTROLLER");
+        assert_eq!(parse(&["status"]).unwrap().controller, "127.0.0.1:7000");
+        std::env::set_var("VF_CONTROLLER", "10.0.0.5:7000");
+        assert_eq!(parse(&["status"]).unwrap().controller, "10.0.0.5:7000");
+        let cli = parse(&["--controller", "http://ctl:7100/", "status"]).unwrap();
+        assert_eq!(cli.controller, "ctl:7100");
+        // Global flags go before or after the command.
+        let cli = parse(&["node", "remove", "3", "--json", "--controller", "ctl:7200"]).unwrap();
+        assert_eq!((cli.controller.as_str(), cli.json), ("ctl:7200", true));
+        std::env::remove_var("VF_CONTROLLER");
+    }
+
+    #[test]
+    fn bad_arguments_are_refused_with_a_reason() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["replication", "set", "0"], "K must be at least 1"),
+            (&["replication", "set", "-1"], "unexpected argument"),
+            (&["replication", "set", "three"], "`three` is not a number of replicas"),
+            (&["replication", "set", "2.5"], "`2.5` is not a number of replicas"),
+            (&["replication", "set"], "<K>"),
+            (&["node", "add", "10.0.0.9"], "`10.0.0.9` is not HOST:PORT"),
+            (&["node", "remove", "node-two"], "`node-two` is neither a node id"),
+            (&["node", "remove", "2", "--wait-timeout", "60"], "--wait"),
+            (&["node", "remove", "2", "--wait", "--wait-timeout", "soon"], "`soon` is not a duration"),
+            (&["node", "remove", "2", "--wait", "--wait-timeout", "5d"], "`5d` is not a duration"),
+            (&["--controller", "ctl", "status"], "`ctl` is not HOST:PORT"),
+            (&["frobnicate"], "unrecognized subcommand"),
+            (&[], "Usage"),
+        ];
+        for &(args, reason) in cases {
+            let error = parse(args).expect_err(&format!("{args:?} should fail")).to_string();
+            assert!(error.contains(reason), "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn help_documents_every_command_and_flag() {
+        let top = Cli::command().render_long_help().to_string();
+        for word in [
+            "status",
+            "node",
+            "replication",
+            "--controller",
+            "VF_CONTROLLER",
+            "--json",
+            "Examples:",
+            "Exit codes",
+        ] {
+            assert!(top.contains(word), "top-level help lacks {word}:\n{top}");
+        }
+        let mut cli = Cli::command();
+        cli.build(); // propagates the global flags to the subcommands
+        let remove = cli.find_subcommand_mut("node").unwrap().find_subcommand_mut("remove").unwrap();
+        let help = remove.render_long_help().to_string();
+        for word in ["NODE", "--wait", "--wait-timeout", "--controller", "--json"] {
+            assert!(help.contains(word), "node remove help lacks {word}:\n{help}");
+        }
+    }
+
+    #[test]
+    fn only_a_wait_that_gave_up_exits_with_2() {
+        let timeout =
+            Error::WaitTimeout { waited: Duration::from_secs(600), progress: "3 moves left".to_owned() };
+        assert_eq!(timeout.exit_code(), 2);
+        assert_eq!(timeout.to_string(), "gave up waiting after 10 min 00 s: 3 moves left");
+        let refused = Error::Refused { status: 409, message: "lower the replication first".to_owned() };
+        assert_eq!((refused.exit_code(), refused.to_string().as_str()), (1, "lower the replication first"));
+        assert_eq!(
+            Error::Refused { status: 502, message: String::new() }.to_string(),
+            "the controller answered 502"
+        );
+    }
+}
