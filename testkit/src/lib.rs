@@ -6,6 +6,8 @@
 //! file; when a test panics the tail of every log is printed. Processes are killed on drop.
 //! [`Process`] really signals the child: `kill` is SIGKILL, `pause` is SIGSTOP.
 
+pub mod load;
+
 use bytes::Bytes;
 use common::http::{Client, RpcError};
 use http::{Method, Request, StatusCode};
@@ -261,6 +263,10 @@ pub struct Cluster {
     pub partition: Option<NetworkNamespace>,
     /// Holds every log and data directory; removed on drop.
     pub dir: tempfile::TempDir,
+    /// Where storage data directories go.
+    data_root: PathBuf,
+    /// Flags every storage node started with.
+    storage_args: Vec<String>,
 }
 
 impl Cluster {
@@ -316,7 +322,18 @@ impl Cluster {
         };
         let storage = (0..config.storage).map(|i| node("storage", i, &config.storage_args)).collect();
         let frontends = (0..config.frontends).map(|i| node("frontend", i, &config.frontend_args)).collect();
-        let mut cluster = Self { controller, storage, frontends, client: TestClient::new(), partition, dir };
+        let data_root = config.data_root.clone().unwrap_or_else(|| dir.path().to_path_buf());
+        let storage_args = config.storage_args.clone();
+        let mut cluster = Self {
+            controller,
+            storage,
+            frontends,
+            client: TestClient::new(),
+            partition,
+            dir,
+            data_root,
+            storage_args,
+        };
         let pause = Duration::from_millis(300);
         let started_storage = config.storage - config.held_back_storage.min(config.storage);
         let start_storage =
@@ -369,7 +386,9 @@ impl Cluster {
             let all_up = status["storage"].as_array().is_some_and(|m| m.iter().all(|n| n["state"] == "up"));
             let mut serving = all_up;
             for s in 0..self.storage.len() {
-                serving = serving && self.storage_stats(s).await["serving_reads"] == true;
+                if self.storage[s].is_running() {
+                    serving = serving && self.storage_stats(s).await["serving_reads"] == true;
+                }
             }
             if serving {
                 return;
@@ -379,6 +398,66 @@ impl Cluster {
                 "storage not all up and serving after {deadline:?}: {status}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The frontends, for a load that runs while the test starts and kills processes.
+    pub fn frontends_handle(&self) -> load::Frontends {
+        load::Frontends {
+            client: self.client.clone(),
+            addrs: self.frontends.iter().map(|f| f.addr.clone()).collect(),
+        }
+    }
+
+    /// The data directory of storage node `s`.
+    pub fn storage_data_dir(&self, s: usize) -> PathBuf {
+        self.data_root.join(format!("storage{s}"))
+    }
+
+    /// Starts one more storage node (with the cluster's storage flags and `extra`); returns its
+    /// index. A node that registers with a formed cluster joins it.
+    pub fn add_storage(&mut self, extra: &[&str]) -> usize {
+        let s = self.storage.len();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut args = vec![self.controller.addr.clone(), addr.clone(), "--listen".into(), addr.clone()];
+        args.extend(["--data-dir".into(), self.storage_data_dir(s).display().to_string()]);
+        args.extend(self.storage_args.iter().cloned());
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let mut node = Process::new(format!("storage{s}"), addr, binary("storage"), args, self.dir.path());
+        node.start();
+        self.storage.push(node);
+        s
+    }
+
+    /// POSTs `body` as JSON to the controller's `path`; the status and the answer's JSON (or
+    /// its text as a JSON string).
+    pub async fn admin(&self, path: &str, body: serde_json::Value) -> (StatusCode, serde_json::Value) {
+        let body = Bytes::from(serde_json::to_vec(&body).expect("JSON"));
+        let (status, answer) = self
+            .client
+            .call(Method::POST, &self.controller.addr, path, body)
+            .await
+            .expect("controller admin call");
+        let json = serde_json::from_slice(&answer)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&answer).into_owned()));
+        (status, json)
+    }
+
+    /// Waits until the controller lists `members` storage nodes, every one up, and no move
+    /// left; the last status. A controller that is restarting meanwhile is waited for.
+    pub async fn wait_settled(&self, members: usize, deadline: Duration) -> serde_json::Value {
+        let started = Instant::now();
+        loop {
+            let status = self.try_status().await.unwrap_or_default();
+            let settled = status["moves"].as_array().is_some_and(Vec::is_empty)
+                && status["storage"]
+                    .as_array()
+                    .is_some_and(|m| m.len() == members && m.iter().all(|n| n["state"] == "up"));
+            if settled {
+                return status;
+            }
+            assert!(started.elapsed() < deadline, "not settled after {deadline:?}: {status}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -398,6 +477,18 @@ impl Cluster {
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+        }
+    }
+
+    /// The controller's view of the cluster, or `None` if it does not answer.
+    pub async fn try_status(&self) -> Option<serde_json::Value> {
+        let answer = self
+            .client
+            .call(Method::GET, &self.controller.addr, common::proto::STATUS_PATH, Bytes::new())
+            .await;
+        match answer {
+            Ok((StatusCode::OK, body)) => serde_json::from_slice(&body).ok(),
+            _ => None,
         }
     }
 

@@ -5,87 +5,10 @@
 use bytes::Bytes;
 use http::StatusCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use testkit::load::{self, LoadReport};
 use testkit::{Cluster, ClusterConfig};
-
-/// What a write-then-read load saw.
-#[derive(Debug, Default)]
-struct LoadReport {
-    writes: usize,
-    write_failures: Vec<String>,
-    write_latencies_us: Vec<u64>,
-    /// Keys whose acknowledged value read back as something else (must stay empty).
-    stale_reads: Vec<String>,
-    acknowledged: Vec<(String, Bytes)>,
-}
-
-impl LoadReport {
-    fn success_rate(&self) -> f64 {
-        1.0 - self.write_failures.len() as f64 / self.writes.max(1) as f64
-    }
-
-    fn max_ms(&self) -> f64 {
-        self.write_latencies_us.iter().max().copied().unwrap_or(0) as f64 / 1000.0
-    }
-
-    fn p99_ms(&mut self) -> f64 {
-        self.write_latencies_us.sort_unstable();
-        let i = (self.write_latencies_us.len() as f64 * 0.99) as usize;
-        self.write_latencies_us
-            .get(i.min(self.write_latencies_us.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
-    }
-}
-
-/// Runs `writers` loops of set-through-one-frontend then get-through-the-other until `stop`.
-async fn write_then_read_load(cluster: Arc<Cluster>, writers: usize, stop: Arc<AtomicBool>) -> LoadReport {
-    let report = Arc::new(Mutex::new(LoadReport::default()));
-    let tasks: Vec<_> = (0..writers)
-        .map(|w| {
-            let (cluster, stop, report) = (cluster.clone(), stop.clone(), report.clone());
-            tokio::spawn(async move {
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let key = format!("load-{w}-{i}");
-                    let value = Bytes::from(format!("value {w} {i}"));
-                    let started = Instant::now();
-                    let (status, body) = cluster.set(w % 2, key.as_bytes(), value.clone()).await;
-                    let latency = started.elapsed().as_micros() as u64;
-                    let acknowledged = status == StatusCode::OK;
-                    let read = if acknowledged {
-                        Some(cluster.get((w + 1) % 2, key.as_bytes()).await)
-                    } else {
-                        None
-                    };
-                    let mut report = report.lock().unwrap();
-                    report.writes += 1;
-                    report.write_latencies_us.push(latency);
-                    if !acknowledged {
-                        report
-                            .write_failures
-                            .push(format!("{status}: {}", String::from_utf8_lossy(&body).trim()));
-                    }
-                    if let Some((status, got)) = read {
-                        if status != StatusCode::OK || got != value {
-                            report
-                                .stale_reads
-                                .push(format!("{key}: {status} {:?}", String::from_utf8_lossy(&got)));
-                        }
-                        report.acknowledged.push((key, value));
-                    }
-                    i += 1;
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("load task");
-    }
-    Arc::try_unwrap(report).unwrap().into_inner().unwrap()
-}
 
 /// A fault injected into a cluster under the write-then-read load.
 struct Fault<'a> {
@@ -107,7 +30,7 @@ async fn under_load(
     heal: impl FnOnce(&Cluster),
 ) -> LoadReport {
     let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn(write_then_read_load(cluster.clone(), fault.writers, stop.clone()));
+    let load = tokio::spawn(load::write_then_read(cluster.frontends_handle(), fault.writers, stop.clone()));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     inject(cluster);
     tokio::time::sleep(fault.hold).await;
@@ -166,9 +89,8 @@ async fn wait_for_states(cluster: &Cluster, expected: &[&str], deadline: Duratio
 }
 
 async fn verify_all_acknowledged(cluster: &Cluster, report: &LoadReport) {
-    for (i, (key, value)) in report.acknowledged.iter().enumerate() {
-        assert_eq!(cluster.get(i % 2, key.as_bytes()).await, (StatusCode::OK, value.clone()), "{key} lost");
-    }
+    let lost = report.lost(&cluster.frontends_handle()).await;
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
 }
 
 #[tokio::test]
