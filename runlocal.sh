@@ -25,8 +25,9 @@ Options (each also settable by the environment variable in brackets):
       --no-build           use the binaries already in target/release
   -h, --help               this text
 
-Data persists in DIR across runs: stop and start again and every key is still there, as long
-as the node counts and redundancy are the same. Logs go to DIR/logs/<node>.log; set RUST_LOG
+Data persists in DIR across runs: stop and start again and every key is still there. Start it
+again with more storage nodes (-s 4) and the new ones join the cluster and take their share;
+to shrink it, remove nodes with `target/release/velourfog node remove ADDR --wait` first. Logs go to DIR/logs/<node>.log; set RUST_LOG
 (e.g. debug) for more detail.
 
 All nodes share this machine's cores, so each gets a share of them as worker threads rather
@@ -85,10 +86,10 @@ done
 cd "$(dirname "$0")"
 if [ "$BUILD" = 1 ]; then
   echo "building release binaries (cargo build --release)..."
-  cargo build --release --quiet -p controller -p storage -p frontend
+  cargo build --release --quiet -p controller -p storage -p frontend -p velourfog
 fi
 BIN=target/release
-for b in controller storage frontend; do
+for b in controller storage frontend velourfog; do
   [ -x "$BIN/$b" ] || die "$BIN/$b is missing; run without --no-build"
 done
 
@@ -161,7 +162,8 @@ $(printf '  %s\n' "${FRONTEND_URLS[@]}")
 Try:
   curl '${FRONTEND_URLS[0]}/set/?key=greeting&value=hello'
   curl '${FRONTEND_URLS[${#FRONTEND_URLS[@]}-1]}/get/?key=greeting'
-Cluster status: curl http://$CONTROLLER/v1/status
+Cluster status: $BIN/velourfog --controller $CONTROLLER status   (JSON: curl http://$CONTROLLER/v1/status)
+Grow it: $BIN/storage $CONTROLLER $HOST:$((STORAGE_PORT + STORAGE)) --data-dir $DIR/storage$((STORAGE + 1))   (joins by itself)
 Data: $DIR/ (kept across runs)   Logs: $DIR/logs/   Stop: Ctrl-C
 READY
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs the README quick start for real: ./runlocal.sh, a set and a get with curl, then SIGTERM,
-# and checks that no process the script started outlives it. Used by .ci/run.
+# Runs the README quick start for real: ./runlocal.sh, a set and a get with curl; then the
+# elastic walk-through (a 4th storage node joins by itself, `velourfog node remove --wait`
+# drains one of the first three, the key still reads back); then SIGTERM, and checks that no
+# process the script started outlives it. Used by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=$(mktemp -d)
@@ -19,6 +21,23 @@ children=$(pgrep -P "$script" | tr '\n' ' ')
 curl -fsS 'http://127.0.0.1:17500/set/?key=greeting&value=hello' >/dev/null
 got=$(curl -fsS 'http://127.0.0.1:17501/get/?key=greeting')
 [ "$got" = hello ] || { echo "smoke: expected hello, got '$got'" >&2; kill "$script"; exit 1; }
+
+vf() { target/release/velourfog --controller 127.0.0.1:17400 "$@"; }
+target/release/storage 127.0.0.1:17400 127.0.0.1:17410 --data-dir "$dir/d4" --worker-threads 1 >"$dir/d4.log" 2>&1 &
+fourth=$!
+for _ in $(seq 100); do
+  vf --json status | grep -q '"addr":"127.0.0.1:17410"' && break
+  sleep 0.2
+done
+vf status
+timeout 120 target/release/velourfog --controller 127.0.0.1:17400 node remove 127.0.0.1:17401 --wait || {
+  echo "smoke: draining 127.0.0.1:17401 failed" >&2; vf status; kill "$fourth" "$script"; exit 1; }
+vf status
+got=$(curl -fsS 'http://127.0.0.1:17500/get/?key=greeting')
+[ "$got" = hello ] || { echo "smoke: after the drain, expected hello, got '$got'" >&2; kill "$fourth" "$script"; exit 1; }
+kill -TERM "$fourth"
+wait "$fourth" || true
+
 kill -TERM "$script"
 wait "$script" || true
 sleep 0.5

@@ -27,6 +27,8 @@ use std::time::Duration;
 
 /// How often the node looks for partitions to pull or purge.
 pub const SCAN_INTERVAL: Duration = Duration::from_millis(200);
+/// Partitions pulled at the same time.
+pub const PULLS_AT_ONCE: usize = 2;
 /// Extra hex digits of a slice: a partition is pulled in 16^2 = 256 slices.
 pub const SLICE_DIGITS: u8 = 2;
 
@@ -116,28 +118,29 @@ pub async fn run(node: Arc<Node>, client: Client, mut shutdown: common::shutdown
             continue;
         }
         let joined = node.view().joined;
-        for p in 0..map.partition_count() {
-            let assignment = map.assignment(p);
-            if !assignment.incoming().any(|id| id == me) || node.moves.is_synced(p, assignment.since) {
-                continue;
-            }
-            match pull(&node, &client, &map, me, p).await {
-                Ok(bytes) => {
-                    let still = node.view().joined == joined && node.state() == NodeState::Up;
-                    if still {
-                        node.moves
-                            .synced
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert((p, assignment.since));
-                        node.heartbeat_now.notify_one();
+        let wanted: Vec<(Partition, Epoch)> = (0..map.partition_count())
+            .map(|p| (p, map.assignment(p)))
+            .filter(|(p, a)| a.incoming().any(|id| id == me) && !node.moves.is_synced(*p, a.since))
+            .map(|(p, a)| (p, a.since))
+            .collect();
+        for group in wanted.chunks(PULLS_AT_ONCE) {
+            let pulls = group.iter().map(|&(p, since)| {
+                let (node, client, map) = (&node, &client, &map);
+                async move { (p, since, pull(node, client, map, me, p).await) }
+            });
+            for (p, since, result) in futures_util::future::join_all(pulls).await {
+                match result {
+                    Ok(bytes) => {
+                        if node.view().joined == joined && node.state() == NodeState::Up {
+                            node.moves.synced.lock().unwrap_or_else(|p| p.into_inner()).insert((p, since));
+                            node.heartbeat_now.notify_one();
+                        }
+                        log::info!(
+                            "partition {p} pulled ({bytes} bytes received) for the move of map epoch {since}"
+                        );
                     }
-                    log::info!(
-                        "partition {p} pulled ({bytes} bytes received) for the move of map epoch {}",
-                        assignment.since
-                    );
+                    Err(e) => log::warn!("pulling partition {p}: {e}; retrying"),
                 }
-                Err(e) => log::warn!("pulling partition {p}: {e}; retrying"),
             }
         }
     }

@@ -37,6 +37,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Pulled records applied with one journal write.
+const APPLY_GROUP: usize = 256;
+
 /// Deadline of one repair call (a partition's records can be large).
 pub const REPAIR_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -217,12 +220,19 @@ pub async fn sync_partition(
     let stats = &node.repair;
     stats.bytes_moved.fetch_add((body.len() + answer.len()) as u64, Ordering::Relaxed);
     let bytes = answer.len() as u64;
+    let records = decode_records(answer)?;
     let mut pulled = 0;
-    for (key, record) in decode_records(answer)? {
-        let size = (key.len() + record.value.as_ref().map_or(0, Bytes::len)) as u64;
-        if tokio::task::block_in_place(|| node.store.apply(&key, &record))? == crate::store::Applied::Stored {
-            pulled += 1;
-            stats.bytes_differing.fetch_add(size, Ordering::Relaxed);
+    // Applied in groups, one journal write each: a pull of many small records costs little.
+    for group in records.chunks(APPLY_GROUP) {
+        let writes: Vec<(&[u8], &Record)> =
+            group.iter().map(|(key, record)| (key.as_ref(), record)).collect();
+        let applied = tokio::task::block_in_place(|| node.store.apply_many(&writes))?;
+        for ((key, record), applied) in group.iter().zip(applied) {
+            if applied == crate::store::Applied::Stored {
+                pulled += 1;
+                let size = (key.len() + record.value.as_ref().map_or(0, Bytes::len)) as u64;
+                stats.bytes_differing.fetch_add(size, Ordering::Relaxed);
+            }
         }
     }
     node.durability.wait_durable().await?;
@@ -334,16 +344,18 @@ async fn catch_up_partition(
             Err(e) => log::debug!("catch-up of partition {partition} from node {}: {e}", peer.id),
         }
     }
-    // No up replica could serve: merge every live replica's records.
-    let replicas = map.replicas_of(partition).len();
-    let write_quorum = replicas / 2 + 1;
-    let peers_needed = (replicas - write_quorum + 1).saturating_sub(1);
+    // No up replica could serve: merge every live holder's records. Every write a quorum of the
+    // replicas acknowledged is on any K - W + 1 of them (this node counting if it is one).
+    let replicas = map.replicas_of(partition);
+    let write_quorum = replicas.len() / 2 + 1;
+    let covering = replicas.len() - write_quorum + 1;
+    let peers_needed = covering - usize::from(replicas.contains(&me)).min(covering);
     let unleased = SourceCheck { min_epoch: joined, leased: false };
     let (mut merged, mut pulled) = (0, 0);
     for peer in &peers {
         match sync_partition(node, client, &peer.addr, partition, map.digits, Some(unleased)).await {
             Ok(count) => {
-                merged += 1;
+                merged += usize::from(replicas.contains(&peer.id));
                 pulled += count.records;
             }
             Err(e) => log::debug!("catch-up merge of partition {partition} from node {}: {e}", peer.id),

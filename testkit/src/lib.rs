@@ -25,7 +25,7 @@ pub const START_DEADLINE: Duration = Duration::from_secs(30);
 /// Deadline of one request a test makes.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(60);
 
-/// Path of a workspace binary, building all three the first time one is asked for.
+/// Path of a workspace binary, building the servers and the CLI the first time one is asked for.
 pub fn binary(name: &str) -> PathBuf {
     static TARGET: OnceLock<PathBuf> = OnceLock::new();
     let dir = TARGET.get_or_init(|| {
@@ -42,6 +42,8 @@ pub fn binary(name: &str) -> PathBuf {
             "storage",
             "-p",
             "frontend",
+            "-p",
+            "velourfog",
         ]);
         if profile_dir.file_name().is_some_and(|p| p == "release") {
             build.arg("--release");

@@ -77,17 +77,32 @@ fn assert_balanced(status: &serde_json::Value) {
     );
 }
 
-/// Writes `count` keys `prefix-i` through the frontends; all must succeed.
-async fn write_keys(cluster: &Cluster, prefix: &str, count: usize) -> Vec<(String, Bytes)> {
-    let mut written = Vec::new();
-    for i in 0..count {
-        let (key, value) =
-            (format!("{prefix}-{i}"), Bytes::from(format!("{prefix} value {i} {}", "x".repeat(200))));
-        let (status, body) = cluster.set(i % 2, key.as_bytes(), value.clone()).await;
-        assert_eq!(status, StatusCode::OK, "{key}: {body:?}");
-        written.push((key, value));
+/// Writes `count` keys `prefix-i` with values of about `size` bytes through the frontends, 16 at
+/// a time; all must succeed.
+async fn write_keys_sized(
+    cluster: &Cluster,
+    prefix: &str,
+    count: usize,
+    size: usize,
+) -> Vec<(String, Bytes)> {
+    let frontends = cluster.frontends_handle();
+    let written: Vec<(String, Bytes)> = (0..count)
+        .map(|i| (format!("{prefix}-{i}"), Bytes::from(format!("{prefix} value {i} {}", "x".repeat(size)))))
+        .collect();
+    for chunk in written.chunks(16) {
+        let sets = chunk.iter().enumerate().map(|(i, (key, value))| {
+            let frontends = frontends.clone();
+            async move { (key, frontends.set(i, key.as_bytes(), value.clone()).await) }
+        });
+        for (key, (status, body)) in futures_util::future::join_all(sets).await {
+            assert_eq!(status, StatusCode::OK, "{key}: {body:?}");
+        }
     }
     written
+}
+
+async fn write_keys(cluster: &Cluster, prefix: &str, count: usize) -> Vec<(String, Bytes)> {
+    write_keys_sized(cluster, prefix, count, 200).await
 }
 
 async fn assert_all_read_back(cluster: &Cluster, written: &[(String, Bytes)]) {
@@ -191,7 +206,7 @@ async fn a_dead_node_removed_is_re_replicated_so_the_last_survivor_holds_everyth
 async fn a_node_restarted_with_a_wiped_disk_never_answers_404_for_acknowledged_keys() {
     let mut cluster = Cluster::start(config(3)).await;
     let written = write_keys(&cluster, "wiped", 300).await;
-    cluster.storage[1].sigkill();
+    cluster.storage[1].kill();
     std::fs::remove_dir_all(cluster.storage_data_dir(1)).unwrap();
     cluster.storage[1].start();
     // Read everything at once and for a while: the newcomer at the old address must not serve.
@@ -228,11 +243,14 @@ async fn fault_mid_move(name: &str, fault: impl AsyncFnOnce(&mut Cluster)) {
         ..config(3)
     })
     .await;
-    let written = write_keys(&cluster, name, 3000).await;
+    // About 6 MB: the newcomer's three quarters take seconds to pull at 1 MiB/s.
+    let written = write_keys_sized(&cluster, name, 3000, 2000).await;
     let load = Load::start(&cluster, 4);
     cluster.add_storage(&[]);
     wait_copying(&cluster, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let moves = cluster.status().await["moves"].as_array().unwrap().len();
+    assert!(moves > 0, "the fault must come while partitions move");
     fault(&mut cluster).await;
     let status = cluster.wait_settled(4, SETTLE).await;
     assert_balanced(&status);
@@ -243,7 +261,7 @@ async fn fault_mid_move(name: &str, fault: impl AsyncFnOnce(&mut Cluster)) {
 #[tokio::test]
 async fn killing_the_joining_node_mid_move_resumes_the_move() {
     fault_mid_move("kill the joining node", async |cluster: &mut Cluster| {
-        cluster.storage[3].sigkill();
+        cluster.storage[3].kill();
         tokio::time::sleep(Duration::from_secs(1)).await;
         cluster.storage[3].start();
     })
@@ -253,7 +271,7 @@ async fn killing_the_joining_node_mid_move_resumes_the_move() {
 #[tokio::test]
 async fn killing_a_source_node_mid_move_loses_nothing() {
     fault_mid_move("kill a source node", async |cluster: &mut Cluster| {
-        cluster.storage[0].sigkill();
+        cluster.storage[0].kill();
         tokio::time::sleep(Duration::from_secs(4)).await;
         cluster.storage[0].start();
     })
@@ -263,7 +281,7 @@ async fn killing_a_source_node_mid_move_loses_nothing() {
 #[tokio::test]
 async fn killing_the_controller_mid_move_resumes_the_move() {
     fault_mid_move("kill the controller", async |cluster: &mut Cluster| {
-        cluster.controller.sigkill();
+        cluster.controller.kill();
         tokio::time::sleep(Duration::from_secs(1)).await;
         cluster.controller.start();
     })
@@ -273,7 +291,7 @@ async fn killing_the_controller_mid_move_resumes_the_move() {
 #[tokio::test]
 async fn deleting_the_controller_state_mid_move_loses_nothing() {
     fault_mid_move("lose the controller's state", async |cluster: &mut Cluster| {
-        cluster.controller.sigkill();
+        cluster.controller.kill();
         std::fs::remove_dir_all(cluster.dir.path().join("controller")).unwrap();
         cluster.controller.start();
     })
@@ -297,4 +315,43 @@ async fn replication_can_be_changed_on_a_running_cluster() {
     let (status, answer) =
         cluster.admin(common::proto::ADMIN_REPLICATION_PATH, serde_json::json!({"replication": 5})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+}
+
+/// Runs the real `velourfog` binary against the cluster's controller; its exit code and output.
+fn velourfog(cluster: &Cluster, args: &[&str]) -> (i32, String) {
+    let output = std::process::Command::new(testkit::binary("velourfog"))
+        .env("VF_CONTROLLER", &cluster.controller.addr)
+        .args(args)
+        .output()
+        .expect("run velourfog");
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test]
+async fn the_cli_shows_the_cluster_and_drains_a_node_until_it_has_left() {
+    let mut cluster = Cluster::start(config(3)).await;
+    let written = write_keys(&cluster, "cli", 200).await;
+    cluster.add_storage(&[]);
+    cluster.wait_settled(4, SETTLE).await;
+    let (code, json) = velourfog(&cluster, &["--json", "status"]);
+    assert_eq!(code, 0, "{json}");
+    let status: serde_json::Value = serde_json::from_str(json.trim()).expect("status JSON");
+    assert_eq!(status["storage"].as_array().unwrap().len(), 4);
+    let (code, text) = velourfog(&cluster, &["status"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains(&cluster.storage[3].addr), "{text}");
+    let leaving = cluster.storage[0].addr.clone();
+    let (code, text) = velourfog(&cluster, &["node", "remove", &leaving, "--wait"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("has left the cluster"), "{text}");
+    let status = cluster.status().await;
+    assert!(status["storage"].as_array().unwrap().iter().all(|m| m["addr"] != leaving.as_str()), "{status}");
+    cluster.storage[0].sigkill();
+    assert_all_read_back(&cluster, &written).await;
+    // Bad requests get the controller's message and exit 1.
+    let (code, text) = velourfog(&cluster, &["replication", "set", "9"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("replication must be between 1 and the 3 storage nodes"), "{text}");
 }
