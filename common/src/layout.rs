@@ -818,6 +818,13 @@ mod tests {
         (*seed >> 33) as usize
     }
 
+    /// `partitions` sets of 0 to K + 1 ids drawn from `pool` (duplicates and strangers included).
+    fn random_sets(seed: &mut u64, partitions: usize, replication: usize, pool: &[NodeId]) -> Sets {
+        (0..partitions)
+            .map(|_| (0..lcg(seed) % (replication + 2)).map(|_| pool[lcg(seed) % pool.len()]).collect())
+            .collect()
+    }
+
     #[test]
     fn brute_force_agrees_on_tiny_clusters() {
         let mut seed = 7;
@@ -827,13 +834,7 @@ mod tests {
             let ids: Vec<NodeId> = (0..nodes).map(id).collect();
             for _ in 0..6 {
                 let pool: Vec<NodeId> = ids.iter().copied().chain([999]).collect();
-                let current: Sets = (0..partitions)
-                    .map(|_| {
-                        (0..lcg(&mut seed) % (replication + 2))
-                            .map(|_| pool[lcg(&mut seed) % pool.len()])
-                            .collect()
-                    })
-                    .collect();
+                let current = random_sets(&mut seed, partitions, replication, &pool);
                 let out = checked(&current, &plain(&ids), replication);
                 let brute = brute_minimum(&current, &ids, replication);
                 assert_eq!(moves(&current, &out), brute, "{current:?} over {ids:?} at K={replication}");
@@ -856,13 +857,7 @@ mod tests {
             let replication = 1 + lcg(&mut seed) % count.min(4);
             let partitions = [16, 16, 256][round % 3];
             let pool: Vec<NodeId> = (0..count + 3).map(id).collect();
-            let current: Sets = (0..partitions)
-                .map(|_| {
-                    (0..lcg(&mut seed) % (replication + 2))
-                        .map(|_| pool[lcg(&mut seed) % pool.len()])
-                        .collect()
-                })
-                .collect();
+            let current = random_sets(&mut seed, partitions, replication, &pool);
             let out = checked(&current, &nodes, replication);
             assert_eq!(checked(&out, &nodes, replication), out, "a plan is its own fixed point");
         }

@@ -160,6 +160,9 @@ pub struct Node {
     pub moves: moves::Moves,
     /// The newest map installed, kept in the data directory (see [`Node::install_map`]).
     pub map_file: Mutex<identity::MapFile>,
+    /// The controller said this node was removed from the cluster (its data lives on the
+    /// others now, so it may drop all of it).
+    pub removed: std::sync::atomic::AtomicBool,
 }
 
 impl Node {
@@ -237,6 +240,7 @@ impl Node {
             zone: None,
             moves: moves::Moves::new(64 << 20),
             map_file: Mutex::new(identity::MapFile::new(dir)),
+            removed: Default::default(),
         }
     }
 
@@ -316,6 +320,7 @@ impl Server {
             zone: config.zone.clone(),
             moves: moves::Moves::new(config.rebalance_mib_per_s << 20),
             map_file: Mutex::new(map_file),
+            removed: Default::default(),
         });
         if let Some(map) = map {
             // Known before the controller answers: what this node held, and the map to offer

@@ -72,6 +72,10 @@ pub async fn run(controller: String, advertise: String, node: Arc<Node>, mut shu
                 if reachable != Some(false) {
                     log::error!("the controller refuses this node: {message}");
                 }
+                if status == StatusCode::GONE {
+                    // Drained or re-replicated: what it holds lives on the other nodes now.
+                    node.removed.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 reachable = Some(false);
             }
             Err(e) => {

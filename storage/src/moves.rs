@@ -13,7 +13,9 @@
 //! controller then lets the new set serve reads (see `docs/membership.md`).
 //!
 //! Transfers share one rate limit per node (`--rebalance-mib-per-s`). A partition the node's
-//! map no longer has it hold (its move to other nodes committed) is purged from the store.
+//! map no longer has it hold (its move to other nodes committed) is purged from the store, by a
+//! member of the cluster or by a node the controller says it removed; a node refused for any
+//! other reason (an unknown identity: pointed at the wrong cluster?) keeps its data.
 
 use crate::repair::{self, SourceCheck};
 use crate::Node;
@@ -109,10 +111,15 @@ pub async fn run(node: Arc<Node>, client: Client, mut shutdown: common::shutdown
             _ = shutdown.wait() => return,
         }
         let Some((map, me)) = node.map_and_id() else { continue };
-        if !map.members.iter().any(|m| m.id == me) {
+        // Only on the word of this cluster's controller: a member that registered, or a node
+        // it removed (never a node that follows a map of a cluster it is not part of).
+        let member = node.view().state.is_some() && map.member(me).is_some();
+        if member || node.removed.load(std::sync::atomic::Ordering::Relaxed) {
+            purge_departed(&node, &map, me);
+        }
+        if !member {
             continue;
         }
-        purge_departed(&node, &map, me);
         // Only an up node's pull counts: one catching up is pulling everything anyway.
         if node.state() != NodeState::Up {
             continue;

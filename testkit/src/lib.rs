@@ -230,6 +230,8 @@ pub struct ClusterConfig {
     pub frontend_args: Vec<String>,
     /// Extra flags for every storage node.
     pub storage_args: Vec<String>,
+    /// Extra flags for the controller.
+    pub controller_args: Vec<String>,
     /// How many of the storage nodes (the last ones) not to start; a test starts them itself.
     pub held_back_storage: usize,
     /// Where storage data directories go [default: the cluster's temp dir].
@@ -248,6 +250,7 @@ impl Default for ClusterConfig {
             order: StartOrder::ControllerFirst,
             frontend_args: Vec::new(),
             storage_args: Vec::new(),
+            controller_args: Vec::new(),
             held_back_storage: 0,
             data_root: None,
             partitionable: false,
@@ -298,7 +301,10 @@ impl Cluster {
                 host_ip.clone(),
                 "--state-dir".into(),
                 dir.path().join("controller").display().to_string(),
-            ],
+            ]
+            .into_iter()
+            .chain(config.controller_args.iter().cloned())
+            .collect(),
             dir.path(),
         );
         let isolated = config.partitionable.then(|| config.storage - 1);

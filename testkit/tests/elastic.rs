@@ -173,6 +173,9 @@ async fn draining_a_live_node_then_killing_it_loses_nothing() {
     let members = settled["storage"].as_array().unwrap();
     assert!(members.iter().all(|m| m["node_id"] != id), "node {id} still a member: {settled}");
     assert_balanced(&settled);
+    // Its data went once the others held it: every partition digest is zero (nothing held).
+    let digests = drained_digests(&cluster, 3).await;
+    assert!(digests.iter().all(|&b| b == 0), "the drained node still holds records");
     cluster.storage[3].sigkill();
     tokio::time::sleep(Duration::from_secs(2)).await;
     load.finish("drain, then kill -9", 0.99).await;
@@ -181,6 +184,52 @@ async fn draining_a_live_node_then_killing_it_loses_nothing() {
         .admin(common::proto::ADMIN_NODE_REMOVE_PATH, serde_json::json!({"node": id.to_string()}))
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// Storage node `s`'s partition digests, once they stop changing (its purge runs in the
+/// background after the move commits).
+async fn drained_digests(cluster: &Cluster, s: usize) -> Bytes {
+    let started = Instant::now();
+    loop {
+        let digests = cluster.storage_digests(s).await;
+        if digests.iter().all(|&b| b == 0) || started.elapsed() > Duration::from_secs(10) {
+            return digests;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn with_manual_joins_a_new_node_waits_until_an_operator_adds_it() {
+    let mut cluster = Cluster::start(ClusterConfig {
+        controller_args: vec!["--join".into(), "manual".into()],
+        ..config(3)
+    })
+    .await;
+    let written = write_keys(&cluster, "manual", 100).await;
+    let s = cluster.add_storage(&["--zone", "room-b"]);
+    let addr = cluster.storage[s].addr.clone();
+    let started = Instant::now();
+    loop {
+        let status = cluster.status().await;
+        if status["pending"].as_array().unwrap().iter().any(|p| p["addr"] == addr.as_str()) {
+            assert_eq!(status["storage"].as_array().unwrap().len(), 3, "a pending node is no member");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{addr} never pending: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, answer) =
+        cluster.admin(common::proto::ADMIN_NODE_ADD_PATH, serde_json::json!({"node": "127.0.0.1:1"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    let (status, answer) =
+        cluster.admin(common::proto::ADMIN_NODE_ADD_PATH, serde_json::json!({"node": addr})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let settled = cluster.wait_settled(4, SETTLE).await;
+    let member = settled["storage"].as_array().unwrap().iter().find(|m| m["addr"] == addr.as_str()).cloned();
+    assert_eq!(member.expect("added")["zone"], "room-b");
+    assert_balanced(&settled);
+    assert_all_read_back(&cluster, &written).await;
 }
 
 #[tokio::test]
