@@ -73,7 +73,7 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Self { join: JoinPolicy::Auto, moves_at_once: 4 }
+        Self { join: JoinPolicy::Auto, moves_at_once: 8 }
     }
 }
 
@@ -418,7 +418,7 @@ impl Cluster {
         let new_map = if !changed {
             None
         } else if formed {
-            self.replan();
+            self.reshape();
             Some(self.publish_next())
         } else if self.members.len() >= self.expected && !adopting {
             Some(self.form())
@@ -564,7 +564,7 @@ impl Cluster {
         let mut map = PartitionMap::clone(map);
         map.epoch = map.epoch.max(newest);
         self.map = Some(Arc::new(map));
-        self.replan();
+        self.reshape();
         Some(self.publish_next())
     }
 
@@ -659,7 +659,7 @@ impl Cluster {
             self.members[&id].addr
         );
         self.members.get_mut(&id).expect("found").leaving = true;
-        self.replan();
+        self.reshape();
         Ok((id, Some(self.publish_next())))
     }
 
@@ -683,7 +683,7 @@ impl Cluster {
         }
         log::info!("replication {} -> {replication}", self.replication);
         self.replication = replication;
-        self.replan();
+        self.reshape();
         Ok(Some(self.publish_next()))
     }
 
@@ -750,10 +750,13 @@ impl Cluster {
         }
         let mut map = PartitionMap::clone(&map);
         map.partitions = partitions;
-        changed |= self.split_if_needed(&mut map);
         changed |= self.drop_departed(&map);
         if changed {
             self.map = Some(Arc::new(map));
+        }
+        if self.split_if_needed() {
+            self.replan();
+            changed = true;
         }
         changed
     }
@@ -805,12 +808,17 @@ impl Cluster {
 
     /// Splits every partition in 16 when the settled map has too few partitions to balance the
     /// nodes it has (no data moves: a partition's children live where it does).
-    fn split_if_needed(&mut self, map: &mut PartitionMap) -> bool {
+    fn split_if_needed(&mut self) -> bool {
+        let Some(current) = &self.map else { return false };
         let nodes = self.members.values().filter(|m| !m.leaving).count();
-        let wanted = common::placement::choose_digits(nodes, self.replication).unwrap_or(map.digits);
-        if wanted <= map.digits || !map.is_settled() || map.digits >= common::partition::MAX_DIGITS {
+        let wanted = common::placement::choose_digits(nodes, self.replication).unwrap_or(current.digits);
+        if wanted <= current.digits
+            || !current.is_settled()
+            || current.digits >= common::partition::MAX_DIGITS
+        {
             return false;
         }
+        let mut map = PartitionMap::clone(current);
         log::info!(
             "splitting {} partitions into {} to balance {nodes} nodes",
             map.partitions.len(),
@@ -820,9 +828,15 @@ impl Cluster {
         map.partitions = layout::split(&sets, 1).into_iter().map(Assignment::settled).collect();
         map.digits += 1;
         self.plan = layout::split(&self.plan, 1);
-        self.map = Some(Arc::new(map.clone()));
-        self.replan();
+        self.map = Some(Arc::new(map));
         true
+    }
+
+    /// After a membership change: splits the partitions if the cluster needs more of them
+    /// (only a settled map splits; a moving one splits once its moves are done), then replans.
+    fn reshape(&mut self) {
+        self.split_if_needed();
+        self.replan();
     }
 
     /// Removes leaving members that hold nothing any more; whether any left.

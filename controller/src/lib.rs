@@ -52,7 +52,7 @@ pub struct Config {
     #[arg(long, env = "VF_JOIN", default_value = "auto")]
     pub join: common::proto::JoinPolicy,
     /// Partitions moved at the same time when nodes join or leave.
-    #[arg(long, env = "VF_MOVES_AT_ONCE", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    #[arg(long, env = "VF_MOVES_AT_ONCE", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub moves_at_once: u16,
     /// Address to listen on.
     #[arg(long, env = "VF_LISTEN_HOST", default_value = "0.0.0.0")]

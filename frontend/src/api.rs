@@ -351,7 +351,8 @@ async fn write(
     record: Record,
     level: Level,
 ) -> Result<Response<Body>, ApiError> {
-    let mut refreshed = false;
+    // A busy rebalance may start another move between a refresh and the write: a few tries.
+    let mut refreshes = 0;
     loop {
         let partition = common::partition::of(key, routes.map.digits);
         let targets: Vec<NodeId> = routes.map.write_set(partition).collect();
@@ -359,8 +360,8 @@ async fn write(
             frontend.replicas.write_all(&routes, &targets, key, &record, Some(routes.map.epoch)).await;
         if failures.iter().any(ReplicaFailure::is_stale_epoch) {
             // A replica has seen a newer map (a node rejoined): route by it and write again.
-            if !refreshed {
-                refreshed = true;
+            if refreshes < MAP_REFRESHES {
+                refreshes += 1;
                 routes = frontend.refresh_routes(routes.map.epoch).await;
                 continue;
             }
@@ -400,6 +401,9 @@ async fn write(
         return Ok(h::text(StatusCode::OK, "ok"));
     }
 }
+
+/// How many times a write refetches the map when a replica says it routed by an outdated one.
+const MAP_REFRESHES: usize = 3;
 
 /// The first set of `partition` in which a write needs a quorum (its replicas, and while it
 /// moves its next replicas too) where fewer than `level` requires `stored` it: how many did, of

@@ -204,6 +204,10 @@ impl Node {
         let mut view = self.view_mut();
         log::info!("map epoch {} installed", map.epoch);
         view.map = Some(Arc::new(map));
+        // Tell the controller at once (a move waits for nodes to install its map), and look
+        // for partitions to pull.
+        self.heartbeat_now.notify_one();
+        self.moves.wake.notify_one();
     }
 
     /// Records what a heartbeat answer said; returns the epoch to catch up from if the node

@@ -3,7 +3,7 @@
 //! When the controller starts moving a partition to this node (the node is in the partition's
 //! `next` set but not among its replicas), [`run`] pulls it from the partition's current
 //! replicas with the diff protocol of [`crate::repair`], one slice of the hash range at a time
-//! (1/256 of the partition), so memory stays bounded by a slice and a pull interrupted by a
+//! (1/4096 of the key space), so memory stays bounded by a slice and a pull interrupted by a
 //! crash of either side resumes where it stopped: what arrived is on disk, and the next diff
 //! sends only what is still missing. Each slice is merged from enough replicas to include every
 //! write a quorum acknowledged (`|O| - W + 1` of the `|O|` replicas, `W` a majority), and every
@@ -20,7 +20,7 @@
 use crate::repair::{self, SourceCheck};
 use crate::Node;
 use common::http::Client;
-use common::partition::{self, Partition};
+use common::partition::Partition;
 use common::placement::{Epoch, NodeId, NodeState, PartitionMap};
 use common::proto::TransferProgress;
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,8 +31,10 @@ use std::time::Duration;
 pub const SCAN_INTERVAL: Duration = Duration::from_millis(200);
 /// Partitions pulled at the same time.
 pub const PULLS_AT_ONCE: usize = 2;
-/// Extra hex digits of a slice: a partition is pulled in 16^2 = 256 slices.
-pub const SLICE_DIGITS: u8 = 2;
+/// Hex digits of a slice: the key space is pulled in at most 16^3 = 4096 slices (256 per
+/// partition of a 16-partition map, one per partition of a 4096-partition map), so a slice
+/// holds about 1/4096 of a node's data and a small partition costs few requests.
+pub const SLICE_DIGITS: u8 = 3;
 
 /// What this node pulled and is pulling.
 #[derive(Debug)]
@@ -42,6 +44,8 @@ pub struct Moves {
     synced: Mutex<BTreeSet<(Partition, Epoch)>>,
     progress: Mutex<BTreeMap<(Partition, Epoch), TransferProgress>>,
     limiter: RateLimiter,
+    /// Wakes the pulling loop early (a new map was installed).
+    pub wake: tokio::sync::Notify,
 }
 
 impl Moves {
@@ -50,6 +54,7 @@ impl Moves {
             synced: Mutex::default(),
             progress: Mutex::default(),
             limiter: RateLimiter::new(bytes_per_sec),
+            wake: tokio::sync::Notify::new(),
         }
     }
 
@@ -108,6 +113,7 @@ pub async fn run(node: Arc<Node>, client: Client, mut shutdown: common::shutdown
     loop {
         tokio::select! {
             _ = tokio::time::sleep(SCAN_INTERVAL) => {}
+            _ = node.moves.wake.notified() => {}
             _ = shutdown.wait() => return,
         }
         let Some((map, me)) = node.map_and_id() else { continue };
@@ -171,7 +177,7 @@ async fn pull(
         .collect();
     let replicas = assignment.replicas.len();
     let needed = replicas - (replicas / 2 + 1) + 1;
-    let slice_digits = (map.digits + SLICE_DIGITS).min(partition::MAX_DIGITS);
+    let slice_digits = map.digits.max(SLICE_DIGITS);
     let shift = 4 * u32::from(slice_digits - map.digits);
     let slices = 1u32 << shift;
     let check = SourceCheck { min_epoch: since, leased: false };

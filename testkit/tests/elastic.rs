@@ -404,3 +404,19 @@ async fn the_cli_shows_the_cluster_and_drains_a_node_until_it_has_left() {
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("replication must be between 1 and the 3 storage nodes"), "{text}");
 }
+
+#[tokio::test]
+async fn growing_past_what_16_partitions_balance_splits_them_in_place() {
+    // K = 2: 16 partitions balance 3 to 5 nodes within 10%, not 6 (32 slots: 6 vs 5.3).
+    let mut cluster = Cluster::start(ClusterConfig { replication: 2, ..config(3) }).await;
+    let written = write_keys(&cluster, "split", 300).await;
+    let load = Load::start(&cluster, 4);
+    for _ in 0..3 {
+        cluster.add_storage(&[]);
+    }
+    let settled = cluster.wait_settled(6, SETTLE).await;
+    assert_eq!(settled["partitions"], 256, "{settled}");
+    assert_balanced(&settled);
+    load.finish("split while growing 3 -> 6 at K = 2", 0.99).await;
+    assert_all_read_back(&cluster, &written).await;
+}
