@@ -180,6 +180,48 @@ impl StorageMember {
         }
     }
 
+    /// Takes in a heartbeat of member `id`; whether the map must change (a new address or
+    /// zone, or a down node back, which catches up from `rejoin_at` if given).
+    fn heard(
+        &mut self,
+        id: NodeId,
+        registration: &StorageRegistration,
+        now: Instant,
+        rejoin_at: Option<Epoch>,
+    ) -> bool {
+        self.last_seen = now;
+        self.map_epoch = registration.map_epoch;
+        let started = |t: &TransferProgress| {
+            let same = |(old, _): &&(TransferProgress, Instant)| {
+                (old.partition, old.since) == (t.partition, t.since)
+            };
+            self.transfers.iter().find(same).map_or(now, |(_, started)| *started)
+        };
+        self.transfers = registration.transfers.iter().map(|t| (t.clone(), started(t))).collect();
+        if registration.joined == self.joined {
+            self.synced = registration.synced.iter().copied().collect();
+            self.synced_joined = registration.joined;
+        }
+        let mut changed = false;
+        if self.addr != registration.addr {
+            log::info!("storage node {id} moved from {} to {}", self.addr, registration.addr);
+            self.addr = registration.addr.clone();
+            changed = true;
+        }
+        if self.zone != registration.zone {
+            log::info!("storage node {id} is now in zone {:?}", registration.zone);
+            self.zone = registration.zone.clone();
+            changed = true;
+        }
+        if let Some(epoch) = rejoin_at.filter(|_| self.state == NodeState::Down) {
+            log::info!("storage node {id} is back: catching up (map epoch {epoch})");
+            self.state = NodeState::CatchingUp;
+            self.joined = epoch;
+            changed = true;
+        }
+        changed
+    }
+
     /// Whether the node pulled `partition` for the move that began at `since`, and has stayed up
     /// since it did.
     fn has_synced(&self, partition: Partition, since: Epoch) -> bool {
@@ -356,65 +398,14 @@ impl Cluster {
         let formed = self.map.is_some();
         let adopting = self.adopting(now);
         let next_epoch = self.epoch().map_or(1, |e| e + 1);
-        let mut changed = false;
-        match self.members.get_mut(&id) {
-            Some(member) => {
-                member.last_seen = now;
-                member.map_epoch = registration.map_epoch;
-                member.transfers = registration
-                    .transfers
-                    .iter()
-                    .map(|t| {
-                        let same = |(old, _): &&(TransferProgress, Instant)| {
-                            (old.partition, old.since) == (t.partition, t.since)
-                        };
-                        (t.clone(), member.transfers.iter().find(same).map_or(now, |(_, started)| *started))
-                    })
-                    .collect();
-                if registration.joined == member.joined {
-                    member.synced = registration.synced.iter().copied().collect();
-                    member.synced_joined = registration.joined;
-                }
-                if member.addr != registration.addr {
-                    log::info!("storage node {id} moved from {} to {}", member.addr, registration.addr);
-                    member.addr = registration.addr.clone();
-                    changed = true;
-                }
-                if member.zone != registration.zone {
-                    log::info!("storage node {id} is now in zone {:?}", registration.zone);
-                    member.zone = registration.zone.clone();
-                    changed = true;
-                }
-                if member.state == NodeState::Down && formed && !adopting {
-                    log::info!("storage node {id} is back: catching up (map epoch {next_epoch})");
-                    member.state = NodeState::CatchingUp;
-                    member.joined = next_epoch;
-                    changed = true;
-                }
-            }
+        let rejoin_at = (formed && !adopting).then_some(next_epoch);
+        let changed = match self.members.get_mut(&id) {
+            Some(member) => member.heard(id, registration, now, rejoin_at),
             None => {
-                let member = Member {
-                    id,
-                    addr: registration.addr.clone(),
-                    state: NodeState::Up,
-                    joined: next_epoch,
-                    zone: registration.zone.clone(),
-                    leaving: false,
-                };
-                log::info!(
-                    "storage node {id} registered from {} ({})",
-                    member.addr,
-                    if formed {
-                        "joining the cluster".to_owned()
-                    } else {
-                        format!("{} of {}", self.members.len() + 1, self.expected)
-                    }
-                );
-                self.members.insert(id, StorageMember::new(&member, now, &self.timing));
-                self.pending.remove(&registration.addr);
-                changed = true;
+                self.admit(id, registration, now, next_epoch);
+                true
             }
-        }
+        };
         let new_map = if !changed {
             None
         } else if formed {
@@ -426,6 +417,27 @@ impl Cluster {
             None
         };
         Ok(Admission { answer: self.answer(id, now), changed, new_map })
+    }
+
+    /// Adds the new member `id` (up: it serves nothing before partitions move to it).
+    fn admit(&mut self, id: NodeId, registration: &StorageRegistration, now: Instant, next_epoch: Epoch) {
+        let member = Member {
+            id,
+            addr: registration.addr.clone(),
+            state: NodeState::Up,
+            joined: next_epoch,
+            zone: registration.zone.clone(),
+            leaving: false,
+        };
+        let formed = self.map.is_some();
+        let place = if formed {
+            "joining the cluster".to_owned()
+        } else {
+            format!("{} of {}", self.members.len() + 1, self.expected)
+        };
+        log::info!("storage node {id} registered from {} ({place})", member.addr);
+        self.members.insert(id, StorageMember::new(&member, now, &self.timing));
+        self.pending.remove(&registration.addr);
     }
 
     /// Which member a registration is, admitting a new one if it may join.

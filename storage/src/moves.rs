@@ -210,6 +210,8 @@ async fn pull(
             progress.bytes_done + progress.bytes_done / u64::from(i + 1) * u64::from(slices - i - 1);
         node.moves.report(progress.clone());
     }
+    // Durable before it is reported pulled: one fsync for the whole partition.
+    node.durability.wait_durable().await.map_err(|e| e.to_string())?;
     node.moves.progress.lock().unwrap_or_else(|p| p.into_inner()).remove(&(p, since));
     Ok(progress.bytes_done)
 }

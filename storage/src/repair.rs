@@ -16,7 +16,8 @@
 //!   write quorum is among them. Then it reports itself caught up and the controller marks it up.
 //! - **Anti-entropy**: every interval, an up node fetches each peer's partition digests (16
 //!   bytes per partition, one request per peer) and syncs only the partitions whose digests
-//!   differ. Equal partitions cost nothing more.
+//!   differ, among those both are replicas of (a partition moving to a node is pulled by the
+//!   move, see `moves`). Equal partitions cost nothing more.
 //!
 //! Wire formats (all integers big-endian):
 //! - versions list: repeated `u32 key_len, key, u64 timestamp, u8 tombstone, u64 value_fp`;
@@ -196,7 +197,9 @@ pub struct Pulled {
 }
 
 /// Pulls from `peer` every record of `partition` (in a map of `digits` hex digits, at most
-/// [`common::partition::MAX_DIGITS`]) it holds newer than ours.
+/// [`common::partition::MAX_DIGITS`]) it holds newer than ours. The records have reached the
+/// OS on return; a caller that reports them pulled waits for durability first (one fsync for
+/// many pulls).
 pub async fn sync_partition(
     node: &Node,
     client: &Client,
@@ -235,7 +238,6 @@ pub async fn sync_partition(
             }
         }
     }
-    node.durability.wait_durable().await?;
     stats.records_pulled.fetch_add(pulled, Ordering::Relaxed);
     Ok(Pulled { records: pulled, bytes })
 }
@@ -299,6 +301,10 @@ pub async fn catch_up(node: Arc<Node>, client: Client, controller: String, joine
             }
         }
         if complete {
+            if let Err(e) = node.durability.wait_durable().await {
+                log::error!("catch-up not durable: {e}");
+                return;
+            }
             let report = proto::CaughtUp { node_id: me, joined };
             let url = format!("http://{controller}{}", proto::CAUGHT_UP_PATH);
             match client.post_json::<_, PartitionMap>(&url, &report, Duration::from_secs(5)).await {
@@ -424,7 +430,13 @@ pub async fn anti_entropy_pass(node: &Node, client: &Client) -> Result<u64, Repa
     let count = map.partition_count() as usize;
     let mut synced = 0;
     for peer in map.members.iter().filter(|m| m.id != me && m.state == NodeState::Up) {
-        let shared: Vec<Partition> = map.partitions_of(me).filter(|&p| map.holds(peer.id, p)).collect();
+        // Replicas only: a partition moving to a node is pulled by the move, at its rate; compared
+        // here it would differ until then and be pulled twice, unthrottled.
+        let replica_of_both = |p: &Partition| {
+            let replicas = map.replicas_of(*p);
+            replicas.contains(&me) && replicas.contains(&peer.id)
+        };
+        let shared: Vec<Partition> = (0..map.partition_count()).filter(replica_of_both).collect();
         if shared.is_empty() {
             continue;
         }
