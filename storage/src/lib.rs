@@ -82,7 +82,7 @@ pub struct Config {
     pub zone: Option<String>,
     /// Bandwidth for pulling partitions that move to this node, in MiB/s (the foreground
     /// traffic keeps the rest).
-    #[arg(long, env = "VF_REBALANCE_MIB_PER_S", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "VF_REBALANCE_MIB_PER_S", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
     pub rebalance_mib_per_s: u64,
     /// Log level or filter, such as `debug` or `info,frontend=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info,fjall=warn,lsm_tree=warn")]
