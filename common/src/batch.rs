@@ -44,6 +44,9 @@ pub enum Outcome {
     NotServing(String),
     /// The operation failed on the node, and why.
     Failed(String),
+    /// A write whose timestamp is further ahead of the node's clock than it accepts (the
+    /// writer's clock is wrong): refused, nothing stored.
+    FutureTimestamp(String),
 }
 
 /// A malformed batch.
@@ -60,6 +63,7 @@ const TOO_LARGE: u8 = 4;
 const STALE: u8 = 5;
 const NOT_SERVING: u8 = 6;
 const FAILED: u8 = 7;
+const FUTURE: u8 = 8;
 
 fn need(buf: &Bytes, n: usize, what: &'static str) -> Result<(), BatchError> {
     if buf.remaining() < n {
@@ -163,6 +167,7 @@ pub fn encode_outcomes(outcomes: &[Outcome]) -> Bytes {
             }
             Outcome::NotServing(why) => text(&mut out, NOT_SERVING, why),
             Outcome::Failed(why) => text(&mut out, FAILED, why),
+            Outcome::FutureTimestamp(why) => text(&mut out, FUTURE, why),
         }
     }
     out.freeze()
@@ -194,6 +199,7 @@ pub fn decode_outcomes(mut buf: Bytes) -> Result<Vec<Outcome>, BatchError> {
             }
             NOT_SERVING => Outcome::NotServing(text(&mut buf)?),
             FAILED => Outcome::Failed(text(&mut buf)?),
+            FUTURE => Outcome::FutureTimestamp(text(&mut buf)?),
             _ => return Err(BatchError("unknown outcome")),
         });
     }
@@ -226,6 +232,7 @@ mod tests {
             Outcome::StaleEpoch { needed: 5 },
             Outcome::NotServing("no lease".into()),
             Outcome::Failed("disk full".into()),
+            Outcome::FutureTimestamp("an hour ahead".into()),
         ];
         assert_eq!(decode_outcomes(encode_outcomes(&outcomes)).unwrap(), outcomes);
     }

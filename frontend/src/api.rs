@@ -370,6 +370,13 @@ async fn write(
                 join(&failures)
             )));
         }
+        if let Some(refusal) = failures.iter().find(|f| f.is_clock_refusal()) {
+            // This frontend's clock is off: fencing the replicas would be wrong, acknowledging
+            // the write too.
+            return Err(ApiError::Unavailable(format!(
+                "write not acknowledged: a replica refused its timestamp ({refusal}); check this frontend's clock (NTP)"
+            )));
+        }
         let stored = |node| targets.contains(&node) && !failures.iter().any(|f| f.node == node);
         if let Some((stored, replicas, required)) = short_quorum(&routes.map, partition, level, stored) {
             let moving = if routes.map.assignment(partition).is_moving() {

@@ -62,6 +62,12 @@ impl ReplicaFailure {
         matches!(&self.error, RpcError::Status { status, .. } if *status == StatusCode::SERVICE_UNAVAILABLE)
     }
 
+    /// The replica refused the write because its timestamp is too far ahead of the replica's
+    /// clock (this frontend's clock is wrong): nothing was stored, and nothing must be fenced.
+    pub fn is_clock_refusal(&self) -> bool {
+        matches!(&self.error, RpcError::Status { status, .. } if *status == StatusCode::UNPROCESSABLE_ENTITY)
+    }
+
     /// The replica refused the write because it was routed by an outdated map.
     pub fn is_stale_epoch(&self) -> bool {
         matches!(&self.error, RpcError::Status { status, .. } if *status == StatusCode::CONFLICT)
@@ -153,6 +159,9 @@ impl Replicas {
                         }),
                         Ok(Outcome::Failed(message)) => {
                             Err(RpcError::Status { status: StatusCode::INTERNAL_SERVER_ERROR, message })
+                        }
+                        Ok(Outcome::FutureTimestamp(message)) => {
+                            Err(RpcError::Status { status: StatusCode::UNPROCESSABLE_ENTITY, message })
                         }
                         Ok(other) => {
                             Err(RpcError::Protocol(format!("unexpected outcome of a write: {other:?}")))

@@ -32,7 +32,7 @@ pub enum ApiError {
     #[error("{0}")]
     TooLarge(String),
     #[error("method {method} is not supported on {path}")]
-    MethodNotAllowed { method: Method, path: String },
+    MethodNotAllowed { method: Method, path: String, allow: &'static str },
     #[error("no such endpoint: {0}")]
     UnknownPath(String),
     #[error(transparent)]
@@ -43,6 +43,8 @@ pub enum ApiError {
     NotServing(String),
     #[error("stale map: the write was routed by epoch {given}, but partition {partition} needs epoch {needed} or newer")]
     StaleEpoch { given: u64, needed: u64, partition: u32 },
+    #[error("{0}")]
+    FutureTimestamp(String),
     #[error("this node has seen map epoch {have}, not {need} yet")]
     BehindEpoch { have: u64, need: u64 },
     #[error(transparent)]
@@ -53,6 +55,8 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            // 422: well-formed, refused for what it says; frontends never fence a node for it.
+            ApiError::FutureTimestamp(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound | ApiError::UnknownPath(_) => StatusCode::NOT_FOUND,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -71,6 +75,22 @@ impl From<QueryError> for ApiError {
     }
 }
 
+/// Every endpoint of a storage node and the methods it takes (the dispatch in [`handle`] must
+/// match; 405 answers say `Allow` from here).
+const ROUTES: &[(&str, &str)] = &[
+    (proto::RECORD_PATH, "GET, PUT"),
+    (proto::BATCH_PATH, "POST"),
+    (proto::DIGESTS_PATH, "GET"),
+    (proto::DIFF_PATH, "POST"),
+    ("/v1/stats", "GET"),
+    ("/health", "GET"),
+];
+
+/// The methods `path` takes, if it is an endpoint.
+fn allowed(path: &str) -> Option<&'static str> {
+    ROUTES.iter().find(|(p, _)| *p == path).map(|(_, allow)| *allow)
+}
+
 /// Answers one request.
 pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
     let result = match (req.method(), req.uri().path()) {
@@ -84,17 +104,22 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
             None => Ok(h::text(StatusCode::OK, node.describe())),
             Some(failure) => Ok(h::text(StatusCode::SERVICE_UNAVAILABLE, failure)),
         },
-        (
-            method,
-            path @ (proto::RECORD_PATH | proto::DIGESTS_PATH | proto::DIFF_PATH | "/v1/stats" | "/health"),
-        ) => Err(ApiError::MethodNotAllowed { method: method.clone(), path: path.to_owned() }),
-        (_, path) => Err(ApiError::UnknownPath(path.to_owned())),
+        (method, path) => match allowed(path) {
+            Some(allow) => {
+                Err(ApiError::MethodNotAllowed { method: method.clone(), path: path.to_owned(), allow })
+            }
+            None => Err(ApiError::UnknownPath(path.to_owned())),
+        },
     };
     result.unwrap_or_else(|e| {
         if e.status().is_server_error() {
             log::error!("request failed: {e}");
         }
-        h::text(e.status(), e)
+        let mut response = h::text(e.status(), &e);
+        if let ApiError::MethodNotAllowed { allow, .. } = e {
+            response.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+        }
+        response
     })
 }
 
@@ -171,6 +196,11 @@ async fn batch(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Ap
                 }
                 Op::Put { key, record, epoch } => match view.stale_write(&key, epoch, me) {
                     _ if key.len() > node.limits.max_key_bytes => Outcome::Failed("key too large".into()),
+                    _ if node.limits.future_timestamp(record.timestamp).is_some() => {
+                        Outcome::FutureTimestamp(
+                            node.limits.future_timestamp(record.timestamp).unwrap_or_default(),
+                        )
+                    }
                     Some((_, needed)) => Outcome::StaleEpoch { needed },
                     None => {
                         pending.push((outcomes.len(), key, record));
@@ -282,6 +312,9 @@ async fn put(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiE
         .ok_or_else(|| {
             ApiError::BadRequest(format!("header `{}` must be a decimal timestamp", proto::TIMESTAMP))
         })?;
+    if let Some(why) = node.limits.future_timestamp(timestamp) {
+        return Err(ApiError::FutureTimestamp(why));
+    }
     let tombstone = match parts.headers.get(proto::TOMBSTONE).map(|v| v.as_bytes()) {
         None | Some(b"0") => false,
         Some(b"1") => true,

@@ -84,16 +84,38 @@ pub struct Config {
     /// traffic keeps the rest).
     #[arg(long, env = "VF_REBALANCE_MIB_PER_S", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
     pub rebalance_mib_per_s: u64,
+    /// Writes stamped further ahead of this node's clock than this are refused (a writer with a
+    /// broken clock would otherwise pin keys until the clocks catch up), in milliseconds.
+    #[arg(long, env = "VF_MAX_CLOCK_SKEW_MS", default_value_t = 5000)]
+    pub max_clock_skew_ms: u64,
     /// Log level or filter, such as `debug` or `info,frontend=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info,fjall=warn,lsm_tree=warn")]
     pub log_level: String,
 }
 
-/// Size limits applied to every write.
+/// Limits applied to every write.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
+    /// How far ahead of this node's clock a write's timestamp may be, in microseconds.
+    pub max_clock_skew_us: u64,
+}
+
+impl Limits {
+    /// Why a write stamped `timestamp` is refused, if it is: too far in the future.
+    pub fn future_timestamp(&self, timestamp: u64) -> Option<String> {
+        let now = common::version::now_micros();
+        let ahead = timestamp.saturating_sub(now);
+        (ahead > self.max_clock_skew_us).then(|| {
+            format!(
+                "timestamp {timestamp} is {:.1} s ahead of this node's clock (the bound is --max-clock-skew-ms {}): \
+                 the writer's clock is wrong",
+                ahead as f64 / 1e6,
+                self.max_clock_skew_us / 1000
+            )
+        })
+    }
 }
 
 /// What the node knows of the cluster: the newest map it has seen, its own state, its lease.
@@ -235,7 +257,7 @@ impl Node {
         Node {
             durability: Durability::start(store.clone(), SyncPolicy::Always),
             store,
-            limits: Limits { max_key_bytes: 1024, max_value_bytes: 1 << 20 },
+            limits: Limits { max_key_bytes: 1024, max_value_bytes: 1 << 20, max_clock_skew_us: 5_000_000 },
             identity: IdentityFile::new(dir),
             node_id: Mutex::new(Some(1)),
             view: RwLock::new(View::default()),
@@ -315,7 +337,11 @@ impl Server {
         let node = Arc::new(Node {
             durability: Durability::start(store.clone(), config.sync),
             store,
-            limits: Limits { max_key_bytes: config.max_key_bytes, max_value_bytes: config.max_value_bytes },
+            limits: Limits {
+                max_key_bytes: config.max_key_bytes,
+                max_value_bytes: config.max_value_bytes,
+                max_clock_skew_us: config.max_clock_skew_ms.saturating_mul(1000),
+            },
             identity,
             node_id: Mutex::new(node_id),
             view: RwLock::new(View::default()),

@@ -90,6 +90,8 @@ pub struct Process {
     pub addr: String,
     program: PathBuf,
     args: Vec<String>,
+    /// Extra environment variables (such as libfaketime's).
+    env: Vec<(String, String)>,
     log: PathBuf,
     child: Option<Child>,
 }
@@ -97,7 +99,7 @@ pub struct Process {
 impl Process {
     fn new(name: String, addr: String, program: PathBuf, args: Vec<String>, dir: &Path) -> Self {
         let log = dir.join(format!("{name}.log"));
-        Self { name, addr, program, args, log, child: None }
+        Self { name, addr, program, args, env: Vec::new(), log, child: None }
     }
 
     /// Starts (or restarts) the process; its output is appended to its log. A child killed
@@ -110,6 +112,7 @@ impl Process {
         let log = OpenOptions::new().create(true).append(true).open(&self.log).expect("open log");
         let child = Command::new(&self.program)
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn".into()),
@@ -415,6 +418,18 @@ impl Cluster {
             client: self.client.clone(),
             addrs: self.frontends.iter().map(|f| f.addr.clone()).collect(),
         }
+    }
+
+    /// Starts one more frontend with extra environment variables `env`; returns its index.
+    pub fn add_frontend(&mut self, env: &[(&str, &str)]) -> usize {
+        let f = self.frontends.len();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let args = vec![self.controller.addr.clone(), addr.clone(), "--listen".into(), addr.clone()];
+        let mut node = Process::new(format!("frontend{f}"), addr, binary("frontend"), args, self.dir.path());
+        node.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        node.start();
+        self.frontends.push(node);
+        f
     }
 
     /// The data directory of storage node `s`.

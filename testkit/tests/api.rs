@@ -313,3 +313,62 @@ async fn expect_100_continue_is_answered_before_the_body() {
     assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
     assert_eq!(cluster.get(1, b"p3").await, (StatusCode::OK, Bytes::from_static(b"three")));
 }
+
+#[tokio::test]
+async fn a_write_stamped_far_in_the_future_is_refused_and_pins_nothing() {
+    // The pinned-key attack: a record stamped u64::MAX would win over every later write.
+    let cluster = Cluster::start(ClusterConfig::default()).await;
+    let status = cluster.storage_put(0, b"pinned", u64::MAX, Bytes::from_static(b"forever")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let an_hour_ahead = common::version::now_micros() + 3_600_000_000;
+    let status = cluster.storage_put(1, b"pinned", an_hour_ahead, Bytes::from_static(b"later")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, record_ts, _) = cluster.storage_record(0, b"pinned").await;
+    assert_eq!((status, record_ts), (StatusCode::NOT_FOUND, None), "nothing stored");
+    assert_eq!(cluster.set(0, b"pinned", "now").await.0, StatusCode::OK);
+    assert_eq!(cluster.get(1, b"pinned").await, (StatusCode::OK, Bytes::from_static(b"now")));
+    // A little ahead (within --max-clock-skew-ms) is fine: clocks are never exact.
+    let status =
+        cluster.storage_put(2, b"near", common::version::now_micros() + 1_000_000, Bytes::new()).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn storage_endpoints_answer_405_with_allow_for_other_methods() {
+    let cluster = Cluster::start(ClusterConfig { frontends: 1, ..Default::default() }).await;
+    for (path, allow) in [("/v1/batch", "POST"), ("/v1/record", "GET, PUT"), ("/v1/diff", "POST")] {
+        let url = format!("http://{}{path}", cluster.storage[0].addr);
+        let make = || {
+            http::Request::delete(url.as_str())
+                .body(http_body_util::Full::new(Bytes::new()))
+                .expect("request")
+        };
+        let (parts, _) = cluster.client.inner.send_collect(make, testkit::REQUEST_DEADLINE).await.unwrap();
+        assert_eq!(parts.status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert_eq!(parts.headers[http::header::ALLOW], allow, "{path}");
+    }
+}
+
+/// libfaketime, which shifts one process's wall clock (Debian's `faketime` package).
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+#[tokio::test]
+async fn a_frontend_whose_clock_runs_an_hour_ahead_cannot_pin_keys_or_fence_replicas() {
+    if !std::path::Path::new(FAKETIME).exists() {
+        eprintln!("SKIPPED: {FAKETIME} missing (apt-get install faketime)");
+        return;
+    }
+    let mut cluster = Cluster::start(ClusterConfig::default()).await;
+    let env = [("LD_PRELOAD", FAKETIME), ("FAKETIME", "+1h"), ("FAKETIME_DONT_FAKE_MONOTONIC", "1")];
+    let skewed = cluster.add_frontend(&env);
+    cluster.wait_until_serving(testkit::START_DEADLINE).await;
+    let (status, body) = cluster.set(skewed, b"clock", "from the future").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body:?}");
+    assert!(String::from_utf8_lossy(&body).contains("check this frontend's clock"), "{body:?}");
+    // Nothing was stored and no replica was fenced for it.
+    let status = cluster.status().await;
+    assert!(status["storage"].as_array().unwrap().iter().all(|m| m["state"] == "up"), "{status}");
+    assert_eq!(cluster.set(0, b"clock", "now").await.0, StatusCode::OK);
+    assert_eq!(cluster.delete(1, b"clock").await.0, StatusCode::OK);
+    assert_eq!(cluster.get(0, b"clock").await.0, StatusCode::NOT_FOUND);
+}
