@@ -374,7 +374,7 @@ async fn write(
             // This frontend's clock is off: fencing the replicas would be wrong, acknowledging
             // the write too.
             return Err(ApiError::Unavailable(format!(
-                "write not acknowledged: a replica refused its timestamp ({refusal}); check this frontend's clock (NTP)"
+                "write not acknowledged: a replica refused its timestamp ({refusal}); check this frontend's clock and the replica's (NTP)"
             )));
         }
         let stored = |node| targets.contains(&node) && !failures.iter().any(|f| f.node == node);

@@ -110,7 +110,7 @@ impl Limits {
         (ahead > self.max_clock_skew_us).then(|| {
             format!(
                 "timestamp {timestamp} is {:.1} s ahead of this node's clock (the bound is --max-clock-skew-ms {}): \
-                 the writer's clock is wrong",
+                 the writer's clock (or this node's) is wrong",
                 ahead as f64 / 1e6,
                 self.max_clock_skew_us / 1000
             )
