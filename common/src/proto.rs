@@ -54,6 +54,12 @@ pub const ADMIN_REPLICATION_PATH: &str = "/v1/admin/replication";
 /// Header on a record read asking for the record even without a read lease (`1`): the caller
 /// compares several replicas, so it does not rely on any one being fresh.
 pub const UNLEASED: &str = "vf-unleased";
+/// Header carrying a record's key, percent-encoded as in a query string, for keys whose escaped
+/// form is too long for a URL (`/v1/record` without `?key=`).
+pub const KEY: &str = "vf-key";
+/// Escaped keys longer than this travel in the [`KEY`] header instead of the URL: a URL holds
+/// at most 64 KiB, and escaping can triple a key.
+pub const URL_KEY_BYTES: usize = 8 * 1024;
 /// Header carrying the map epoch a write was routed by.
 pub const EPOCH: &str = "vf-epoch";
 

@@ -43,9 +43,16 @@ pub struct Replicas {
     batchers: std::sync::Arc<Batchers>,
 }
 
-/// The URL of `key`'s record on `node`, for requests outside a batch.
-fn record_url(routes: &Routes, node: NodeId, key: &[u8]) -> String {
-    format!("{}{}", routes.record_url(node), common::query::encode(key))
+/// A request for `key`'s record on `node`, outside a batch: the key escaped into the URL, or,
+/// when that would not fit in a URL, into the [`proto::KEY`] header.
+fn record_request(routes: &Routes, node: NodeId, key: &[u8], method: http::Method) -> http::request::Builder {
+    let escaped = common::query::encode(key);
+    let prefix = routes.record_url(node);
+    if escaped.len() <= proto::URL_KEY_BYTES {
+        return Request::builder().method(method).uri(format!("{prefix}{escaped}"));
+    }
+    let url = prefix.strip_suffix("?key=").unwrap_or(prefix);
+    Request::builder().method(method).uri(url).header(proto::KEY, escaped)
 }
 
 /// A replica that did not do what was asked, and why.
@@ -174,9 +181,9 @@ impl Replicas {
                         error,
                     });
                 }
-                let url = record_url(routes, node, key);
                 let make = || {
-                    let mut request = Request::put(url.as_str()).header(proto::TIMESTAMP, record.timestamp);
+                    let mut request = record_request(routes, node, key, http::Method::PUT)
+                        .header(proto::TIMESTAMP, record.timestamp);
                     if record.is_tombstone() {
                         request = request.header(proto::TOMBSTONE, "1");
                     }
@@ -229,7 +236,7 @@ impl Replicas {
         let (senders, bodies): (Vec<_>, Vec<_>) = replicas.iter().map(|_| h::channel_body(length, 8)).unzip();
         let calls =
             replicas.iter().zip(bodies).map(|(&node, body)| {
-                let request = Request::put(record_url(routes, node, key))
+                let request = record_request(routes, node, key, http::Method::PUT)
                     .header(proto::TIMESTAMP, timestamp)
                     .header(proto::EPOCH, routes.map.epoch)
                     .header(http::header::CONTENT_LENGTH, length)
@@ -332,12 +339,18 @@ impl Replicas {
                 return Ok(found);
             }
         }
-        self.read_one(&record_url(routes, node, key), unleased).await
+        self.read_one(routes, node, key, unleased).await
     }
 
-    async fn read_one(&self, url: &str, unleased: bool) -> Result<Found, RpcError> {
+    async fn read_one(
+        &self,
+        routes: &Routes,
+        node: NodeId,
+        key: &[u8],
+        unleased: bool,
+    ) -> Result<Found, RpcError> {
         let make = || {
-            let mut request = Request::get(url);
+            let mut request = record_request(routes, node, key, http::Method::GET);
             if unleased {
                 request = request.header(proto::UNLEASED, "1");
             }

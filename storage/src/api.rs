@@ -123,8 +123,35 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
     })
 }
 
-fn key_of<'a>(query: &'a Query<'_>, max_key_bytes: usize) -> Result<&'a [u8], ApiError> {
-    let key = query.get("key").ok_or_else(|| ApiError::BadRequest("missing parameter `key`".into()))?;
+/// The record's key: the `key` parameter, or the [`proto::KEY`] header (escaped the same way)
+/// for keys too long for a URL.
+fn key_of<'a>(
+    query: &'a Query<'_>,
+    headers: &http::HeaderMap,
+    max_key_bytes: usize,
+) -> Result<std::borrow::Cow<'a, [u8]>, ApiError> {
+    let key = match (query.get("key"), headers.get(proto::KEY)) {
+        (Some(key), None) => std::borrow::Cow::Borrowed(key),
+        (None, Some(header)) => {
+            let escaped = header
+                .to_str()
+                .map_err(|_| ApiError::BadRequest(format!("header `{}` must be ASCII", proto::KEY)))?;
+            let key = common::query::decode(escaped.as_bytes()).map_err(|escape| {
+                ApiError::BadRequest(format!(
+                    "malformed percent-escape {escape:?} in header `{}`",
+                    proto::KEY
+                ))
+            })?;
+            std::borrow::Cow::Owned(key.into_owned())
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(format!(
+                "the key is given both as `key=` and as `{}`",
+                proto::KEY
+            )))
+        }
+        (None, None) => return Err(ApiError::BadRequest("missing parameter `key`".into())),
+    };
     if key.len() > max_key_bytes {
         return Err(ApiError::TooLarge(format!("key is {} bytes; the limit is {max_key_bytes}", key.len())));
     }
@@ -282,7 +309,8 @@ fn stats(node: &Node) -> serde_json::Value {
 
 fn get(node: &Node, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let query = Query::parse(req.uri().query().unwrap_or(""))?;
-    let key = key_of(&query, node.limits.max_key_bytes)?;
+    let key = key_of(&query, req.headers(), node.limits.max_key_bytes)?;
+    let key = key.as_ref();
     if req.headers().get(proto::UNLEASED).is_none_or(|v| v != "1") {
         node.read_permission().map_err(ApiError::NotServing)?;
         if let Some(why) = node.view().not_serving(key, node.id()) {
@@ -303,7 +331,8 @@ fn get(node: &Node, req: &Request<Incoming>) -> Result<Response<Body>, ApiError>
 async fn put(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let (parts, body) = req.into_parts();
     let query = Query::parse(parts.uri.query().unwrap_or(""))?;
-    let key = key_of(&query, node.limits.max_key_bytes)?;
+    let key = key_of(&query, &parts.headers, node.limits.max_key_bytes)?;
+    let key = key.as_ref();
     let timestamp = parts
         .headers
         .get(proto::TIMESTAMP)

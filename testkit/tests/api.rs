@@ -372,3 +372,40 @@ async fn a_frontend_whose_clock_runs_an_hour_ahead_cannot_pin_keys_or_fence_repl
     assert_eq!(cluster.delete(1, b"clock").await.0, StatusCode::OK);
     assert_eq!(cluster.get(0, b"clock").await.0, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn keys_too_long_to_escape_into_a_url_work_end_to_end() {
+    // A key of 30,000 spaces arrives as 30,000 `+` (a 30 KB URL) but escapes to 90 KB for the
+    // storage node's URL, past a URL's 64 KiB: it travels in a header instead. Before, the
+    // frontend panicked building the request and the client saw a dropped connection.
+    let cluster = Cluster::start(ClusterConfig::default()).await;
+    let raw = "+".repeat(30_000);
+    for (i, value) in [Bytes::from_static(b"small"), Bytes::from(vec![b'v'; 200_000])].into_iter().enumerate()
+    {
+        let path = format!("/set/?key={raw}");
+        let (status, body) =
+            cluster.client.call(Method::POST, cluster.frontend(i % 2), &path, value.clone()).await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        let (status, got) = cluster
+            .client
+            .call(Method::GET, cluster.frontend((i + 1) % 2), &format!("/get/?key={raw}"), Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!((status, got), (StatusCode::OK, value));
+    }
+    let (status, _) = cluster
+        .client
+        .call(Method::DELETE, cluster.frontend(1), &format!("/delete/?key={raw}"), Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = cluster
+        .client
+        .call(Method::GET, cluster.frontend(0), &format!("/get/?key={raw}"), Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for node in cluster.storage.iter().chain(&cluster.frontends) {
+        assert!(!node.log().contains("panicked"), "{} panicked", node.name);
+    }
+}
