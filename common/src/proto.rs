@@ -7,6 +7,8 @@
 //! - `PUT /v1/record?key=K` with headers [`TIMESTAMP`] and, for a delete, [`TOMBSTONE`]`: 1`;
 //!   the body is the value. Answers 200 with [`APPLIED`] `1` if the record superseded what the node
 //!   held, `0` if the node already held that record or a newer one. Idempotent.
+//!   A key whose escaped form is longer than [`URL_KEY_BYTES`] goes in the [`KEY`] header
+//!   instead of `?key=` (on reads too).
 //! - `GET /v1/record?key=K`: 200 with the record (value as body, [`TIMESTAMP`] and
 //!   [`TOMBSTONE`] headers; a tombstone has an empty body), 404 if the node holds nothing.
 //!
