@@ -6,7 +6,9 @@
 //! Storage nodes serve records:
 //! - `PUT /v1/record?key=K` with headers [`TIMESTAMP`] and, for a delete, [`TOMBSTONE`]`: 1`;
 //!   the body is the value. Answers 200 with [`APPLIED`] `1` if the record superseded what the node
-//!   held, `0` if the node already held that record or a newer one. Idempotent.
+//!   held, `0` if the node already held that record or a newer one. Idempotent. 409 if routed
+//!   by a map older than the partition needs ([`EPOCH`]), 422 if the timestamp is more than the
+//!   node's `--max-clock-skew-ms` ahead of its clock (nothing stored).
 //!   A key whose escaped form is longer than [`URL_KEY_BYTES`] goes in the [`KEY`] header
 //!   instead of `?key=` (on reads too).
 //! - `GET /v1/record?key=K`: 200 with the record (value as body, [`TIMESTAMP`] and

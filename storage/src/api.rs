@@ -221,19 +221,20 @@ async fn batch(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Ap
                         },
                     }
                 }
-                Op::Put { key, record, epoch } => match view.stale_write(&key, epoch, me) {
-                    _ if key.len() > node.limits.max_key_bytes => Outcome::Failed("key too large".into()),
-                    _ if node.limits.future_timestamp(record.timestamp).is_some() => {
-                        Outcome::FutureTimestamp(
-                            node.limits.future_timestamp(record.timestamp).unwrap_or_default(),
-                        )
+                Op::Put { key, record, epoch } => {
+                    let too_far_ahead = node.limits.future_timestamp(record.timestamp);
+                    match view.stale_write(&key, epoch, me) {
+                        _ if key.len() > node.limits.max_key_bytes => Outcome::Failed("key too large".into()),
+                        _ if too_far_ahead.is_some() => {
+                            Outcome::FutureTimestamp(too_far_ahead.unwrap_or_default())
+                        }
+                        Some((_, needed)) => Outcome::StaleEpoch { needed },
+                        None => {
+                            pending.push((outcomes.len(), key, record));
+                            Outcome::Stored // replaced by the flush below
+                        }
                     }
-                    Some((_, needed)) => Outcome::StaleEpoch { needed },
-                    None => {
-                        pending.push((outcomes.len(), key, record));
-                        Outcome::Stored // replaced by the flush below
-                    }
-                },
+                }
             };
             outcomes.push(outcome);
         }
