@@ -1,6 +1,10 @@
 //! HTTP plumbing shared by the three servers: the body type, plain-text and JSON responses, a
-//! server loop with graceful shutdown, and a client whose every call has a deadline.
+//! server loop with graceful shutdown whose clients pass a [`crate::guard`] first, and a client
+//! whose every call has a deadline.
 
+pub use crate::guard::{ClientTimeouts, Rules};
+
+use crate::guard::{Exchanges, Guarded, Tracked};
 use crate::shutdown::Shutdown;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -64,13 +68,25 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
 }
 
 /// Serves HTTP/1.1 on `listener`, answering every request with `handler`, until `shutdown`
-/// fires; then stops accepting and gives open connections [`SHUTDOWN_GRACE`] to finish.
+/// fires; then stops accepting and gives open connections [`SHUTDOWN_GRACE`] to finish. Clients
+/// are held to the default [`Rules`].
 pub async fn serve<H, F>(listener: TcpListener, handler: H, shutdown: Shutdown)
 where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let connection = move |stream, shutdown| serve_connection(stream, handler.clone(), shutdown);
+    serve_with(listener, handler, shutdown, Rules::default()).await
+}
+
+/// [`serve`], holding clients to `rules`.
+pub async fn serve_with<H, F>(listener: TcpListener, handler: H, shutdown: Shutdown, rules: Rules)
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let connection = move |stream, shutdown| {
+        serve_connection(stream, bytes::BytesMut::new(), handler.clone(), shutdown, rules)
+    };
     serve_connections(listener, connection, shutdown).await
 }
 
@@ -100,33 +116,46 @@ where
     }
 }
 
-/// Serves HTTP/1.1 (hyper) on one connection, answering every request with `handler`, until the
-/// client leaves; once `shutdown` fires, the request in progress is finished and the connection
-/// closed.
-pub async fn serve_connection<T, H, F>(io: T, handler: H, mut shutdown: Shutdown)
+/// Serves HTTP/1.1 (hyper) on one connection, of which `read` was already read (the start of
+/// a request, or nothing), answering every request with `handler`, until the client leaves;
+/// once `shutdown` fires, the request in progress is finished and the connection closed. Every
+/// byte hyper reads has passed a [`Guarded`] held to `rules` (see `crate::guard`).
+pub async fn serve_connection<T, H, F>(io: T, read: bytes::BytesMut, handler: H, mut shutdown: Shutdown, rules: Rules)
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     H: Fn(Request<Incoming>) -> F,
     F: Future<Output = Response<Body>>,
 {
+    let handler = Box::new(handler); // hyper polls a service that is Unpin
+    let exchanges = std::sync::Arc::new(Exchanges::default());
+    let guarded = Guarded::new(io, read, rules, exchanges.clone());
     let service = hyper::service::service_fn(move |req| {
+        let exchange = exchanges.begin();
         let response = handler(req);
-        async move { Ok::<_, Infallible>(response.await) }
+        Box::pin(async move { Ok::<_, Infallible>(response.await.map(|body| Tracked { body, exchange })) })
     });
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.max_buf_size(MAX_HEAD_BYTES);
-    let connection = http.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        _ = shutdown.wait() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    // The guard bounds heads; hyper's buffer must hold the longest it lets through.
+    http.max_buf_size(rules.max_head_bytes + (64 << 10));
+    let mut connection = http.serve_connection(TokioIo::new(guarded), service);
+    let served = {
+        let served = std::future::poll_fn(|cx| connection.poll_without_shutdown(cx));
+        tokio::select! {
+            result = served => Some(result),
+            _ = shutdown.wait() => None,
+        }
+    };
+    let result = match served {
+        Some(result) => result,
+        None => {
+            std::pin::Pin::new(&mut connection).graceful_shutdown();
+            std::future::poll_fn(|cx| connection.poll_without_shutdown(cx)).await
         }
     };
     if let Err(e) = result {
         log::debug!("connection closed with error: {e}");
     }
+    connection.into_parts().io.into_inner().finish().await;
 }
 
 /// The next connection on `listener`, with Nagle's algorithm off. A failed accept (out of file

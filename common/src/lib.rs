@@ -4,13 +4,16 @@
 //! hold a partition, and partitions on the move), [`layout`] (where partitions should go when
 //! nodes join and leave, moving as little as possible), [`version`] (which write wins), [`query`] (byte-exact query strings).
 //! Plumbing used by every server: [`proto`] (the internal wire protocol), [`http`] (server loop
-//! and deadline-bound client), [`shutdown`] (signals and logging),
+//! and deadline-bound client), [`framing`] and [`guard`] (strict request framing and bounds on
+//! slow clients, before hyper sees a byte), [`shutdown`] (signals and logging),
 //! [`runtime`] (the Tokio runtime, sized by `--worker-threads`). Nothing here knows about a
 //! particular server; the servers depend on this crate and never on each other.
 
 pub mod addr;
 pub mod atomic_file;
 pub mod batch;
+pub mod framing;
+pub mod guard;
 pub mod http;
 pub mod layout;
 pub mod mapwatch;

@@ -67,6 +67,9 @@ pub struct Config {
     /// Where the cluster state is kept [default: ./velourfog-data/controller-PORT].
     #[arg(long, env = "VF_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// How slowly clients may send heads and bodies, and how long idle connections stay open.
+    #[command(flatten)]
+    pub client: common::http::ClientTimeouts,
     /// Log level or filter, such as `debug` or `info,frontend=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info,fjall=warn,lsm_tree=warn")]
     pub log_level: String,
@@ -129,6 +132,8 @@ pub struct Server {
     listener: TcpListener,
     cluster: Cluster,
     state_file: PathBuf,
+    /// What clients' connections are held to.
+    rules: common::http::Rules,
     /// Held for the controller's lifetime: one controller per state directory.
     _lock: std::fs::File,
 }
@@ -193,7 +198,8 @@ impl Server {
             config.num_storage,
             config.redundancy
         );
-        Ok(Self { listener, cluster, state_file, _lock: lock })
+        let rules = common::http::Rules { timeouts: config.client, ..Default::default() };
+        Ok(Self { listener, cluster, state_file, rules, _lock: lock })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -209,7 +215,8 @@ impl Server {
             controller.publish(map);
         }
         let housekeeping = tokio::spawn(housekeeping(controller.clone(), shutdown.clone()));
-        common::http::serve(self.listener, move |req| api::handle(controller.clone(), req), shutdown).await;
+        let handler = move |req| api::handle(controller.clone(), req);
+        common::http::serve_with(self.listener, handler, shutdown, self.rules).await;
         housekeeping.abort();
         log::info!("controller stopped");
         Ok(())

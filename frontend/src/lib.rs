@@ -65,6 +65,9 @@ pub struct Config {
     /// handoffs between threads to every request.
     #[arg(long, env = "VF_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub worker_threads: Option<u16>,
+    /// How slowly clients may send heads and bodies, and how long idle connections stay open.
+    #[command(flatten)]
+    pub client: common::http::ClientTimeouts,
     /// Log level or filter, such as `debug` or `info,frontend=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info,fjall=warn,lsm_tree=warn")]
     pub log_level: String,
@@ -180,6 +183,7 @@ pub struct Server {
     advertise: String,
     controller: String,
     frontend: Arc<Frontend>,
+    rules: common::http::Rules,
 }
 
 impl Server {
@@ -205,7 +209,12 @@ impl Server {
             affinity: affinity::ReadAffinity::new(rand::random()),
             suspects: Default::default(),
         });
-        Ok(Self { listener, advertise, controller: config.controller, frontend })
+        let rules = common::http::Rules {
+            timeouts: config.client,
+            max_head_bytes: common::http::MAX_HEAD_BYTES,
+            max_chunk_bytes: config.max_value_bytes as u64,
+        };
+        Ok(Self { listener, advertise, controller: config.controller, frontend, rules })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -221,7 +230,7 @@ impl Server {
             self.frontend.router.clone(),
             shutdown.clone(),
         ));
-        server::serve(self.listener, self.frontend, shutdown).await;
+        server::serve(self.listener, self.frontend, self.rules, shutdown).await;
         follower.abort();
         log::info!("frontend stopped");
         Ok(())

@@ -88,6 +88,9 @@ pub struct Config {
     /// broken clock would otherwise pin keys until the clocks catch up), in milliseconds.
     #[arg(long, env = "VF_MAX_CLOCK_SKEW_MS", default_value_t = 5000)]
     pub max_clock_skew_ms: u64,
+    /// How slowly clients may send heads and bodies, and how long idle connections stay open.
+    #[command(flatten)]
+    pub client: common::http::ClientTimeouts,
     /// Log level or filter, such as `debug` or `info,frontend=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info,fjall=warn,lsm_tree=warn")]
     pub log_level: String,
@@ -298,6 +301,8 @@ pub struct Server {
     controller: String,
     node: Arc<Node>,
     anti_entropy_interval: Duration,
+    /// What clients' connections are held to.
+    rules: common::http::Rules,
     /// Held for the node's lifetime: no other process may open the same data directory.
     _lock: std::fs::File,
 }
@@ -363,6 +368,11 @@ impl Server {
             controller: config.controller,
             node,
             anti_entropy_interval: Duration::from_millis(config.anti_entropy_ms.max(1)),
+            rules: common::http::Rules {
+                timeouts: config.client,
+                max_head_bytes: common::http::MAX_HEAD_BYTES,
+                max_chunk_bytes: config.max_value_bytes as u64,
+            },
             _lock: lock,
         })
     }
@@ -394,7 +404,8 @@ impl Server {
             shutdown.clone(),
         ));
         let node = self.node.clone();
-        common::http::serve(self.listener, move |req| api::handle(node.clone(), req), shutdown).await;
+        let handler = move |req| api::handle(node.clone(), req);
+        common::http::serve_with(self.listener, handler, shutdown, self.rules).await;
         heartbeat.abort();
         map_follower.abort();
         anti_entropy.abort();
