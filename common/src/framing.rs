@@ -12,9 +12,8 @@
 //!   than one Content-Length (even equal ones); a Content-Length that is not plain digits;
 //!   `chunked` applied twice or not last; Transfer-Encoding in HTTP/1.0. Refused with 501: any
 //!   other transfer coding (`gzip, chunked`): the body would otherwise be stored still encoded.
-//! - **Bounded heads, whichever way they arrive.** A head longer than the limit is refused (431,
-//!   or 414 when the request line alone is too long) whether it is still incomplete or arrived
-//!   complete in one read.
+//! - **Bounded heads, whichever way they arrive.** A head longer than the limit is refused (431)
+//!   whether it is still incomplete or arrived complete in one read.
 //! - **Chunked bodies checked as they pass.** A chunk size of more than 16 hex digits or above
 //!   the body limit is refused at once (400) instead of waiting for that many bytes. Framing
 //!   lines must end in CRLF (as hyper demands); chunk extensions are limited; trailer fields are
@@ -106,7 +105,12 @@ pub fn parse_head(buf: &[u8], max_head_bytes: usize) -> Parsed<'_> {
     let len = match request.parse(buf) {
         Ok(httparse::Status::Complete(len)) if len <= max_head_bytes => len,
         Ok(httparse::Status::Partial) if buf.len() <= max_head_bytes => return Parsed::Partial,
-        Ok(_) => return Parsed::Refused(too_long(buf, max_head_bytes)),
+        Ok(_) => {
+            return Parsed::Refused(Refusal::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!("request head is longer than {max_head_bytes} bytes"),
+            ))
+        }
         Err(httparse::Error::TooManyHeaders) => {
             return Parsed::Refused(Refusal::new(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -136,19 +140,6 @@ pub fn parse_head(buf: &[u8], max_head_bytes: usize) -> Parsed<'_> {
             upgrade: fields.upgrade,
         }),
         Err(refusal) => Parsed::Refused(refusal),
-    }
-}
-
-/// 414 if the request line alone is over the limit, 431 otherwise.
-fn too_long(buf: &[u8], max_head_bytes: usize) -> Refusal {
-    let line_fits = buf[..buf.len().min(max_head_bytes)].contains(&b'\n');
-    if line_fits {
-        Refusal::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            format!("request head is longer than {max_head_bytes} bytes"),
-        )
-    } else {
-        Refusal::new(StatusCode::URI_TOO_LONG, format!("request line is longer than {max_head_bytes} bytes"))
     }
 }
 
@@ -231,7 +222,8 @@ fn check_codings(codings: &[&[u8]], http11: bool) -> Result<bool, Refusal> {
         return Err(Refusal::bad("Transfer-Encoding in an HTTP/1.0 request"));
     }
     let is_chunked = |c: &&[u8]| c.eq_ignore_ascii_case(b"chunked");
-    let is_token = |c: &&[u8]| !c.is_empty() && c.iter().all(|&b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    let is_token =
+        |c: &&[u8]| !c.is_empty() && c.iter().all(|&b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if !codings.iter().all(is_token) {
         return Err(Refusal::bad(format!("malformed Transfer-Encoding {:?}", shown())));
     }
@@ -394,7 +386,12 @@ mod tests {
             let Parsed::Complete(head) = parse_head(bytes, LIMIT) else {
                 panic!("{:?} not accepted", String::from_utf8_lossy(bytes));
             };
-            assert_eq!((head.framing, head.keep_alive), (framing, keep_alive), "{:?}", String::from_utf8_lossy(bytes));
+            assert_eq!(
+                (head.framing, head.keep_alive),
+                (framing, keep_alive),
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
         }
     }
 
@@ -409,7 +406,10 @@ mod tests {
             (b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n", bad),
             (b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n", bad),
             (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", StatusCode::NOT_IMPLEMENTED),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", StatusCode::NOT_IMPLEMENTED),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+                StatusCode::NOT_IMPLEMENTED,
+            ),
             (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", bad),
             (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", bad),
             (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", bad),
@@ -442,7 +442,7 @@ mod tests {
         let cases = [
             (complete_over.as_str(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
             (partial_over.as_str(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
-            (line_over.as_str(), StatusCode::URI_TOO_LONG),
+            (line_over.as_str(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
         ];
         for (bytes, status) in cases {
             let Parsed::Refused(refusal) = parse_head(bytes.as_bytes(), limit) else { panic!("{bytes}") };
@@ -455,7 +455,10 @@ mod tests {
     fn long_targets_are_origin_form_printable_ascii() {
         let long = |target: &str| format!("GET {target} HTTP/1.1\r\n\r\n");
         let pad = "a".repeat(MAX_HYPER_TARGET_BYTES);
-        assert!(matches!(parse_head(long(&format!("/get/?key={pad}")).as_bytes(), LIMIT), Parsed::Complete(_)));
+        assert!(matches!(
+            parse_head(long(&format!("/get/?key={pad}")).as_bytes(), LIMIT),
+            Parsed::Complete(_)
+        ));
         for bad in [format!("/get/?key={pad}#frag"), format!("http://x/{pad}"), format!("/{pad}\u{e9}")] {
             assert_eq!(refused(long(&bad).as_bytes()), StatusCode::BAD_REQUEST);
         }
@@ -516,7 +519,12 @@ mod tests {
         ];
         for &body in cases {
             let refusal = dechunk(body, 100).expect_err(&String::from_utf8_lossy(body));
-            assert_eq!(refusal.status, StatusCode::BAD_REQUEST, "{:?}: {refusal}", String::from_utf8_lossy(body));
+            assert_eq!(
+                refusal.status,
+                StatusCode::BAD_REQUEST,
+                "{:?}: {refusal}",
+                String::from_utf8_lossy(body)
+            );
         }
         let line = [b"1;".as_slice(), &[b'e'; MAX_CHUNK_LINE_BYTES], b"\r\n"].concat();
         assert!(dechunk(&line, 100).is_err(), "an endless chunk size line");

@@ -24,8 +24,8 @@
 use crate::framing::{self, Chunked, Parsed, Refusal, Step};
 use bytes::{Buf, BytesMut};
 use http::StatusCode;
-use std::io;
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -386,7 +386,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Guarded<S> {
                 format!(
                     "request body too slow: {} bytes after waiting {:?} (at most {} ms without a byte, \
                      and {} bytes/s after the first {} ms)",
-                    self.received, waited, timeouts.body_stall_ms, timeouts.body_min_bytes_per_s,
+                    self.received,
+                    waited,
+                    timeouts.body_stall_ms,
+                    timeouts.body_min_bytes_per_s,
                     timeouts.body_stall_ms
                 ),
             ),
@@ -448,7 +451,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<S> {
                         false => Poll::Pending,
                     };
                 }
-                Phase::Broken(kind, message) => return Poll::Ready(Err(io::Error::new(*kind, message.clone()))),
+                Phase::Broken(kind, message) => {
+                    return Poll::Ready(Err(io::Error::new(*kind, message.clone())))
+                }
                 _ => {}
             }
             match this.poll_fill(cx) {
@@ -497,7 +502,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
 
 impl<S> Guarded<S> {
     /// A write that cannot proceed for `body_stall` (the client stopped reading) fails.
-    fn check_write(&mut self, polled: Poll<io::Result<usize>>, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    fn check_write(
+        &mut self,
+        polled: Poll<io::Result<usize>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
         if polled.is_ready() {
             self.write_since = None;
             return polled;

