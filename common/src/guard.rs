@@ -560,3 +560,180 @@ pub async fn linger<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::DuplexStream;
+
+    const TIMEOUTS: ClientTimeouts =
+        ClientTimeouts { header_ms: 1000, idle_ms: 5000, body_stall_ms: 2000, body_min_bytes_per_s: 100 };
+    const RULES: Rules = Rules { timeouts: TIMEOUTS, max_head_bytes: 1024, max_chunk_bytes: 1000 };
+
+    #[test]
+    fn waiting_counts_only_while_waiting() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut clock = WaitClock::default();
+        assert_eq!(clock.deadline(s(10), None), None, "not waiting");
+        clock.wait(t0);
+        clock.wait(t0 + s(1)); // still the same wait
+        assert_eq!(clock.deadline(s(10), Some(s(3))), Some(t0 + s(3)));
+        clock.stop(t0 + s(2));
+        // Ten seconds of the server's own work do not count.
+        clock.wait(t0 + s(12));
+        assert_eq!(clock.total(t0 + s(13)), s(3));
+        assert_eq!(clock.deadline(s(10), None), Some(t0 + s(20)), "8 s of the 10 left");
+        assert_eq!(clock.deadline(s(10), Some(s(3))), Some(t0 + s(15)), "the stall bound is per wait");
+        assert_eq!(clock.deadline(s(1), None), Some(t0 + s(12)), "overdue: at once");
+    }
+
+    #[test]
+    fn a_body_earns_time_by_the_bytes_it_delivers() {
+        let cases = [(0, 2000), (100, 3000), (1000, 12_000)];
+        for (received, allowed_ms) in cases {
+            assert_eq!(
+                TIMEOUTS.body_allowance(received),
+                Duration::from_millis(allowed_ms),
+                "{received} bytes"
+            );
+        }
+    }
+
+    fn guarded(read: &[u8]) -> (DuplexStream, Guarded<DuplexStream>, Arc<Exchanges>) {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let exchanges = Arc::new(Exchanges::default());
+        (client, Guarded::new(server, BytesMut::from(read), RULES, exchanges.clone()), exchanges)
+    }
+
+    /// One read: what came, or the error.
+    async fn read(guarded: &mut Guarded<DuplexStream>) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0; 4096];
+        let n = guarded.read(&mut buf).await?;
+        Ok(buf[..n].to_vec())
+    }
+
+    /// Whether a read is still waiting after `after`.
+    async fn still_waiting(guarded: &mut Guarded<DuplexStream>, after: Duration) -> bool {
+        tokio::time::timeout(after, read(guarded)).await.is_err()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heads_go_through_whole_with_what_was_read_before() {
+        let (mut client, mut guarded, _) = guarded(b"GET / HT");
+        assert!(still_waiting(&mut guarded, Duration::from_millis(10)).await, "half a head is held back");
+        client.write_all(b"TP/1.1\r\nContent-Length: 3\r\n\r\nab").await.unwrap();
+        assert_eq!(read(&mut guarded).await.unwrap(), b"GET / HTTP/1.1\r\nContent-Length: 3\r\n\r\n");
+        assert_eq!(read(&mut guarded).await.unwrap(), b"ab");
+        client.write_all(b"cGET /next").await.unwrap();
+        assert_eq!(read(&mut guarded).await.unwrap(), b"c", "the body, not the next head");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_head_is_refused_with_408_once_the_server_owes_nothing() {
+        let (mut client, mut guarded, exchanges) = guarded(b"");
+        let exchange = exchanges.begin();
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        assert!(
+            still_waiting(&mut guarded, Duration::from_secs(30)).await,
+            "a request is still being answered"
+        );
+        drop(exchange);
+        let started = Instant::now();
+        assert_eq!(read(&mut guarded).await.unwrap(), b"", "hyper sees the end");
+        assert_eq!(started.elapsed(), TIMEOUTS.header());
+        guarded.finish().await;
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{answer}");
+        assert!(answer.ends_with("request head not complete within 1000 ms\n"), "{answer}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_end_after_their_bound() {
+        let (_client, mut guarded, _) = guarded(b"");
+        let started = Instant::now();
+        assert_eq!(read(&mut guarded).await.unwrap(), b"");
+        assert_eq!(started.elapsed(), TIMEOUTS.idle());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_leaves_after_its_request_still_gets_the_answer() {
+        let (mut client, mut guarded, exchanges) = guarded(b"");
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert_eq!(read(&mut guarded).await.unwrap(), b"GET / HTTP/1.1\r\n\r\n");
+        let exchange = exchanges.begin();
+        client.shutdown().await.unwrap();
+        // hyper would abort the answer on seeing the end now.
+        assert!(still_waiting(&mut guarded, Duration::from_secs(60)).await);
+        drop(exchange);
+        assert_eq!(read(&mut guarded).await.unwrap(), b"");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bodies_must_keep_their_pace() {
+        // (body bytes sent, pause between them in ms, whether the body is cut)
+        let cases = [(20, 50, false), (20, 1500, true), (4, 2500, true)];
+        for (bytes, pause_ms, cut) in cases {
+            let (mut client, mut guarded, _exchanges) =
+                guarded(b"POST / HTTP/1.1\r\nContent-Length: 20\r\n\r\n");
+            read(&mut guarded).await.unwrap();
+            let sender = tokio::spawn(async move {
+                for _ in 0..bytes {
+                    tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+                    if client.write_all(b"x").await.is_err() {
+                        break;
+                    }
+                }
+                client
+            });
+            let mut result = Ok(0);
+            let mut body = 0;
+            while body < 20 {
+                result = read(&mut guarded).await.map(|b| b.len());
+                match result {
+                    Ok(n) if n > 0 => body += n,
+                    _ => break,
+                }
+            }
+            assert_eq!(result.is_err(), cut, "{bytes} bytes, {pause_ms} ms apart: {result:?}");
+            if let Err(e) = result {
+                assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+                assert!(e.to_string().contains("request body too slow"), "{e}");
+            }
+            sender.abort();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn framing_errors_are_refused_before_hyper_sees_them() {
+        let cases: [(&[u8], &str); 3] = [
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n",
+                "over the 1000-byte body limit",
+            ),
+            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloX", "not followed by CRLF"),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+                "more than one Content-Length",
+            ),
+        ];
+        for (input, message) in cases {
+            let (_client, mut guarded, _) = guarded(input);
+            let mut passed = Vec::new();
+            let error = loop {
+                match read(&mut guarded).await {
+                    Ok(bytes) if bytes.is_empty() => break None,
+                    Ok(bytes) => passed.extend(bytes),
+                    Err(e) => break Some(e.to_string()),
+                }
+            };
+            let refused = match guarded.phase {
+                Phase::Refused(refusal) => Some(refusal.message),
+                _ => error,
+            };
+            assert!(refused.as_deref().is_some_and(|m| m.contains(message)), "{refused:?}");
+            assert!(!passed.windows(3).any(|w| w == b"fff" || w == b"loX"), "hyper saw {passed:?}");
+        }
+    }
+}
