@@ -143,6 +143,17 @@ pub fn parse_head(buf: &[u8], max_head_bytes: usize) -> Parsed<'_> {
     }
 }
 
+/// Whether a head found incomplete in `buf[..checked]` may be complete in `buf`: whether the
+/// bytes since (and the three before them) hold a blank line, or the limit is passed. Readers
+/// skip parsing otherwise, so a head that trickles in costs linear time, not quadratic.
+pub fn worth_parsing(buf: &[u8], checked: usize, max_head_bytes: usize) -> bool {
+    let new = &buf[checked.saturating_sub(3).min(buf.len())..];
+    checked == 0
+        || buf.len() > max_head_bytes
+        || new.windows(2).any(|w| w == b"\n\n")
+        || new.windows(3).any(|w| w == b"\n\r\n")
+}
+
 /// A target hyper can carry must parse as a URI, as hyper parses it; a longer one (which only the
 /// frontend's fast path carries) must be origin-form in printable ASCII, without a fragment.
 fn check_target(target: &str) -> Result<(), Refusal> {
@@ -449,6 +460,17 @@ mod tests {
             assert_eq!(refusal.status, status, "{bytes}");
         }
         assert_eq!(parse_head(b"GET / HTTP/1.1\r\nX-Pad: p", limit), Parsed::Partial);
+    }
+
+    #[test]
+    fn heads_are_parsed_again_only_once_they_may_have_ended() {
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let cases = [(0, 5, true), (5, 20, false), (20, head.len(), true), (27, head.len(), true)];
+        for (checked, len, worth) in cases {
+            assert_eq!(worth_parsing(&head[..len], checked, LIMIT), worth, "checked {checked}, now {len}");
+        }
+        assert!(worth_parsing(b"GET / HTTP/1.1\n\n", 16, LIMIT), "bare LF");
+        assert!(worth_parsing(b"GET /aaaa", 5, 8), "past the limit");
     }
 
     #[test]

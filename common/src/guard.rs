@@ -243,6 +243,8 @@ pub struct Guarded<S> {
     phase: Phase,
     /// Body bytes of the current request that passed.
     received: u64,
+    /// How much of a head was found incomplete.
+    head_checked: usize,
     clock: WaitClock,
     read_timer: Option<Pin<Box<Sleep>>>,
     write_since: Option<Instant>,
@@ -260,6 +262,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Guarded<S> {
             ready: 0,
             phase: Phase::Idle,
             received: 0,
+            head_checked: 0,
             clock: WaitClock::default(),
             read_timer: None,
             write_since: None,
@@ -285,8 +288,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Guarded<S> {
         let (passed, phase) = match &mut self.phase {
             Phase::Idle if next.is_empty() => return false,
             Phase::Idle => (0, Phase::Head),
+            Phase::Head if !framing::worth_parsing(next, self.head_checked, self.rules.max_head_bytes) => {
+                self.head_checked = next.len();
+                return false;
+            }
             Phase::Head => match framing::parse_head(next, self.rules.max_head_bytes) {
-                Parsed::Partial => return false,
+                Parsed::Partial => {
+                    self.head_checked = next.len();
+                    return false;
+                }
                 Parsed::Refused(refusal) => (0, Phase::Refused(refusal)),
                 Parsed::Complete(head) => match admit(&head, &self.rules) {
                     Ok(phase) => (head.len, phase),
@@ -330,6 +340,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Guarded<S> {
     fn enter(&mut self, phase: Phase) {
         self.clock = WaitClock::default();
         self.received = 0;
+        self.head_checked = 0;
         self.phase = phase;
     }
 

@@ -214,13 +214,17 @@ impl Client {
     /// closes the connection meanwhile), within the head bound for the rest.
     async fn next_head(&mut self, limits: &Limits, shutdown: &mut Shutdown) -> Next {
         let mut deadline = Instant::now() + self.timeouts.header();
+        let mut checked = 0;
         loop {
-            match parse_head(&self.buf, limits) {
-                Head::Partial => {}
-                Head::Small(request) => return Next::Request(request),
-                Head::Other => return Next::ForHyper,
-                Head::Refused(refusal) => return Next::Refused(refusal),
+            if framing::worth_parsing(&self.buf, checked, common::http::MAX_HEAD_BYTES) {
+                match parse_head(&self.buf, limits) {
+                    Head::Partial => {}
+                    Head::Small(request) => return Next::Request(request),
+                    Head::Other => return Next::ForHyper,
+                    Head::Refused(refusal) => return Next::Refused(refusal),
+                }
             }
+            checked = self.buf.len();
             let read = if self.buf.is_empty() {
                 let idle = Instant::now() + self.timeouts.idle();
                 tokio::select! {

@@ -226,7 +226,7 @@ async fn slow_client(addr: &str, prefix: &[u8], slow: &[u8], every: Duration) ->
 }
 
 #[tokio::test]
-async fn slow_clients_are_cut_off_within_their_bounds() {
+async fn slow_heads_are_answered_408_by_every_server() {
     let cluster = hostile_cluster().await;
     let head_bound = ms(HEADER_TIMEOUT_MS) + SLACK;
     let slow_head = b"GET /get/?key=known%20key HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -249,8 +249,13 @@ async fn slow_clients_are_cut_off_within_their_bounds() {
     writing.abort();
     assert_eq!(answer.status, 408, "{}", answer.text());
     assert!(started.elapsed() < head_bound, "a slow head held for {:?}", started.elapsed());
+    assert_unharmed(&cluster).await;
+}
 
-    // Bodies: a byte every 300 ms never stalls a second, but is far below 1 KiB/s.
+#[tokio::test]
+async fn slow_bodies_are_cut_off_and_slow_uploads_pass() {
+    let cluster = hostile_cluster().await;
+    // A byte every 300 ms never stalls a second, but is far below 1 KiB/s.
     let body = vec![b'b'; 100];
     let cases: [(&str, &[u8], u16, &str); 2] = [
         (
@@ -296,8 +301,13 @@ async fn slow_clients_are_cut_off_within_their_bounds() {
         assert_eq!(answer.status, 200, "chunked: {chunked}: {}", answer.text());
         assert_eq!(cluster.get(0, b"upload").await, (StatusCode::OK, Bytes::from(value.clone())));
     }
+    assert_unharmed(&cluster).await;
+}
 
-    // Idle connections close after their bound: before any request, and after one.
+#[tokio::test]
+async fn idle_connections_close_after_their_bound() {
+    let cluster = hostile_cluster().await;
+    // Before any request, and after one on each path.
     let mut idle = TcpStream::connect(cluster.frontend(0)).await.unwrap();
     let started = Instant::now();
     assert!(closes_within(&mut idle, ms(IDLE_TIMEOUT_MS) + SLACK).await, "an idle connection stays open");
