@@ -19,7 +19,7 @@
 //!   A 128 MiB upload at 8 KB/s (a 64 kbit/s link) passes; a byte every 10 s is cut after ~15 s;
 //! - a response the client stops reading may stall at most `body_stall`.
 //!
-//! An idle connection costs its task and socket only: buffers are released between requests.
+//! The guard keeps no buffer while a connection is idle.
 
 use crate::framing::{self, Chunked, Parsed, Refusal, Step};
 use bytes::{Buf, BytesMut};
@@ -39,22 +39,22 @@ use tokio::time::{Instant, Sleep};
 pub struct ClientTimeouts {
     /// A request head must arrive completely within this many milliseconds of its first byte
     /// (else 408 and the connection closes).
-    #[arg(long = "client-header-timeout-ms", env = "VF_CLIENT_HEADER_TIMEOUT_MS",
+    #[arg(long = "client-header-timeout-ms", value_name = "MS", env = "VF_CLIENT_HEADER_TIMEOUT_MS",
           default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub header_ms: u64,
     /// A keep-alive connection with no request in progress is closed after this many
     /// milliseconds.
-    #[arg(long = "client-idle-timeout-ms", env = "VF_CLIENT_IDLE_TIMEOUT_MS",
+    #[arg(long = "client-idle-timeout-ms", value_name = "MS", env = "VF_CLIENT_IDLE_TIMEOUT_MS",
           default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_ms: u64,
     /// A request body (or the reading of a response) may stall at most this many milliseconds;
     /// also the grace period before the minimum body rate applies.
-    #[arg(long = "client-body-stall-ms", env = "VF_CLIENT_BODY_STALL_MS",
+    #[arg(long = "client-body-stall-ms", value_name = "MS", env = "VF_CLIENT_BODY_STALL_MS",
           default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub body_stall_ms: u64,
     /// After the grace period a request body must average at least this many bytes per second
     /// of waiting (large uploads over slow links pass; a trickle is cut).
-    #[arg(long = "client-body-min-bytes-per-s", env = "VF_CLIENT_BODY_MIN_BYTES_PER_S",
+    #[arg(long = "client-body-min-bytes-per-s", value_name = "BYTES", env = "VF_CLIENT_BODY_MIN_BYTES_PER_S",
           default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub body_min_bytes_per_s: u64,
 }
@@ -597,6 +597,24 @@ mod tests {
         assert_eq!(clock.deadline(s(10), None), Some(t0 + s(20)), "8 s of the 10 left");
         assert_eq!(clock.deadline(s(10), Some(s(3))), Some(t0 + s(15)), "the stall bound is per wait");
         assert_eq!(clock.deadline(s(1), None), Some(t0 + s(12)), "overdue: at once");
+    }
+
+    #[test]
+    fn the_flags_default_to_the_documented_bounds_and_refuse_zero() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            client: ClientTimeouts,
+        }
+        let parse = |args: &[&str]| Cli::try_parse_from([&["server"], args].concat()).map(|cli| cli.client);
+        assert_eq!(parse(&[]).unwrap(), ClientTimeouts::default());
+        let set = parse(&["--client-header-timeout-ms", "5", "--client-body-min-bytes-per-s", "9"]).unwrap();
+        assert_eq!((set.header_ms, set.body_min_bytes_per_s), (5, 9));
+        for flag in ["--client-header-timeout-ms", "--client-idle-timeout-ms", "--client-body-stall-ms"] {
+            let error = parse(&[flag, "0"]).unwrap_err().to_string();
+            assert!(error.contains(flag) && error.contains("0 is not in 1.."), "{error}");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //!
 //! Both paths read every head through `common::framing`, so they refuse the same heads
 //! (ambiguous framing, unknown codings, over `MAX_HEAD_BYTES` however the bytes arrive) and can
-//! never disagree with hyper about where a request ends; `tests/fastpath_fuzz.rs` checks this
+//! never disagree with hyper about where a request ends; `server/hyper_agreement.rs` checks this
 //! against hyper itself. Both hold clients to the same [`ClientTimeouts`]: a head within its
 //! bound of its first byte (else 408), an idle connection closed after its bound, a body at a
 //! minimum pace (else 408 here, a body error through hyper).
