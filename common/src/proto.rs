@@ -74,6 +74,11 @@ pub struct StorageRegistration {
     pub addr: String,
     /// The id the node was given before, if it remembers one.
     pub node_id: Option<NodeId>,
+    /// The random token kept with the id in the node's data directory: the controller admits
+    /// registrations for a member only with the token it first saw for it, so nobody can
+    /// change a member's address or state by claiming its id.
+    #[serde(default)]
+    pub token: Option<String>,
     /// The node's failure domain (`storage --zone`).
     #[serde(default)]
     pub zone: Option<String>,
@@ -126,6 +131,9 @@ pub struct StorageRegistered {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaughtUp {
     pub node_id: NodeId,
+    /// The node's identity token (see [`StorageRegistration::token`]).
+    #[serde(default)]
+    pub token: Option<String>,
     /// The epoch at which it started catching up (its `joined`), so a stale report is ignored.
     pub joined: Epoch,
 }

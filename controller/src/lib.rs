@@ -67,6 +67,10 @@ pub struct Config {
     /// Where the cluster state is kept [default: ./velourfog-data/controller-PORT].
     #[arg(long, env = "VF_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// File holding the cluster secret that node-to-node and admin calls must carry (see
+    /// docs/security.md); without one every endpoint is open.
+    #[arg(long, env = "VF_CLUSTER_SECRET_FILE", value_name = "PATH")]
+    pub cluster_secret_file: Option<PathBuf>,
     /// Log level or filter, such as `debug` or `info,frontend=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info,fjall=warn,lsm_tree=warn")]
     pub log_level: String,
@@ -87,13 +91,16 @@ pub struct Controller {
     cluster: Mutex<Cluster>,
     state_file: PathBuf,
     published: watch::Sender<Option<Arc<PublishedMap>>>,
+    /// Who may call the endpoints that are not open to all.
+    pub gate: common::auth::Gate,
     /// Fires when the controller stops, so open long polls end at once.
     pub shutdown: Shutdown,
 }
 
 impl Controller {
-    pub fn new(cluster: Cluster, state_file: PathBuf, shutdown: Shutdown) -> Self {
-        Self { cluster: Mutex::new(cluster), state_file, published: watch::Sender::new(None), shutdown }
+    pub fn new(cluster: Cluster, state_file: PathBuf, gate: common::auth::Gate, shutdown: Shutdown) -> Self {
+        let published = watch::Sender::new(None);
+        Self { cluster: Mutex::new(cluster), state_file, published, gate, shutdown }
     }
 
     /// Saves `cluster` atomically to the state file, before any change is announced or acted
@@ -129,6 +136,7 @@ pub struct Server {
     listener: TcpListener,
     cluster: Cluster,
     state_file: PathBuf,
+    gate: common::auth::Gate,
     /// Held for the controller's lifetime: one controller per state directory.
     _lock: std::fs::File,
 }
@@ -148,6 +156,7 @@ impl Server {
             config.lease_ms
         );
         let policy = Policy { join: config.join, moves_at_once: usize::from(config.moves_at_once) };
+        let secret = common::auth::load(config.cluster_secret_file.as_deref(), "the controller")?;
         common::placement::choose_digits(config.num_storage, config.redundancy)
             .context("invalid NUM_STORAGE / REDUNDANCY")?;
         let state_dir = config
@@ -193,7 +202,7 @@ impl Server {
             config.num_storage,
             config.redundancy
         );
-        Ok(Self { listener, cluster, state_file, _lock: lock })
+        Ok(Self { listener, cluster, state_file, gate: common::auth::Gate::new(secret), _lock: lock })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -204,7 +213,8 @@ impl Server {
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         log::info!("controller listening on {}", self.local_addr()?);
         let map = self.cluster.map().cloned();
-        let controller = Arc::new(Controller::new(self.cluster, self.state_file, shutdown.clone()));
+        let controller =
+            Arc::new(Controller::new(self.cluster, self.state_file, self.gate, shutdown.clone()));
         if let Some(map) = map {
             controller.publish(map);
         }

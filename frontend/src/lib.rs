@@ -65,6 +65,10 @@ pub struct Config {
     /// handoffs between threads to every request.
     #[arg(long, env = "VF_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub worker_threads: Option<u16>,
+    /// File holding the cluster secret that calls to the controller and storage nodes carry
+    /// (see docs/security.md).
+    #[arg(long, env = "VF_CLUSTER_SECRET_FILE", value_name = "PATH")]
+    pub cluster_secret_file: Option<std::path::PathBuf>,
     /// Log level or filter, such as `debug` or `info,frontend=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info,fjall=warn,lsm_tree=warn")]
     pub log_level: String,
@@ -192,7 +196,8 @@ impl Server {
         let listener =
             TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let advertise = common::addr::advertised(&config.advertise, listener.local_addr()?)?;
-        let client = Client::new();
+        let secret = common::auth::load(config.cluster_secret_file.as_deref(), "this frontend")?;
+        let client = Client::with_secret(secret.as_ref());
         let frontend = Arc::new(Frontend {
             router: Arc::new(Router::default()),
             replicas: Replicas::new(client.clone(), Duration::from_millis(config.replica_timeout_ms)),
@@ -219,6 +224,7 @@ impl Server {
             self.controller.clone(),
             self.advertise.clone(),
             self.frontend.router.clone(),
+            self.frontend.client.clone(),
             shutdown.clone(),
         ));
         server::serve(self.listener, self.frontend, shutdown).await;

@@ -88,8 +88,13 @@ impl Router {
 }
 
 /// Registers with the controller and follows its map until `shutdown`.
-pub async fn follow(controller: String, advertise: String, router: Arc<Router>, mut shutdown: Shutdown) {
-    let client = Client::new();
+pub async fn follow(
+    controller: String,
+    advertise: String,
+    router: Arc<Router>,
+    client: Client,
+    mut shutdown: Shutdown,
+) {
     let register_url = format!("http://{controller}{}", proto::FRONTEND_REGISTER_PATH);
     let mut warned = false;
     loop {

@@ -1,6 +1,8 @@
 //! The storage node's HTTP API (see `common::proto` for the protocol): record reads and writes
 //! for frontends, digests and diffs for peers (see `repair`), stats and a health check. Every bad
-//! request gets a 4xx naming what was wrong.
+//! request gets a 4xx naming what was wrong. With a cluster secret, only `/health` and
+//! `/v1/stats` (counters, no records) are open; everything else answers 401 to a caller
+//! without it, before its body is read (see `common::auth`).
 //!
 //! Two rules keep reads fresh: a record is served to a frontend only while this node is up and
 //! holds a valid lease (else 503, and the frontend asks another replica); and a write routed by
@@ -11,6 +13,7 @@ use crate::store::{Applied, Bounded, StoreError, StoredValue};
 use crate::value_files::{FinishedValue, VALUE_FILE_BYTES};
 use crate::Node;
 use bytes::Bytes;
+use common::auth::Access;
 use common::http::{self as h, Body, ReadBodyError};
 use common::proto;
 use common::query::{Query, QueryError};
@@ -75,24 +78,29 @@ impl From<QueryError> for ApiError {
     }
 }
 
-/// Every endpoint of a storage node and the methods it takes (the dispatch in [`handle`] must
-/// match; 405 answers say `Allow` from here).
-const ROUTES: &[(&str, &str)] = &[
-    (proto::RECORD_PATH, "GET, PUT"),
-    (proto::BATCH_PATH, "POST"),
-    (proto::DIGESTS_PATH, "GET"),
-    (proto::DIFF_PATH, "POST"),
-    ("/v1/stats", "GET"),
-    ("/health", "GET"),
+/// Every endpoint of a storage node, the methods it takes and who may call it (the dispatch in
+/// [`handle`] must match; 405 answers say `Allow` from here).
+const ROUTES: &[(&str, &str, Access)] = &[
+    (proto::RECORD_PATH, "GET, PUT", Access::Cluster),
+    (proto::BATCH_PATH, "POST", Access::Cluster),
+    (proto::DIGESTS_PATH, "GET", Access::Cluster),
+    (proto::DIFF_PATH, "POST", Access::Cluster),
+    ("/v1/stats", "GET", Access::Open),
+    ("/health", "GET", Access::Open),
 ];
 
-/// The methods `path` takes, if it is an endpoint.
-fn allowed(path: &str) -> Option<&'static str> {
-    ROUTES.iter().find(|(p, _)| *p == path).map(|(_, allow)| *allow)
+/// The methods `path` takes and who may call it, if it is an endpoint.
+fn endpoint(path: &str) -> Option<(&'static str, Access)> {
+    ROUTES.iter().find(|(p, _, _)| *p == path).map(|(_, allow, access)| (*allow, *access))
 }
 
 /// Answers one request.
 pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
+    if let Some((_, access)) = endpoint(req.uri().path()) {
+        if let Err(refusal) = node.gate.check(access, req.headers()) {
+            return common::auth::unauthorized(refusal);
+        }
+    }
     let result = match (req.method(), req.uri().path()) {
         (&Method::GET, proto::RECORD_PATH) => get(&node, &req),
         (&Method::PUT, proto::RECORD_PATH) => put(&node, req).await,
@@ -104,8 +112,8 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
             None => Ok(h::text(StatusCode::OK, node.describe())),
             Some(failure) => Ok(h::text(StatusCode::SERVICE_UNAVAILABLE, failure)),
         },
-        (method, path) => match allowed(path) {
-            Some(allow) => {
+        (method, path) => match endpoint(path) {
+            Some((allow, _)) => {
                 Err(ApiError::MethodNotAllowed { method: method.clone(), path: path.to_owned(), allow })
             }
             None => Err(ApiError::UnknownPath(path.to_owned())),
