@@ -6,7 +6,8 @@
 //! Storage nodes serve records:
 //! - `PUT /v1/record?key=K` with headers [`TIMESTAMP`] and, for a delete, [`TOMBSTONE`]`: 1`;
 //!   the body is the value. Answers 200 with [`APPLIED`] `1` if the record superseded what the node
-//!   held, `0` if the node already held that record or a newer one. Idempotent. 409 if routed
+//!   held, `0` if the node already held that record or a newer one (then [`NEWER`] names the
+//!   newer one's timestamp). Idempotent. 409 if routed
 //!   by a map older than the partition needs ([`EPOCH`]), 422 if the timestamp is more than the
 //!   node's `--max-clock-skew-ms` ahead of its clock (nothing stored).
 //!   A key whose escaped form is longer than [`URL_KEY_BYTES`] goes in the [`KEY`] header
@@ -19,7 +20,8 @@
 //!   nodes repeat it as their heartbeat.
 //! - `POST /v1/frontend/register` with [`FrontendRegistration`] → [`FrontendRegistered`].
 //! - `GET /v1/map?newer_than=E&wait_ms=W`: the current map as soon as its epoch exceeds `E`
-//!   (a long poll: the controller answers the moment a new map exists, or 304 after `W` ms).
+//!   (a long poll: the controller answers the moment a new map exists, or 304 after `W` ms);
+//!   every answer carries the controller's clock in [`NOW`].
 //! - `POST /v1/storage/caught-up` with [`CaughtUp`]: a node back from being down pulled what it
 //!   missed. (A node that pulled a partition moving to it says so in its heartbeats.)
 //! - `POST /v1/fence` with [`FenceRequest`]: fence a replica that missed a write out of reads.
@@ -41,6 +43,10 @@ pub const TIMESTAMP: &str = "vf-timestamp";
 pub const TOMBSTONE: &str = "vf-tombstone";
 /// Header in a write's answer: `1` if the write superseded the stored record.
 pub const APPLIED: &str = "vf-applied";
+/// Header in a write's answer when the node holds a different record that wins over the write:
+/// that record's timestamp. The frontend then stamps its write again above it, so a write that
+/// starts after another was acknowledged is never lost to it, whatever the clocks say.
+pub const NEWER: &str = "vf-newer";
 
 pub const RECORD_PATH: &str = "/v1/record";
 pub const STORAGE_REGISTER_PATH: &str = "/v1/storage/register";
@@ -64,6 +70,9 @@ pub const KEY: &str = "vf-key";
 /// Escaped keys longer than this travel in the [`KEY`] header instead of the URL: a URL holds
 /// at most 64 KiB, and escaping can triple a key.
 pub const URL_KEY_BYTES: usize = 8 * 1024;
+/// Header on the controller's map answers: its clock when it answered (microseconds since the
+/// Unix epoch), which frontends compare their own with.
+pub const NOW: &str = "vf-now";
 /// Header carrying the map epoch a write was routed by.
 pub const EPOCH: &str = "vf-epoch";
 

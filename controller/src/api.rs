@@ -281,6 +281,7 @@ async fn watch_map(controller: &Controller, req: Request<Incoming>) -> Result<Re
                 return Ok(Response::builder()
                     .status(StatusCode::OK)
                     .header(http::header::CONTENT_TYPE, "application/json")
+                    .header(proto::NOW, common::version::now_micros())
                     .body(h::full(published.json.clone()))
                     .expect("valid response parts"));
             }
@@ -292,6 +293,7 @@ async fn watch_map(controller: &Controller, req: Request<Incoming>) -> Result<Re
         if !changed {
             return Ok(Response::builder()
                 .status(StatusCode::NOT_MODIFIED)
+                .header(proto::NOW, common::version::now_micros())
                 .body(h::empty())
                 .expect("valid response parts"));
         }

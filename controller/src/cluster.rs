@@ -1202,7 +1202,18 @@ mod tests {
     fn a_node_with_no_identity_at_a_members_address_replaces_it() {
         // The wiped-disk restart: same address, no id. It must not inherit node 2's reads.
         let mut cluster = formed(3, 3);
-        let newcomer = cluster.register_storage(&reg("s1:1", None), Instant::now()).unwrap();
+        let start = Instant::now();
+        // While node 2 still heartbeats, nobody else can be at its address.
+        assert_eq!(
+            cluster.register_storage(&reg("s1:1", None), start).unwrap_err(),
+            RegisterError::AddressLive { addr: "s1:1".into(), owner: 2 }
+        );
+        // Its process died: once marked down, the newcomer takes its place.
+        let later = start + Timing::default().down_after + Duration::from_millis(10);
+        beat(&mut cluster, 1, later);
+        beat(&mut cluster, 3, later);
+        cluster.step(later);
+        let newcomer = cluster.register_storage(&reg("s1:1", None), later).unwrap();
         assert_eq!(newcomer.answer.node_id, 4);
         let map = newcomer.new_map.expect("membership changed");
         assert_eq!(map.state(2), NodeState::Down, "the old member is fenced out");
@@ -1216,6 +1227,41 @@ mod tests {
             cluster.register_storage(&reg("old:1", Some(2)), Instant::now()).unwrap_err(),
             RegisterError::Removed { id: 2 }
         );
+    }
+
+    #[test]
+    fn registrations_and_reports_must_carry_the_members_token() {
+        let mut cluster = formed(3, 2);
+        let now = Instant::now();
+        let with_token = |addr: &str, id, token: Option<&str>| StorageRegistration {
+            token: token.map(str::to_owned),
+            ..reg(addr, id)
+        };
+        // The token of node 1 is learned on its first registration that carries one (formed()
+        // registered without: state from before tokens existed).
+        assert!(cluster.register_storage(&with_token("s0:1", Some(1), Some("t1")), now).unwrap().changed);
+        assert!(cluster.saved().tokens.contains_key(&1), "kept, as a digest");
+        assert!(!cluster.saved().tokens[&1].contains("t1"));
+        for token in [None, Some("t2")] {
+            assert_eq!(
+                cluster.register_storage(&with_token("evil:1", Some(1), token), now).unwrap_err(),
+                RegisterError::Impostor { id: 1 }
+            );
+            assert_eq!(cluster.caught_up(1, token, 1).unwrap_err(), RegisterError::Impostor { id: 1 });
+        }
+        assert_eq!(cluster.map().unwrap().member(1).unwrap().addr, "s0:1", "nothing changed");
+        // The node itself may move.
+        let moved = cluster.register_storage(&with_token("new:1", Some(1), Some("t1")), now).unwrap();
+        assert_eq!(moved.new_map.unwrap().member(1).unwrap().addr, "new:1");
+        // A new member's token is kept from its first registration, and survives a restart.
+        let joined = cluster.register_storage(&with_token("x:1", None, Some("t4")), now).unwrap();
+        let id = joined.answer.node_id;
+        let mut resumed = Cluster::restore(cluster.saved(), Timing::default(), Policy::default(), now);
+        assert_eq!(
+            resumed.register_storage(&with_token("x:1", Some(id), Some("t1")), now).unwrap_err(),
+            RegisterError::Impostor { id }
+        );
+        assert!(resumed.register_storage(&with_token("x:1", Some(id), Some("t4")), now).is_ok());
     }
 
     #[test]

@@ -201,9 +201,12 @@ async fn batch(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Ap
             let writes: Vec<(&[u8], &Record)> =
                 pending.iter().map(|(_, key, record)| (key.as_ref(), record)).collect();
             let result = node.store.apply_many(&writes);
-            for (at, _, _) in pending.iter() {
+            for (i, (at, _, _)) in pending.iter().enumerate() {
                 outcomes[*at] = match &result {
-                    Ok(_) => Outcome::Stored,
+                    Ok(applied) => match applied[i] {
+                        Applied::Superseded { by } => Outcome::Superseded { by },
+                        Applied::Stored | Applied::AlreadyHeld => Outcome::Stored,
+                    },
                     Err(e) => Outcome::Failed(e.to_string()),
                 };
             }
@@ -252,7 +255,7 @@ async fn batch(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Ap
         if let Err(e) = node.durability.wait_durable().await {
             log::error!("batch not durable: {e}");
             for outcome in &mut outcomes {
-                if *outcome == Outcome::Stored {
+                if matches!(outcome, Outcome::Stored | Outcome::Superseded { .. }) {
                     *outcome = Outcome::Failed(e.to_string());
                 }
             }
@@ -423,11 +426,13 @@ async fn apply_write(
     };
     // Even a superseded write waits: the newer record that beat it may not be durable yet.
     node.durability.wait_durable().await?;
-    Ok(Response::builder()
+    let mut response = Response::builder()
         .status(StatusCode::OK)
-        .header(proto::APPLIED, if applied == Applied::Stored { "1" } else { "0" })
-        .body(h::empty())
-        .expect("valid response parts"))
+        .header(proto::APPLIED, if applied == Applied::Stored { "1" } else { "0" });
+    if let Applied::Superseded { by } = applied {
+        response = response.header(proto::NEWER, by);
+    }
+    Ok(response.body(h::empty()).expect("valid response parts"))
 }
 
 fn epoch_of(headers: &http::HeaderMap) -> Result<Option<u64>, ApiError> {

@@ -193,6 +193,8 @@ pub struct Node {
     pub gate: common::auth::Gate,
     /// The client for calls to the controller and to peers (carrying the cluster secret).
     pub client: common::http::Client,
+    /// This node's clock against the controller's (logged when past the skew bound).
+    pub clock: common::skew::ClockCheck,
 }
 
 impl Node {
@@ -277,6 +279,7 @@ impl Node {
             removed: Default::default(),
             gate: Default::default(),
             client: common::http::Client::new(),
+            clock: common::skew::ClockCheck::new(5_000_000),
         }
     }
 
@@ -363,6 +366,7 @@ impl Server {
             removed: Default::default(),
             client: common::http::Client::with_secret(secret.as_ref()),
             gate: common::auth::Gate::new(secret),
+            clock: common::skew::ClockCheck::new(config.max_clock_skew_ms.saturating_mul(1000)),
         });
         if let Some(map) = map {
             // Known before the controller answers: what this node held, and the map to offer

@@ -135,8 +135,14 @@ pub async fn follow_map(controller: String, node: Arc<Node>, mut shutdown: Shutd
             _ = shutdown.wait() => return,
         };
         match outcome {
-            Ok(Some(map)) => node.install_map(map),
-            Ok(None) => {}
+            Ok(polled) => {
+                if let Some(skew) = polled.skew_us {
+                    node.clock.observe(skew, "this storage node");
+                }
+                if let Some(map) = polled.map {
+                    node.install_map(map);
+                }
+            }
             Err(_) => {
                 // The heartbeat loop reports an unreachable controller; just retry.
                 tokio::select! {
