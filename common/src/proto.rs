@@ -1,7 +1,9 @@
 //! The internal wire protocol between controller, storage nodes and frontends.
 //!
 //! All of it is plain HTTP/1.1 on the nodes' own ports, kept apart from the public API: paths
-//! start with `/v1/`, and a frontend never serves or forwards them.
+//! start with `/v1/`, and a frontend never serves or forwards them. With a cluster secret, every
+//! request here but `GET /v1/status` and `GET /v1/stats` (and `/health`) carries
+//! `Authorization: Bearer <secret>` and is refused with 401 without it (see [`crate::auth`]).
 //!
 //! Storage nodes serve records:
 //! - `PUT /v1/record?key=K` with headers [`TIMESTAMP`] and, for a delete, [`TOMBSTONE`]`: 1`;
