@@ -4,7 +4,7 @@
 //! hold a partition, and partitions on the move), [`layout`] (where partitions should go when
 //! nodes join and leave, moving as little as possible), [`version`] (which write wins), [`query`] (byte-exact query strings).
 //! Plumbing used by every server: [`proto`] (the internal wire protocol), [`http`] (server loop
-//! and deadline-bound client), [`auth`] (the cluster secret), [`skew`] (clocks against the controller's), [`shutdown`] (signals and logging),
+//! and deadline-bound client), [`auth`] (the cluster secret), [`skew`] (clocks against the controller's), [`telemetry`] (metrics), [`shutdown`] (signals and logging),
 //! [`runtime`] (the Tokio runtime, sized by `--worker-threads`). Nothing here knows about a
 //! particular server; the servers depend on this crate and never on each other.
 
@@ -22,4 +22,5 @@ pub mod query;
 pub mod runtime;
 pub mod shutdown;
 pub mod skew;
+pub mod telemetry;
 pub mod version;

@@ -1,8 +1,8 @@
 //! The controller's HTTP API (see `common::proto`): registration, the map long poll, fencing,
 //! status, and the admin endpoints the `velourfog` CLI calls. [`ROUTES`] is the one list of
 //! endpoints: dispatch, who may call each (see `common::auth`), 404 and 405 (with `Allow`) all
-//! come from it. Open to all: `/health` and `/v1/status` (read-only, no records); everything
-//! else needs the cluster secret when one is configured.
+//! come from it. Open to all: `/health`, `/metrics` and `/v1/status` (read-only, no records);
+//! everything else needs the cluster secret when one is configured.
 
 use crate::cluster::{AdminError, RegisterError};
 use crate::Controller;
@@ -74,6 +74,7 @@ enum Route {
     CaughtUp,
     Status,
     Health,
+    Metrics,
     NodeAdd,
     NodeRemove,
     Replication,
@@ -88,6 +89,7 @@ const ROUTES: &[(Method, &str, Access, Route)] = &[
     (Method::POST, proto::CAUGHT_UP_PATH, Access::Cluster, Route::CaughtUp),
     (Method::GET, proto::STATUS_PATH, Access::Open, Route::Status),
     (Method::GET, "/health", Access::Open, Route::Health),
+    (Method::GET, "/metrics", Access::Open, Route::Metrics),
     (Method::POST, proto::ADMIN_NODE_ADD_PATH, Access::Cluster, Route::NodeAdd),
     (Method::POST, proto::ADMIN_NODE_REMOVE_PATH, Access::Cluster, Route::NodeRemove),
     (Method::POST, proto::ADMIN_REPLICATION_PATH, Access::Cluster, Route::Replication),
@@ -116,6 +118,10 @@ pub async fn handle(controller: Arc<Controller>, req: Request<Incoming>) -> Resp
         Ok(Route::CaughtUp) => caught_up(&controller, req).await,
         Ok(Route::Status) => Ok(h::json(StatusCode::OK, &controller.cluster().status(Instant::now()))),
         Ok(Route::Health) => Ok(h::text(StatusCode::OK, "ok")),
+        Ok(Route::Metrics) => {
+            crate::metrics::refresh(&controller.cluster().status(Instant::now()));
+            Ok(common::telemetry::render())
+        }
         Ok(Route::NodeAdd) => node_add(&controller, req).await,
         Ok(Route::NodeRemove) => node_remove(&controller, req).await,
         Ok(Route::Replication) => replication(&controller, req).await,

@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod cluster;
+pub mod metrics;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -157,6 +158,8 @@ impl Server {
         );
         let policy = Policy { join: config.join, moves_at_once: usize::from(config.moves_at_once) };
         let secret = common::auth::load(config.cluster_secret_file.as_deref(), "the controller")?;
+        common::telemetry::install();
+        metrics::describe();
         common::placement::choose_digits(config.num_storage, config.redundancy)
             .context("invalid NUM_STORAGE / REDUNDANCY")?;
         let state_dir = config

@@ -1,4 +1,5 @@
-//! The public API: `/get/`, `/set/`, `/delete/` and `/health`. Nothing internal is served here.
+//! The public API: `/get/`, `/set/`, `/delete/`, and for operators `/health` and `/metrics`.
+//! Nothing internal is served here.
 //!
 //! Keys and values are byte strings, percent-decoded strictly (see `common::query`). Every
 //! misuse is a 4xx with a one-line message; 503 means the cluster could not do what was asked.
@@ -86,6 +87,19 @@ pub async fn answer(
     query: Option<&str>,
     body: RequestBody,
 ) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let response = route(frontend, method, path, query, body).await;
+    crate::metrics::request(crate::metrics::operation(path), response.status(), started.elapsed());
+    response
+}
+
+async fn route(
+    frontend: &Frontend,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    body: RequestBody,
+) -> Response<Body> {
     let not_allowed =
         |allowed| Err(ApiError::MethodNotAllowed { method: method.clone(), path: path.to_owned(), allowed });
     let result = match path {
@@ -103,6 +117,10 @@ pub async fn answer(
         },
         "/health" => match *method {
             Method::GET => Ok(health(frontend)),
+            _ => not_allowed("GET"),
+        },
+        "/metrics" => match *method {
+            Method::GET => Ok(common::telemetry::render()),
             _ => not_allowed("GET"),
         },
         path => Err(ApiError::UnknownPath(path.to_owned())),
@@ -392,6 +410,7 @@ async fn write(
         }
         if let Some(newer) = written.newer.filter(|_| restamps < RESTAMPS) {
             restamps += 1;
+            crate::metrics::restamp();
             log::debug!(
                 "a replica holds a write stamped {newer}, after this one's {}: stamping again",
                 record.timestamp

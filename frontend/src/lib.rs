@@ -13,6 +13,7 @@ pub mod affinity;
 pub mod api;
 pub mod batcher;
 pub mod consistency;
+pub mod metrics;
 pub mod replica;
 pub mod routing;
 pub mod server;
@@ -165,8 +166,9 @@ impl Frontend {
     ) -> Result<(), common::http::RpcError> {
         let url = format!("http://{}{}", self.controller, common::proto::FENCE_PATH);
         let request = common::proto::FenceRequest { node_id: node, reason };
-        let map: common::placement::PartitionMap =
-            self.client.post_json(&url, &request, FENCE_TIMEOUT).await?;
+        let answer = self.client.post_json(&url, &request, FENCE_TIMEOUT).await;
+        metrics::fence(answer.is_ok());
+        let map: common::placement::PartitionMap = answer?;
         self.router.install(map);
         Ok(())
     }
@@ -177,6 +179,7 @@ impl Frontend {
             Ok(polled) => {
                 if let Some(skew) = polled.skew_us {
                     self.clock_check.observe(skew, "this frontend");
+                    metrics::clock_skew(skew);
                 }
                 if let Some(map) = polled.map {
                     self.router.install(map);
@@ -207,6 +210,8 @@ impl Server {
             TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let advertise = common::addr::advertised(&config.advertise, listener.local_addr()?)?;
         let secret = common::auth::load(config.cluster_secret_file.as_deref(), "this frontend")?;
+        common::telemetry::install();
+        metrics::describe();
         let client = Client::with_secret(secret.as_ref());
         let frontend = Arc::new(Frontend {
             router: Arc::new(Router::default()),

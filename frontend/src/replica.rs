@@ -214,7 +214,12 @@ impl Replicas {
             }
         });
         let mut written = Written::default();
-        for result in futures_util::future::join_all(calls).await {
+        for (&node, result) in replicas.iter().zip(futures_util::future::join_all(calls).await) {
+            let outcome = match &result {
+                Ok(newer) => Ok(if newer.is_some() { "superseded" } else { "stored" }),
+                Err(failure) => Err(&failure.error),
+            };
+            crate::metrics::replica_call(node, "write", outcome);
             match result {
                 Ok(newer) => {
                     written.acked += 1;
@@ -303,7 +308,9 @@ impl Replicas {
     ) -> Result<Found, Vec<ReplicaFailure>> {
         let mut failures = Vec::new();
         for &node in order {
-            match self.read_maybe_batched(routes, node, key, false).await {
+            let result = self.read_maybe_batched(routes, node, key, false).await;
+            crate::metrics::replica_call(node, "read", result.as_ref().map(|_| "answered"));
+            match result {
                 Ok(found) => return Ok(found),
                 Err(error) => {
                     let failure = ReplicaFailure { node, addr: routes.addr(node).to_owned(), error };
@@ -324,7 +331,9 @@ impl Replicas {
         key: &[u8],
     ) -> Result<Option<Record>, ReplicaFailure> {
         let fail = |error| ReplicaFailure { node, addr: routes.addr(node).to_owned(), error };
-        match self.read_maybe_batched(routes, node, key, true).await.map_err(fail)? {
+        let result = self.read_maybe_batched(routes, node, key, true).await;
+        crate::metrics::replica_call(node, "read", result.as_ref().map(|_| "answered"));
+        match result.map_err(fail)? {
             Found::Missing => Ok(None),
             Found::Tombstone { timestamp } => Ok(Some(Record::tombstone(timestamp))),
             Found::Value { timestamp, body, .. } => {

@@ -82,6 +82,7 @@ impl Router {
             map.members.len(),
             map.replication
         );
+        crate::metrics::map_epoch(map.epoch);
         *current = Some(Arc::new(Routes::new(map)));
         true
     }
@@ -163,6 +164,7 @@ async fn watch(follower: &Follower, frontend_id: u64) -> RpcError {
             Ok(polled) => {
                 if let Some(skew) = polled.skew_us {
                     follower.clock.observe(skew, "this frontend");
+                    crate::metrics::clock_skew(skew);
                 }
                 if let Some(map) = polled.map {
                     follower.router.install(map);

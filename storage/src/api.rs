@@ -1,7 +1,7 @@
 //! The storage node's HTTP API (see `common::proto` for the protocol): record reads and writes
 //! for frontends, digests and diffs for peers (see `repair`), stats and a health check. Every bad
-//! request gets a 4xx naming what was wrong. With a cluster secret, only `/health` and
-//! `/v1/stats` (counters, no records) are open; everything else answers 401 to a caller
+//! request gets a 4xx naming what was wrong. With a cluster secret, only `/health`, `/metrics`
+//! and `/v1/stats` (counters, no records) are open; everything else answers 401 to a caller
 //! without it, before its body is read (see `common::auth`).
 //!
 //! Two rules keep reads fresh: a record is served to a frontend only while this node is up and
@@ -86,6 +86,7 @@ const ROUTES: &[(&str, &str, Access)] = &[
     (proto::DIGESTS_PATH, "GET", Access::Cluster),
     (proto::DIFF_PATH, "POST", Access::Cluster),
     ("/v1/stats", "GET", Access::Open),
+    ("/metrics", "GET", Access::Open),
     ("/health", "GET", Access::Open),
 ];
 
@@ -108,6 +109,10 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, proto::DIGESTS_PATH) => digests(&node, &req),
         (&Method::POST, proto::DIFF_PATH) => diff(&node, req).await,
         (&Method::GET, "/v1/stats") => Ok(h::json(StatusCode::OK, &stats(&node))),
+        (&Method::GET, "/metrics") => {
+            crate::metrics::refresh(&node);
+            Ok(common::telemetry::render())
+        }
         (&Method::GET, "/health") => match node.durability.failure() {
             None => Ok(h::text(StatusCode::OK, node.describe())),
             Some(failure) => Ok(h::text(StatusCode::SERVICE_UNAVAILABLE, failure)),
@@ -200,6 +205,7 @@ async fn batch(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Ap
             }
             let writes: Vec<(&[u8], &Record)> =
                 pending.iter().map(|(_, key, record)| (key.as_ref(), record)).collect();
+            crate::metrics::writes(writes.len());
             let result = node.store.apply_many(&writes);
             for (i, (at, _, _)) in pending.iter().enumerate() {
                 outcomes[*at] = match &result {
@@ -217,6 +223,7 @@ async fn batch(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Ap
             let outcome = match op {
                 Op::Get { key, leased } => {
                     wrote |= flush(&mut pending, &mut outcomes);
+                    crate::metrics::reads(1);
                     let refused = match (&permission, leased) {
                         (Err(why), true) => Some(why.clone()),
                         (Ok(()), true) => view.not_serving(&key, me),
@@ -331,6 +338,7 @@ fn get(node: &Node, req: &Request<Incoming>) -> Result<Response<Body>, ApiError>
     }
     // A point read is served from the block cache or one block read: cheaper inline than
     // handing the worker thread off (profiling showed the handoff dominating).
+    crate::metrics::reads(1);
     let record = node.store.get(key)?.ok_or(ApiError::NotFound)?;
     let mut response = Response::builder().status(StatusCode::OK).header(proto::TIMESTAMP, record.timestamp);
     if record.is_tombstone() {
@@ -414,6 +422,7 @@ async fn apply_write(
     epoch: Option<u64>,
     apply: impl FnOnce() -> Result<Applied, crate::store::StoreError>,
 ) -> Result<Response<Body>, ApiError> {
+    crate::metrics::writes(1);
     let applied = {
         // Held across the check and the apply: a newer map cannot be installed in between.
         let me = node.id();

@@ -13,6 +13,7 @@ pub mod durability;
 pub mod heap;
 pub mod identity;
 pub mod membership;
+pub mod metrics;
 pub mod moves;
 pub mod repair;
 pub mod store;
@@ -195,6 +196,8 @@ pub struct Node {
     pub client: common::http::Client,
     /// This node's clock against the controller's (logged when past the skew bound).
     pub clock: common::skew::ClockCheck,
+    /// Where the node keeps its data.
+    pub data_dir: PathBuf,
 }
 
 impl Node {
@@ -280,6 +283,7 @@ impl Node {
             gate: Default::default(),
             client: common::http::Client::new(),
             clock: common::skew::ClockCheck::new(5_000_000),
+            data_dir: dir.to_path_buf(),
         }
     }
 
@@ -333,6 +337,8 @@ impl Server {
         let lock = common::atomic_file::lock_dir(&data_dir)
             .with_context(|| format!("cannot lock data directory {}", data_dir.display()))?;
         let secret = common::auth::load(config.cluster_secret_file.as_deref(), "this storage node")?;
+        common::telemetry::install();
+        metrics::describe();
         let (identity, node_id) = IdentityFile::open(&data_dir)?;
         let map_file = identity::MapFile::new(&data_dir);
         let map = map_file.load()?;
@@ -367,6 +373,7 @@ impl Server {
             client: common::http::Client::with_secret(secret.as_ref()),
             gate: common::auth::Gate::new(secret),
             clock: common::skew::ClockCheck::new(config.max_clock_skew_ms.saturating_mul(1000)),
+            data_dir: data_dir.clone(),
         });
         if let Some(map) = map {
             // Known before the controller answers: what this node held, and the map to offer

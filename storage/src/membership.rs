@@ -138,6 +138,7 @@ pub async fn follow_map(controller: String, node: Arc<Node>, mut shutdown: Shutd
             Ok(polled) => {
                 if let Some(skew) = polled.skew_us {
                     node.clock.observe(skew, "this storage node");
+                    crate::metrics::clock_skew(skew);
                 }
                 if let Some(map) = polled.map {
                     node.install_map(map);

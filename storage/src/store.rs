@@ -453,6 +453,11 @@ impl Store {
         self.records.approximate_len() as u64
     }
 
+    /// Disk space of the engine's files, if it can tell.
+    pub fn disk_space(&self) -> Option<u64> {
+        self.db.disk_space().ok()
+    }
+
     /// The engine's memory use against its bounds (cheap: no disk access).
     pub fn engine_stats(&self) -> EngineStats {
         EngineStats {
