@@ -55,6 +55,9 @@ pub const STORAGE_REGISTER_PATH: &str = "/v1/storage/register";
 pub const FRONTEND_REGISTER_PATH: &str = "/v1/frontend/register";
 pub const MAP_PATH: &str = "/v1/map";
 pub const STATUS_PATH: &str = "/v1/status";
+/// The dashboard's data: the status, each storage node's records and disk, and the cluster's
+/// request rates and latencies over the last minutes (see the controller's `dashboard` module).
+pub const DASHBOARD_PATH: &str = "/v1/dashboard";
 pub const CAUGHT_UP_PATH: &str = "/v1/storage/caught-up";
 pub const FENCE_PATH: &str = "/v1/fence";
 pub const DIGESTS_PATH: &str = "/v1/digests";

@@ -1,8 +1,9 @@
 //! The controller's HTTP API (see `common::proto`): registration, the map long poll, fencing,
 //! status, and the admin endpoints the `velourfog` CLI calls. [`ROUTES`] is the one list of
 //! endpoints: dispatch, who may call each (see `common::auth`), 404 and 405 (with `Allow`) all
-//! come from it. Open to all: `/health`, `/metrics` and `/v1/status` (read-only, no records);
-//! everything else needs the cluster secret when one is configured.
+//! come from it. Open to all: `/health`, `/metrics`, `/v1/status` and the dashboard (`/`,
+//! `/dashboard`, `/v1/dashboard`), all read-only and without records; everything else needs the
+//! cluster secret when one is configured.
 
 use crate::cluster::{AdminError, RegisterError};
 use crate::Controller;
@@ -75,6 +76,8 @@ enum Route {
     Status,
     Health,
     Metrics,
+    DashboardPage,
+    DashboardData,
     NodeAdd,
     NodeRemove,
     Replication,
@@ -90,6 +93,9 @@ const ROUTES: &[(Method, &str, Access, Route)] = &[
     (Method::GET, proto::STATUS_PATH, Access::Open, Route::Status),
     (Method::GET, "/health", Access::Open, Route::Health),
     (Method::GET, "/metrics", Access::Open, Route::Metrics),
+    (Method::GET, "/", Access::Open, Route::DashboardPage),
+    (Method::GET, "/dashboard", Access::Open, Route::DashboardPage),
+    (Method::GET, proto::DASHBOARD_PATH, Access::Open, Route::DashboardData),
     (Method::POST, proto::ADMIN_NODE_ADD_PATH, Access::Cluster, Route::NodeAdd),
     (Method::POST, proto::ADMIN_NODE_REMOVE_PATH, Access::Cluster, Route::NodeRemove),
     (Method::POST, proto::ADMIN_REPLICATION_PATH, Access::Cluster, Route::Replication),
@@ -118,6 +124,18 @@ pub async fn handle(controller: Arc<Controller>, req: Request<Incoming>) -> Resp
         Ok(Route::CaughtUp) => caught_up(&controller, req).await,
         Ok(Route::Status) => Ok(h::json(StatusCode::OK, &controller.cluster().status(Instant::now()))),
         Ok(Route::Health) => Ok(h::text(StatusCode::OK, "ok")),
+        Ok(Route::DashboardPage) => Ok(Response::builder()
+            .header(http::header::CONTENT_TYPE, "text/html; charset=utf-8")
+            .header(http::header::CACHE_CONTROL, "no-cache")
+            .body(h::full(crate::dashboard::PAGE))
+            .expect("static response parts are valid")),
+        Ok(Route::DashboardData) => {
+            let status = controller.cluster().status(Instant::now());
+            Ok(Response::builder()
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(h::full(controller.collector.answer(status)))
+                .expect("static response parts are valid"))
+        }
         Ok(Route::Metrics) => {
             crate::metrics::refresh(&controller.cluster().status(Instant::now()));
             Ok(common::telemetry::render())

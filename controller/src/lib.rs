@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod cluster;
+pub mod dashboard;
 pub mod metrics;
 
 use anyhow::Context;
@@ -94,6 +95,8 @@ pub struct Controller {
     published: watch::Sender<Option<Arc<PublishedMap>>>,
     /// Who may call the endpoints that are not open to all.
     pub gate: common::auth::Gate,
+    /// The dashboard's history of the nodes' metrics.
+    pub collector: dashboard::Collector,
     /// Fires when the controller stops, so open long polls end at once.
     pub shutdown: Shutdown,
 }
@@ -101,7 +104,8 @@ pub struct Controller {
 impl Controller {
     pub fn new(cluster: Cluster, state_file: PathBuf, gate: common::auth::Gate, shutdown: Shutdown) -> Self {
         let published = watch::Sender::new(None);
-        Self { cluster: Mutex::new(cluster), state_file, published, gate, shutdown }
+        let collector = dashboard::Collector::default();
+        Self { cluster: Mutex::new(cluster), state_file, published, gate, collector, shutdown }
     }
 
     /// Saves `cluster` atomically to the state file, before any change is announced or acted
@@ -222,8 +226,10 @@ impl Server {
             controller.publish(map);
         }
         let housekeeping = tokio::spawn(housekeeping(controller.clone(), shutdown.clone()));
+        let collector = tokio::spawn(dashboard::collect(controller.clone(), shutdown.clone()));
         common::http::serve(self.listener, move |req| api::handle(controller.clone(), req), shutdown).await;
         housekeeping.abort();
+        collector.abort();
         log::info!("controller stopped");
         Ok(())
     }
