@@ -25,6 +25,10 @@ Options (each also settable by the environment variable in brackets):
       --no-build           use the binaries already in target/release
   -h, --help               this text
 
+The first run creates a cluster secret in DIR/cluster.secret (mode 600) and gives it to every
+node: internal and admin endpoints then answer 401 to callers without it. Admin commands need
+it too: export VF_CLUSTER_SECRET_FILE=DIR/cluster.secret (docs/security.md).
+
 Data persists in DIR across runs: stop and start again and every key is still there. Start it
 again with more storage nodes (-s 4) and the new ones join the cluster and take their share;
 to shrink it, remove nodes with `target/release/velourfog node remove ADDR --wait` first. Logs go to DIR/logs/<node>.log; set RUST_LOG
@@ -97,6 +101,12 @@ if [ "$FRESH" = 1 ]; then
   rm -rf "$DIR/controller" "$DIR"/storage* "$DIR/logs"
 fi
 mkdir -p "$DIR/logs"
+SECRET="$DIR/cluster.secret"
+if [ ! -s "$SECRET" ]; then
+  (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$SECRET")
+  echo "created a cluster secret in $SECRET"
+fi
+export VF_CLUSTER_SECRET_FILE=$SECRET
 PIDS=()
 NAMES=()
 stopping=0
@@ -163,7 +173,8 @@ Try:
   curl '${FRONTEND_URLS[0]}/set/?key=greeting&value=hello'
   curl '${FRONTEND_URLS[${#FRONTEND_URLS[@]}-1]}/get/?key=greeting'
 Cluster status: $BIN/velourfog --controller $CONTROLLER status   (JSON: curl http://$CONTROLLER/v1/status)
-Grow it: $BIN/storage $CONTROLLER $HOST:$((STORAGE_PORT + STORAGE)) --data-dir $DIR/storage$((STORAGE + 1))   (joins by itself)
+Cluster secret: $SECRET (every node has it; for admin commands: export VF_CLUSTER_SECRET_FILE=$SECRET)
+Grow it: $BIN/storage $CONTROLLER $HOST:$((STORAGE_PORT + STORAGE)) --data-dir $DIR/storage$((STORAGE + 1)) --cluster-secret-file $SECRET   (joins by itself)
 Data: $DIR/ (kept across runs)   Logs: $DIR/logs/   Stop: Ctrl-C
 READY
 

@@ -3,7 +3,8 @@
 #
 # After `start_velourfog BASE_PORT`: $frontend_addr, $frontend_pid, ${storage_pids[@]} and
 # ${storage_addrs[@]} describe a running cluster of 1 controller, 3 storage nodes (K = 3,
-# fsync before every acknowledgement) and 1 frontend, with leases granted. The four nodes and
+# fsync before every acknowledgement) and 1 frontend, with leases granted and a cluster secret
+# (exported as VF_CLUSTER_SECRET_FILE, so velourfog calls carry it). The four nodes and
 # the load generator share this machine's cores, so each node gets a quarter of them as worker
 # threads (at least one), as `./runlocal.sh` does; WORKER_THREADS overrides. $node_workers says
 # how many each got.
@@ -43,6 +44,9 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 start_velourfog() { # base port
   local base=$1 addr
+  # A cluster secret, as ./runlocal.sh sets one: the numbers include checking it.
+  (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/cluster.secret")
+  export VF_CLUSTER_SECRET_FILE="$work/cluster.secret"
   node_workers=${WORKER_THREADS:-$(( $(nproc) / 4 ))}
   [ "$node_workers" -ge 1 ] || node_workers=1
   frontend_addr="127.0.0.1:$((base + 10))"

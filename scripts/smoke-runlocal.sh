@@ -22,6 +22,11 @@ curl -fsS 'http://127.0.0.1:17500/set/?key=greeting&value=hello' >/dev/null
 got=$(curl -fsS 'http://127.0.0.1:17501/get/?key=greeting')
 [ "$got" = hello ] || { echo "smoke: expected hello, got '$got'" >&2; kill "$script"; exit 1; }
 
+# The secret runlocal.sh created: admin commands and new nodes need it; without it, 401.
+export VF_CLUSTER_SECRET_FILE="$dir/data/cluster.secret"
+[ -s "$VF_CLUSTER_SECRET_FILE" ] || { echo "smoke: runlocal.sh made no cluster secret" >&2; kill "$script"; exit 1; }
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -d '{"replication":1}' http://127.0.0.1:17400/v1/admin/replication)
+[ "$code" = 401 ] || { echo "smoke: an admin call without the secret answered $code, not 401" >&2; kill "$script"; exit 1; }
 vf() { target/release/velourfog --controller 127.0.0.1:17400 "$@"; }
 target/release/storage 127.0.0.1:17400 127.0.0.1:17410 --data-dir "$dir/d4" --worker-threads 1 >"$dir/d4.log" 2>&1 &
 fourth=$!

@@ -7,7 +7,7 @@
 //! key`, then for a read `u8 leased`; for a write `u64 timestamp, u8 tombstone, u64 epoch (0:
 //! none), u32 value_len, value`. Response: repeated outcomes, each `u8 kind` then, for `Found`,
 //! `u64 timestamp, u8 tombstone, u32 value_len, value`; for `StaleEpoch`, `u64 needed`; for
-//! `NotServing`, `Failed`, `u32 len, message`.
+//! `Superseded`, `u64 by`; for `NotServing`, `Failed`, `FutureTimestamp`, `u32 len, message`.
 
 use crate::placement::Epoch;
 use crate::version::Record;
@@ -30,8 +30,11 @@ pub enum Op {
 /// What became of one operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// A write is durable (it superseded the held record, or the held one was as new).
+    /// A write is durable (it superseded the held record, or the node held this very record).
     Stored,
+    /// The node holds a different record, stamped `by`, that wins over the write (durable too);
+    /// the write changed nothing.
+    Superseded { by: u64 },
     /// A read found this record (a tombstone included).
     Found(Record),
     /// A read found nothing.
@@ -64,6 +67,7 @@ const STALE: u8 = 5;
 const NOT_SERVING: u8 = 6;
 const FAILED: u8 = 7;
 const FUTURE: u8 = 8;
+const SUPERSEDED: u8 = 9;
 
 fn need(buf: &Bytes, n: usize, what: &'static str) -> Result<(), BatchError> {
     if buf.remaining() < n {
@@ -165,6 +169,10 @@ pub fn encode_outcomes(outcomes: &[Outcome]) -> Bytes {
                 out.put_u8(STALE);
                 out.put_u64(*needed);
             }
+            Outcome::Superseded { by } => {
+                out.put_u8(SUPERSEDED);
+                out.put_u64(*by);
+            }
             Outcome::NotServing(why) => text(&mut out, NOT_SERVING, why),
             Outcome::Failed(why) => text(&mut out, FAILED, why),
             Outcome::FutureTimestamp(why) => text(&mut out, FUTURE, why),
@@ -196,6 +204,10 @@ pub fn decode_outcomes(mut buf: Bytes) -> Result<Vec<Outcome>, BatchError> {
             STALE => {
                 need(&buf, 8, "truncated epoch")?;
                 Outcome::StaleEpoch { needed: buf.get_u64() }
+            }
+            SUPERSEDED => {
+                need(&buf, 8, "truncated timestamp")?;
+                Outcome::Superseded { by: buf.get_u64() }
             }
             NOT_SERVING => Outcome::NotServing(text(&mut buf)?),
             FAILED => Outcome::Failed(text(&mut buf)?),
@@ -233,6 +245,7 @@ mod tests {
             Outcome::NotServing("no lease".into()),
             Outcome::Failed("disk full".into()),
             Outcome::FutureTimestamp("an hour ahead".into()),
+            Outcome::Superseded { by: u64::MAX },
         ];
         assert_eq!(decode_outcomes(encode_outcomes(&outcomes)).unwrap(), outcomes);
     }

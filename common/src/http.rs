@@ -249,11 +249,13 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
-/// A pooled HTTP/1.1 client for calls between nodes.
+/// A pooled HTTP/1.1 client for calls between nodes. Every request it sends carries the cluster
+/// secret it was made with, if any (see [`crate::auth`]).
 #[derive(Clone, Debug)]
 pub struct Client {
     inner: PooledClient<HttpConnector, Full<Bytes>>,
     streaming: PooledClient<HttpConnector, ChannelBody>,
+    authorization: Option<http::HeaderValue>,
 }
 
 impl Default for Client {
@@ -263,22 +265,39 @@ impl Default for Client {
 }
 
 impl Client {
+    /// A client whose requests prove they come from the cluster when `secret` is given.
+    pub fn with_secret(secret: Option<&crate::auth::ClusterSecret>) -> Self {
+        Self { authorization: secret.map(|s| s.header().clone()), ..Self::new() }
+    }
+
+    /// A client that sends no credentials.
     pub fn new() -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let mut builder = PooledClient::builder(TokioExecutor::new());
         builder.pool_idle_timeout(Duration::from_secs(30)).pool_max_idle_per_host(512);
-        Self { inner: builder.build(connector.clone()), streaming: builder.build(connector) }
+        Self {
+            inner: builder.build(connector.clone()),
+            streaming: builder.build(connector),
+            authorization: None,
+        }
+    }
+
+    fn authorize<B>(&self, request: &mut Request<B>) {
+        if let Some(value) = &self.authorization {
+            request.headers_mut().insert(http::header::AUTHORIZATION, value.clone());
+        }
     }
 
     /// Sends a request whose body streams through a channel and reads the whole answer, all
     /// within `deadline`. Not retried: the body cannot be sent twice.
     pub async fn send_streamed(
         &self,
-        request: Request<ChannelBody>,
+        mut request: Request<ChannelBody>,
         deadline: Duration,
     ) -> Result<(http::response::Parts, Bytes), RpcError> {
+        self.authorize(&mut request);
         let call = async {
             let response = self.streaming.request(request).await.map_err(|e| {
                 if e.is_connect() {
@@ -302,6 +321,11 @@ impl Client {
         make: impl Fn() -> Request<Full<Bytes>>,
         deadline: Duration,
     ) -> Result<Response<Incoming>, RpcError> {
+        let make = || {
+            let mut request = make();
+            self.authorize(&mut request);
+            request
+        };
         let attempt = async {
             match self.inner.request(make()).await {
                 Ok(response) => Ok(response),

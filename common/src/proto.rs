@@ -1,12 +1,15 @@
 //! The internal wire protocol between controller, storage nodes and frontends.
 //!
 //! All of it is plain HTTP/1.1 on the nodes' own ports, kept apart from the public API: paths
-//! start with `/v1/`, and a frontend never serves or forwards them.
+//! start with `/v1/`, and a frontend never serves or forwards them. With a cluster secret, every
+//! request here but `GET /v1/status` and `GET /v1/stats` (and `/health`) carries
+//! `Authorization: Bearer <secret>` and is refused with 401 without it (see [`crate::auth`]).
 //!
 //! Storage nodes serve records:
 //! - `PUT /v1/record?key=K` with headers [`TIMESTAMP`] and, for a delete, [`TOMBSTONE`]`: 1`;
 //!   the body is the value. Answers 200 with [`APPLIED`] `1` if the record superseded what the node
-//!   held, `0` if the node already held that record or a newer one. Idempotent. 409 if routed
+//!   held, `0` if the node already held that record or a newer one (then [`NEWER`] names the
+//!   newer one's timestamp). Idempotent. 409 if routed
 //!   by a map older than the partition needs ([`EPOCH`]), 422 if the timestamp is more than the
 //!   node's `--max-clock-skew-ms` ahead of its clock (nothing stored).
 //!   A key whose escaped form is longer than [`URL_KEY_BYTES`] goes in the [`KEY`] header
@@ -19,7 +22,8 @@
 //!   nodes repeat it as their heartbeat.
 //! - `POST /v1/frontend/register` with [`FrontendRegistration`] → [`FrontendRegistered`].
 //! - `GET /v1/map?newer_than=E&wait_ms=W`: the current map as soon as its epoch exceeds `E`
-//!   (a long poll: the controller answers the moment a new map exists, or 304 after `W` ms).
+//!   (a long poll: the controller answers the moment a new map exists, or 304 after `W` ms);
+//!   every answer carries the controller's clock in [`NOW`].
 //! - `POST /v1/storage/caught-up` with [`CaughtUp`]: a node back from being down pulled what it
 //!   missed. (A node that pulled a partition moving to it says so in its heartbeats.)
 //! - `POST /v1/fence` with [`FenceRequest`]: fence a replica that missed a write out of reads.
@@ -41,12 +45,19 @@ pub const TIMESTAMP: &str = "vf-timestamp";
 pub const TOMBSTONE: &str = "vf-tombstone";
 /// Header in a write's answer: `1` if the write superseded the stored record.
 pub const APPLIED: &str = "vf-applied";
+/// Header in a write's answer when the node holds a different record that wins over the write:
+/// that record's timestamp. The frontend then stamps its write again above it, so a write that
+/// starts after another was acknowledged is never lost to it, whatever the clocks say.
+pub const NEWER: &str = "vf-newer";
 
 pub const RECORD_PATH: &str = "/v1/record";
 pub const STORAGE_REGISTER_PATH: &str = "/v1/storage/register";
 pub const FRONTEND_REGISTER_PATH: &str = "/v1/frontend/register";
 pub const MAP_PATH: &str = "/v1/map";
 pub const STATUS_PATH: &str = "/v1/status";
+/// The dashboard's data: the status, each storage node's records and disk, and the cluster's
+/// request rates and latencies over the last minutes (see the controller's `dashboard` module).
+pub const DASHBOARD_PATH: &str = "/v1/dashboard";
 pub const CAUGHT_UP_PATH: &str = "/v1/storage/caught-up";
 pub const FENCE_PATH: &str = "/v1/fence";
 pub const DIGESTS_PATH: &str = "/v1/digests";
@@ -64,6 +75,9 @@ pub const KEY: &str = "vf-key";
 /// Escaped keys longer than this travel in the [`KEY`] header instead of the URL: a URL holds
 /// at most 64 KiB, and escaping can triple a key.
 pub const URL_KEY_BYTES: usize = 8 * 1024;
+/// Header on the controller's map answers: its clock when it answered (microseconds since the
+/// Unix epoch), which frontends compare their own with.
+pub const NOW: &str = "vf-now";
 /// Header carrying the map epoch a write was routed by.
 pub const EPOCH: &str = "vf-epoch";
 
@@ -74,6 +88,11 @@ pub struct StorageRegistration {
     pub addr: String,
     /// The id the node was given before, if it remembers one.
     pub node_id: Option<NodeId>,
+    /// The random token kept with the id in the node's data directory: the controller admits
+    /// registrations for a member only with the token it first saw for it, so nobody can
+    /// change a member's address or state by claiming its id.
+    #[serde(default)]
+    pub token: Option<String>,
     /// The node's failure domain (`storage --zone`).
     #[serde(default)]
     pub zone: Option<String>,
@@ -126,6 +145,9 @@ pub struct StorageRegistered {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaughtUp {
     pub node_id: NodeId,
+    /// The node's identity token (see [`StorageRegistration::token`]).
+    #[serde(default)]
+    pub token: Option<String>,
     /// The epoch at which it started catching up (its `joined`), so a stale report is ignored.
     pub joined: Epoch,
 }

@@ -53,7 +53,8 @@ pub fn compare(a: &Record, b: &Record) -> Ordering {
 }
 
 /// A clock that never goes backwards: each call returns `max(now, last + 1)`, so two writes
-/// through one frontend always get increasing timestamps even if the wall clock steps back.
+/// through one frontend always get increasing timestamps even if the wall clock steps back; and
+/// [`Clock::next_above`] moves it past a timestamp seen from another writer.
 #[derive(Debug, Default)]
 pub struct Clock {
     last: AtomicU64,
@@ -67,6 +68,12 @@ impl Clock {
     /// The next timestamp, strictly greater than every earlier one from this clock.
     pub fn next(&self) -> Timestamp {
         self.next_after(now_micros())
+    }
+
+    /// The next timestamp that is also above `seen` (a timestamp another writer used): the
+    /// clock moves past it for every later call too, like a Lamport clock.
+    pub fn next_above(&self, seen: Timestamp) -> Timestamp {
+        self.next_after(now_micros().max(seen.saturating_add(1)))
     }
 
     fn next_after(&self, now: Timestamp) -> Timestamp {
@@ -173,5 +180,9 @@ mod tests {
         let a = clock.next();
         let b = clock.next();
         assert!(b > a);
+        let ahead = now_micros() + 60_000_000;
+        assert_eq!(clock.next_above(ahead), ahead + 1, "past a timestamp from a clock ahead");
+        assert_eq!(clock.next(), ahead + 2, "and stays past it");
+        assert!(clock.next_above(5) > ahead + 2, "never back for an older one");
     }
 }

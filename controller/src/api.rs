@@ -1,9 +1,13 @@
 //! The controller's HTTP API (see `common::proto`): registration, the map long poll, fencing,
 //! status, and the admin endpoints the `velourfog` CLI calls. [`ROUTES`] is the one list of
-//! endpoints: dispatch, 404 and 405 (with `Allow`) all come from it.
+//! endpoints: dispatch, who may call each (see `common::auth`), 404 and 405 (with `Allow`) all
+//! come from it. Open to all: `/health`, `/metrics`, `/v1/status` and the dashboard (`/`,
+//! `/dashboard`, `/v1/dashboard`), all read-only and without records; everything else needs the
+//! cluster secret when one is configured.
 
 use crate::cluster::{AdminError, RegisterError};
 use crate::Controller;
+use common::auth::{Access, Unauthorized};
 use common::http::{self as h, Body, ReadBodyError};
 use common::proto::{
     self, AdminOutcome, CaughtUp, FenceRequest, FrontendRegistration, NodeRequest, ReplicationRequest,
@@ -37,6 +41,8 @@ pub enum ApiError {
     UnknownNode(u32),
     #[error("the cluster has not formed yet")]
     NotFormed,
+    #[error(transparent)]
+    Unauthorized(#[from] Unauthorized),
 }
 
 impl ApiError {
@@ -45,6 +51,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Refused(RegisterError::Removed { .. }) => StatusCode::GONE,
             ApiError::Refused(RegisterError::Adopting) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Refused(RegisterError::Impostor { .. }) => StatusCode::FORBIDDEN,
             ApiError::Refused(_) => StatusCode::CONFLICT,
             ApiError::Admin(AdminError::NotFormed) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Admin(AdminError::UnknownNode(_) | AdminError::NotPending(_)) => StatusCode::NOT_FOUND,
@@ -53,6 +60,7 @@ impl ApiError {
             ApiError::UnknownPath(_) => StatusCode::NOT_FOUND,
             ApiError::UnknownNode(_) => StatusCode::NOT_FOUND,
             ApiError::NotFormed => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
         }
     }
 }
@@ -67,38 +75,48 @@ enum Route {
     CaughtUp,
     Status,
     Health,
+    Metrics,
+    DashboardPage,
+    DashboardData,
     NodeAdd,
     NodeRemove,
     Replication,
 }
 
-/// Every endpoint of the controller: method, path, what it does.
-const ROUTES: &[(Method, &str, Route)] = &[
-    (Method::POST, proto::STORAGE_REGISTER_PATH, Route::RegisterStorage),
-    (Method::POST, proto::FRONTEND_REGISTER_PATH, Route::RegisterFrontend),
-    (Method::GET, proto::MAP_PATH, Route::Map),
-    (Method::POST, proto::FENCE_PATH, Route::Fence),
-    (Method::POST, proto::CAUGHT_UP_PATH, Route::CaughtUp),
-    (Method::GET, proto::STATUS_PATH, Route::Status),
-    (Method::GET, "/health", Route::Health),
-    (Method::POST, proto::ADMIN_NODE_ADD_PATH, Route::NodeAdd),
-    (Method::POST, proto::ADMIN_NODE_REMOVE_PATH, Route::NodeRemove),
-    (Method::POST, proto::ADMIN_REPLICATION_PATH, Route::Replication),
+/// Every endpoint of the controller: method, path, who may call it, what it does.
+const ROUTES: &[(Method, &str, Access, Route)] = &[
+    (Method::POST, proto::STORAGE_REGISTER_PATH, Access::Cluster, Route::RegisterStorage),
+    (Method::POST, proto::FRONTEND_REGISTER_PATH, Access::Cluster, Route::RegisterFrontend),
+    (Method::GET, proto::MAP_PATH, Access::Cluster, Route::Map),
+    (Method::POST, proto::FENCE_PATH, Access::Cluster, Route::Fence),
+    (Method::POST, proto::CAUGHT_UP_PATH, Access::Cluster, Route::CaughtUp),
+    (Method::GET, proto::STATUS_PATH, Access::Open, Route::Status),
+    (Method::GET, "/health", Access::Open, Route::Health),
+    (Method::GET, "/metrics", Access::Open, Route::Metrics),
+    (Method::GET, "/", Access::Open, Route::DashboardPage),
+    (Method::GET, "/dashboard", Access::Open, Route::DashboardPage),
+    (Method::GET, proto::DASHBOARD_PATH, Access::Open, Route::DashboardData),
+    (Method::POST, proto::ADMIN_NODE_ADD_PATH, Access::Cluster, Route::NodeAdd),
+    (Method::POST, proto::ADMIN_NODE_REMOVE_PATH, Access::Cluster, Route::NodeRemove),
+    (Method::POST, proto::ADMIN_REPLICATION_PATH, Access::Cluster, Route::Replication),
 ];
 
-fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
-    let mut allowed = ROUTES.iter().filter(|(_, p, _)| *p == path).peekable();
-    let (allow, _, _) = allowed.peek().ok_or_else(|| ApiError::UnknownPath(path.to_owned()))?;
+/// The endpoint a request names, if the caller may call it.
+fn route(controller: &Controller, req: &Request<Incoming>) -> Result<Route, ApiError> {
+    let (method, path) = (req.method(), req.uri().path());
+    let mut allowed = ROUTES.iter().filter(|(_, p, _, _)| *p == path).peekable();
+    let (allow, _, _, _) = allowed.peek().ok_or_else(|| ApiError::UnknownPath(path.to_owned()))?;
     let allow = if *allow == Method::GET { "GET" } else { "POST" };
-    allowed
-        .find(|(m, _, _)| m == method)
-        .map(|(_, _, route)| *route)
-        .ok_or_else(|| ApiError::MethodNotAllowed { method: method.clone(), path: path.to_owned(), allow })
+    let (_, _, access, route) = allowed
+        .find(|(m, _, _, _)| m == method)
+        .ok_or_else(|| ApiError::MethodNotAllowed { method: method.clone(), path: path.to_owned(), allow })?;
+    controller.gate.check(*access, req.headers())?;
+    Ok(*route)
 }
 
 /// Answers one request.
 pub async fn handle(controller: Arc<Controller>, req: Request<Incoming>) -> Response<Body> {
-    let result = match route(req.method(), req.uri().path()) {
+    let result = match route(&controller, &req) {
         Ok(Route::RegisterStorage) => register_storage(&controller, req).await,
         Ok(Route::RegisterFrontend) => register_frontend(&controller, req).await,
         Ok(Route::Map) => watch_map(&controller, req).await,
@@ -106,6 +124,22 @@ pub async fn handle(controller: Arc<Controller>, req: Request<Incoming>) -> Resp
         Ok(Route::CaughtUp) => caught_up(&controller, req).await,
         Ok(Route::Status) => Ok(h::json(StatusCode::OK, &controller.cluster().status(Instant::now()))),
         Ok(Route::Health) => Ok(h::text(StatusCode::OK, "ok")),
+        Ok(Route::DashboardPage) => Ok(Response::builder()
+            .header(http::header::CONTENT_TYPE, "text/html; charset=utf-8")
+            .header(http::header::CACHE_CONTROL, "no-cache")
+            .body(h::full(crate::dashboard::PAGE))
+            .expect("static response parts are valid")),
+        Ok(Route::DashboardData) => {
+            let status = controller.cluster().status(Instant::now());
+            Ok(Response::builder()
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(h::full(controller.collector.answer(status)))
+                .expect("static response parts are valid"))
+        }
+        Ok(Route::Metrics) => {
+            crate::metrics::refresh(&controller.cluster().status(Instant::now()));
+            Ok(common::telemetry::render())
+        }
         Ok(Route::NodeAdd) => node_add(&controller, req).await,
         Ok(Route::NodeRemove) => node_remove(&controller, req).await,
         Ok(Route::Replication) => replication(&controller, req).await,
@@ -114,6 +148,9 @@ pub async fn handle(controller: Arc<Controller>, req: Request<Incoming>) -> Resp
     result.unwrap_or_else(|e| {
         if matches!(e, ApiError::Refused(_)) {
             log::debug!("registration refused: {e}");
+        }
+        if let ApiError::Unauthorized(refusal) = e {
+            return common::auth::unauthorized(refusal);
         }
         let mut response = h::text(e.status(), &e);
         if let ApiError::MethodNotAllowed { allow, .. } = e {
@@ -223,7 +260,7 @@ async fn caught_up(controller: &Controller, req: Request<Incoming>) -> Result<Re
     let report: CaughtUp = read_json(req).await?;
     let new_map = {
         let mut cluster = controller.cluster();
-        let new_map = cluster.caught_up(report.node_id, report.joined);
+        let new_map = cluster.caught_up(report.node_id, report.token.as_deref(), report.joined)?;
         if new_map.is_some() {
             controller.save(&cluster);
         }
@@ -268,6 +305,7 @@ async fn watch_map(controller: &Controller, req: Request<Incoming>) -> Result<Re
                 return Ok(Response::builder()
                     .status(StatusCode::OK)
                     .header(http::header::CONTENT_TYPE, "application/json")
+                    .header(proto::NOW, common::version::now_micros())
                     .body(h::full(published.json.clone()))
                     .expect("valid response parts"));
             }
@@ -279,6 +317,7 @@ async fn watch_map(controller: &Controller, req: Request<Incoming>) -> Result<Re
         if !changed {
             return Ok(Response::builder()
                 .status(StatusCode::NOT_MODIFIED)
+                .header(proto::NOW, common::version::now_micros())
                 .body(h::empty())
                 .expect("valid response parts"));
         }

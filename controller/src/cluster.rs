@@ -84,6 +84,10 @@ pub enum RegisterError {
     UnknownId { id: NodeId, addr: String },
     #[error("address {addr} belongs to node {owner}, not to node {claimed}")]
     AddressTaken { addr: String, owner: NodeId, claimed: NodeId },
+    #[error("address {addr} belongs to node {owner}, which is alive; a node with a replaced disk at that address takes its place once node {owner} is marked down")]
+    AddressLive { addr: String, owner: NodeId },
+    #[error("node {id} cannot prove its identity: the token in its node.json is not the one it registered with (a copied or forged identity?); nothing changed")]
+    Impostor { id: NodeId },
     #[error("node {id} was removed from the cluster; to add this machine again, start it with an empty data directory")]
     Removed { id: NodeId },
     #[error("{addr} waits to be added (the controller runs with --join manual): velourfog node add {addr}")]
@@ -121,6 +125,9 @@ pub struct SavedCluster {
     /// Nodes that left: refused if they come back under their old id.
     #[serde(default)]
     pub removed: Vec<NodeId>,
+    /// The digest of each member's identity token (see `common::auth::token_digest`).
+    #[serde(default)]
+    pub tokens: BTreeMap<NodeId, String>,
 }
 
 /// The outcome of an accepted storage registration.
@@ -246,6 +253,10 @@ struct Frontend {
     last_seen: Instant,
 }
 
+/// A frontend that has not polled the map for this long is forgotten (its polls come every
+/// `common::mapwatch::WATCH_WAIT` at most).
+pub const FRONTEND_SILENCE: Duration = Duration::from_secs(120);
+
 #[derive(Debug, Clone)]
 struct Pending {
     zone: Option<String>,
@@ -275,6 +286,8 @@ pub struct Cluster {
     members: BTreeMap<NodeId, StorageMember>,
     pending: BTreeMap<String, Pending>,
     removed: BTreeSet<NodeId>,
+    /// The digest of each member's identity token: registrations for it must carry the token.
+    tokens: BTreeMap<NodeId, String>,
     frontends: BTreeMap<u64, Frontend>,
     map: Option<Arc<PartitionMap>>,
     plan: Vec<Vec<NodeId>>,
@@ -305,6 +318,7 @@ impl Cluster {
             members: BTreeMap::new(),
             pending: BTreeMap::new(),
             removed: BTreeSet::new(),
+            tokens: BTreeMap::new(),
             frontends: BTreeMap::new(),
             map: None,
             plan: Vec::new(),
@@ -330,6 +344,7 @@ impl Cluster {
             members,
             pending: BTreeMap::new(),
             removed: saved.removed.into_iter().collect(),
+            tokens: saved.tokens,
             frontends: BTreeMap::new(),
             map: saved.map.map(Arc::new),
             plan: saved.plan,
@@ -362,6 +377,7 @@ impl Cluster {
             map: self.map.as_deref().cloned(),
             plan: self.plan.clone(),
             removed: self.removed.iter().copied().collect(),
+            tokens: self.tokens.clone(),
         }
     }
 
@@ -388,6 +404,10 @@ impl Cluster {
         registration: &StorageRegistration,
         now: Instant,
     ) -> Result<Admission, RegisterError> {
+        if let Some(claimed) = registration.node_id {
+            // Before anything the registration says is believed.
+            self.prove(claimed, registration.token.as_deref())?;
+        }
         if let Some(epoch) = registration.map_epoch {
             self.note_epoch(epoch);
         }
@@ -395,6 +415,7 @@ impl Cluster {
             self.offer_map(offered, now);
         }
         let id = self.identify(registration, now)?;
+        let learned = self.learn_token(id, registration.token.as_deref());
         let formed = self.map.is_some();
         let adopting = self.adopting(now);
         let next_epoch = self.epoch().map_or(1, |e| e + 1);
@@ -416,7 +437,25 @@ impl Cluster {
         } else {
             None
         };
-        Ok(Admission { answer: self.answer(id, now), changed, new_map })
+        Ok(Admission { answer: self.answer(id, now), changed: changed || learned, new_map })
+    }
+
+    /// Checks that a registration or report for member `id` carries the token first seen for
+    /// it. A member whose token is not known yet (a controller that adopted the cluster, or
+    /// state saved before tokens existed) passes, and its token is learned on registration.
+    fn prove(&self, id: NodeId, token: Option<&str>) -> Result<(), RegisterError> {
+        match (self.tokens.get(&id), token) {
+            (None, _) => Ok(()),
+            (Some(digest), Some(token)) if common::auth::token_matches(digest, token) => Ok(()),
+            (Some(_), _) => Err(RegisterError::Impostor { id }),
+        }
+    }
+
+    /// Keeps the digest of `token` for member `id` if none is known; whether it was new.
+    fn learn_token(&mut self, id: NodeId, token: Option<&str>) -> bool {
+        let Some(token) = token.filter(|_| !self.tokens.contains_key(&id)) else { return false };
+        self.tokens.insert(id, common::auth::token_digest(token));
+        true
     }
 
     /// Adds the new member `id` (up: it serves nothing before partitions move to it).
@@ -489,6 +528,12 @@ impl Cluster {
             }
         }
         if let Some(old) = owner_of_addr {
+            if self.members[&old].state != NodeState::Down {
+                // The node there is still heartbeating: this is not the same machine with a
+                // new disk (two processes cannot listen on one address), but a forged or
+                // misconfigured registration.
+                return Err(RegisterError::AddressLive { addr: addr.to_owned(), owner: old });
+            }
             log::warn!(
                 "a node with no identity registered from {addr}, the address of node {old}: node {old} lost its data; \
                  it is fenced out and removed, and the newcomer joins in its place"
@@ -603,6 +648,7 @@ impl Cluster {
     /// One round of housekeeping: adoption, liveness, then the moves. Returns the map to
     /// publish if anything changed.
     pub fn step(&mut self, now: Instant) -> Option<Arc<PartitionMap>> {
+        self.frontends.retain(|_, f| now.saturating_duration_since(f.last_seen) < FRONTEND_SILENCE);
         if let Some(map) = self.finish_adoption(now) {
             return Some(map);
         }
@@ -634,7 +680,17 @@ impl Cluster {
     }
 
     /// Marks `id` up if it is catching up since epoch `joined`; returns the new map if so.
-    pub fn caught_up(&mut self, id: NodeId, joined: Epoch) -> Option<Arc<PartitionMap>> {
+    pub fn caught_up(
+        &mut self,
+        id: NodeId,
+        token: Option<&str>,
+        joined: Epoch,
+    ) -> Result<Option<Arc<PartitionMap>>, RegisterError> {
+        self.prove(id, token)?;
+        Ok(self.mark_caught_up(id, joined))
+    }
+
+    fn mark_caught_up(&mut self, id: NodeId, joined: Epoch) -> Option<Arc<PartitionMap>> {
         let member = self.members.get_mut(&id)?;
         if member.state != NodeState::CatchingUp || member.joined != joined {
             return None;
@@ -1053,6 +1109,7 @@ mod tests {
         StorageRegistration {
             addr: addr.into(),
             node_id,
+            token: None,
             zone: None,
             map_epoch: None,
             map: None,
@@ -1145,7 +1202,18 @@ mod tests {
     fn a_node_with_no_identity_at_a_members_address_replaces_it() {
         // The wiped-disk restart: same address, no id. It must not inherit node 2's reads.
         let mut cluster = formed(3, 3);
-        let newcomer = cluster.register_storage(&reg("s1:1", None), Instant::now()).unwrap();
+        let start = Instant::now();
+        // While node 2 still heartbeats, nobody else can be at its address.
+        assert_eq!(
+            cluster.register_storage(&reg("s1:1", None), start).unwrap_err(),
+            RegisterError::AddressLive { addr: "s1:1".into(), owner: 2 }
+        );
+        // Its process died: once marked down, the newcomer takes its place.
+        let later = start + Timing::default().down_after + Duration::from_millis(10);
+        beat(&mut cluster, 1, later);
+        beat(&mut cluster, 3, later);
+        cluster.step(later);
+        let newcomer = cluster.register_storage(&reg("s1:1", None), later).unwrap();
         assert_eq!(newcomer.answer.node_id, 4);
         let map = newcomer.new_map.expect("membership changed");
         assert_eq!(map.state(2), NodeState::Down, "the old member is fenced out");
@@ -1159,6 +1227,41 @@ mod tests {
             cluster.register_storage(&reg("old:1", Some(2)), Instant::now()).unwrap_err(),
             RegisterError::Removed { id: 2 }
         );
+    }
+
+    #[test]
+    fn registrations_and_reports_must_carry_the_members_token() {
+        let mut cluster = formed(3, 2);
+        let now = Instant::now();
+        let with_token = |addr: &str, id, token: Option<&str>| StorageRegistration {
+            token: token.map(str::to_owned),
+            ..reg(addr, id)
+        };
+        // The token of node 1 is learned on its first registration that carries one (formed()
+        // registered without: state from before tokens existed).
+        assert!(cluster.register_storage(&with_token("s0:1", Some(1), Some("t1")), now).unwrap().changed);
+        assert!(cluster.saved().tokens.contains_key(&1), "kept, as a digest");
+        assert!(!cluster.saved().tokens[&1].contains("t1"));
+        for token in [None, Some("t2")] {
+            assert_eq!(
+                cluster.register_storage(&with_token("evil:1", Some(1), token), now).unwrap_err(),
+                RegisterError::Impostor { id: 1 }
+            );
+            assert_eq!(cluster.caught_up(1, token, 1).unwrap_err(), RegisterError::Impostor { id: 1 });
+        }
+        assert_eq!(cluster.map().unwrap().member(1).unwrap().addr, "s0:1", "nothing changed");
+        // The node itself may move.
+        let moved = cluster.register_storage(&with_token("new:1", Some(1), Some("t1")), now).unwrap();
+        assert_eq!(moved.new_map.unwrap().member(1).unwrap().addr, "new:1");
+        // A new member's token is kept from its first registration, and survives a restart.
+        let joined = cluster.register_storage(&with_token("x:1", None, Some("t4")), now).unwrap();
+        let id = joined.answer.node_id;
+        let mut resumed = Cluster::restore(cluster.saved(), Timing::default(), Policy::default(), now);
+        assert_eq!(
+            resumed.register_storage(&with_token("x:1", Some(id), Some("t1")), now).unwrap_err(),
+            RegisterError::Impostor { id }
+        );
+        assert!(resumed.register_storage(&with_token("x:1", Some(id), Some("t4")), now).is_ok());
     }
 
     #[test]
@@ -1415,8 +1518,8 @@ mod tests {
         let map = back.new_map.expect("state changed");
         assert_eq!(map.member(2).unwrap().joined, map.epoch);
         assert_eq!(map.min_write_epoch(0), map.epoch);
-        assert!(cluster.caught_up(2, map.epoch - 1).is_none(), "a stale report is ignored");
-        let up = cluster.caught_up(2, map.epoch).expect("marked up");
+        assert!(cluster.caught_up(2, None, map.epoch - 1).unwrap().is_none(), "a stale report is ignored");
+        let up = cluster.caught_up(2, None, map.epoch).unwrap().expect("marked up");
         assert_eq!(up.state(2), NodeState::Up);
         let again = cluster.register_storage(&reg("s1:1", Some(2)), later).unwrap();
         assert_eq!(

@@ -16,6 +16,8 @@
 
 pub mod api;
 pub mod cluster;
+pub mod dashboard;
+pub mod metrics;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -67,6 +69,10 @@ pub struct Config {
     /// Where the cluster state is kept [default: ./velourfog-data/controller-PORT].
     #[arg(long, env = "VF_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// File holding the cluster secret that node-to-node and admin calls must carry (see
+    /// docs/security.md); without one every endpoint is open.
+    #[arg(long, env = "VF_CLUSTER_SECRET_FILE", value_name = "PATH")]
+    pub cluster_secret_file: Option<PathBuf>,
     /// How slowly clients may send heads and bodies, and how long idle connections stay open.
     #[command(flatten)]
     pub client: common::http::ClientTimeouts,
@@ -90,13 +96,19 @@ pub struct Controller {
     cluster: Mutex<Cluster>,
     state_file: PathBuf,
     published: watch::Sender<Option<Arc<PublishedMap>>>,
+    /// Who may call the endpoints that are not open to all.
+    pub gate: common::auth::Gate,
+    /// The dashboard's history of the nodes' metrics.
+    pub collector: dashboard::Collector,
     /// Fires when the controller stops, so open long polls end at once.
     pub shutdown: Shutdown,
 }
 
 impl Controller {
-    pub fn new(cluster: Cluster, state_file: PathBuf, shutdown: Shutdown) -> Self {
-        Self { cluster: Mutex::new(cluster), state_file, published: watch::Sender::new(None), shutdown }
+    pub fn new(cluster: Cluster, state_file: PathBuf, gate: common::auth::Gate, shutdown: Shutdown) -> Self {
+        let published = watch::Sender::new(None);
+        let collector = dashboard::Collector::default();
+        Self { cluster: Mutex::new(cluster), state_file, published, gate, collector, shutdown }
     }
 
     /// Saves `cluster` atomically to the state file, before any change is announced or acted
@@ -132,6 +144,7 @@ pub struct Server {
     listener: TcpListener,
     cluster: Cluster,
     state_file: PathBuf,
+    gate: common::auth::Gate,
     /// What clients' connections are held to.
     rules: common::http::Rules,
     /// Held for the controller's lifetime: one controller per state directory.
@@ -153,6 +166,9 @@ impl Server {
             config.lease_ms
         );
         let policy = Policy { join: config.join, moves_at_once: usize::from(config.moves_at_once) };
+        let secret = common::auth::load(config.cluster_secret_file.as_deref(), "the controller")?;
+        common::telemetry::install();
+        metrics::describe();
         common::placement::choose_digits(config.num_storage, config.redundancy)
             .context("invalid NUM_STORAGE / REDUNDANCY")?;
         let state_dir = config
@@ -199,7 +215,8 @@ impl Server {
             config.redundancy
         );
         let rules = common::http::Rules { timeouts: config.client, ..Default::default() };
-        Ok(Self { listener, cluster, state_file, rules, _lock: lock })
+        let gate = common::auth::Gate::new(secret);
+        Ok(Self { listener, cluster, state_file, gate, rules, _lock: lock })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -210,14 +227,17 @@ impl Server {
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         log::info!("controller listening on {}", self.local_addr()?);
         let map = self.cluster.map().cloned();
-        let controller = Arc::new(Controller::new(self.cluster, self.state_file, shutdown.clone()));
+        let controller =
+            Arc::new(Controller::new(self.cluster, self.state_file, self.gate, shutdown.clone()));
         if let Some(map) = map {
             controller.publish(map);
         }
         let housekeeping = tokio::spawn(housekeeping(controller.clone(), shutdown.clone()));
+        let collector = tokio::spawn(dashboard::collect(controller.clone(), shutdown.clone()));
         let handler = move |req| api::handle(controller.clone(), req);
         common::http::serve_with(self.listener, handler, shutdown, self.rules).await;
         housekeeping.abort();
+        collector.abort();
         log::info!("controller stopped");
         Ok(())
     }

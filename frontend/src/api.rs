@@ -1,4 +1,5 @@
-//! The public API: `/get/`, `/set/`, `/delete/` and `/health`. Nothing internal is served here.
+//! The public API: `/get/`, `/set/`, `/delete/`, and for operators `/health` and `/metrics`.
+//! Nothing internal is served here.
 //!
 //! Keys and values are byte strings, percent-decoded strictly (see `common::query`). Every
 //! misuse is a 4xx with a one-line message; 503 means the cluster could not do what was asked.
@@ -86,6 +87,19 @@ pub async fn answer(
     query: Option<&str>,
     body: RequestBody,
 ) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let response = route(frontend, method, path, query, body).await;
+    crate::metrics::request(crate::metrics::operation(path), response.status(), started.elapsed());
+    response
+}
+
+async fn route(
+    frontend: &Frontend,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    body: RequestBody,
+) -> Response<Body> {
     let not_allowed =
         |allowed| Err(ApiError::MethodNotAllowed { method: method.clone(), path: path.to_owned(), allowed });
     let result = match path {
@@ -103,6 +117,10 @@ pub async fn answer(
         },
         "/health" => match *method {
             Method::GET => Ok(health(frontend)),
+            _ => not_allowed("GET"),
+        },
+        "/metrics" => match *method {
+            Method::GET => Ok(common::telemetry::render()),
             _ => not_allowed("GET"),
         },
         path => Err(ApiError::UnknownPath(path.to_owned())),
@@ -311,6 +329,9 @@ async fn set_streamed(
     level: Level,
 ) -> Result<Response<Body>, ApiError> {
     use futures_util::StreamExt;
+    if let Some(why) = frontend.clock_check.refusal() {
+        return Err(ApiError::Unavailable(format!("write refused: {why}")));
+    }
     let timestamp = frontend.clock.next();
     let partition = common::partition::of(key, routes.map.digits);
     let targets: Vec<NodeId> = routes.map.write_set(partition).collect();
@@ -320,7 +341,9 @@ async fn set_streamed(
         frontend.replicas.write_streamed(&routes, &targets, key, timestamp, length, chunks).await;
     let kept = kept.map_err(|e| ApiError::BadRequest(format!("the request body could not be read: {e}")))?;
     let stored = |node| targets.contains(&node);
-    if results.iter().all(Result::is_ok) && short_quorum(&routes.map, partition, level, stored).is_none() {
+    // A replica holding a newer write makes the ordinary write below stamp this one again.
+    let all_stored = results.iter().all(|r| matches!(r, Ok(None)));
+    if all_stored && short_quorum(&routes.map, partition, level, stored).is_none() {
         return Ok(h::text(StatusCode::OK, "ok"));
     }
     for failure in results.iter().filter_map(|r| r.as_ref().err()) {
@@ -344,20 +367,28 @@ async fn delete(frontend: &Frontend, query: Option<&str>) -> Result<Response<Bod
 
 /// Writes `record` to the live replicas of `key` and answers 200 once `level` of them stored it
 /// and every live replica that did not is fenced out of reads, so that no read can miss it.
+///
+/// A replica that holds a different record winning over this one (stamped by a frontend whose
+/// clock is ahead of ours, or in the same microsecond) says so; the write is then stamped again
+/// above it and sent again, so a write that starts after another was acknowledged always wins
+/// over it whatever the clocks say (any write quorum overlaps the earlier one's).
 async fn write(
     frontend: &Frontend,
     mut routes: Arc<Routes>,
     key: &[u8],
-    record: Record,
+    mut record: Record,
     level: Level,
 ) -> Result<Response<Body>, ApiError> {
-    // A busy rebalance may start another move between a refresh and the write: a few tries.
-    let mut refreshes = 0;
+    if let Some(why) = frontend.clock_check.refusal() {
+        return Err(ApiError::Unavailable(format!("write refused: {why}")));
+    }
+    let (mut refreshes, mut restamps) = (0, 0);
     loop {
         let partition = common::partition::of(key, routes.map.digits);
         let targets: Vec<NodeId> = routes.map.write_set(partition).collect();
-        let (acked, failures) =
+        let written =
             frontend.replicas.write_all(&routes, &targets, key, &record, Some(routes.map.epoch)).await;
+        let failures = &written.failures;
         if failures.iter().any(ReplicaFailure::is_stale_epoch) {
             // A replica has seen a newer map (a node rejoined): route by it and write again.
             if refreshes < MAP_REFRESHES {
@@ -367,7 +398,7 @@ async fn write(
             }
             return Err(ApiError::Unavailable(format!(
                 "write not acknowledged: the partition map changed and the controller could not be asked for it ({})",
-                join(&failures)
+                join(failures)
             )));
         }
         if let Some(refusal) = failures.iter().find(|f| f.is_clock_refusal()) {
@@ -377,37 +408,66 @@ async fn write(
                 "write not acknowledged: a replica refused its timestamp ({refusal}); check this frontend's clock and the replica's (NTP)"
             )));
         }
-        let stored = |node| targets.contains(&node) && !failures.iter().any(|f| f.node == node);
-        if let Some((stored, replicas, required)) = short_quorum(&routes.map, partition, level, stored) {
-            let moving = if routes.map.assignment(partition).is_moving() {
-                " (the partition is moving: a write needs a quorum of its old and of its new replicas)"
-            } else {
-                ""
-            };
-            return Err(ApiError::Unavailable(format!(
-                "write not acknowledged: {stored} of {replicas} replicas of partition {partition} stored it, \
-                 w={level} needs {required}{moving} ({}); the write may be visible on some replicas",
-                join(&failures)
-            )));
+        if let Some(newer) = written.newer.filter(|_| restamps < RESTAMPS) {
+            restamps += 1;
+            crate::metrics::restamp();
+            log::debug!(
+                "a replica holds a write stamped {newer}, after this one's {}: stamping again",
+                record.timestamp
+            );
+            record.timestamp = frontend.clock.next_above(newer);
+            continue;
         }
-        let fences = failures.iter().map(|f| frontend.fence(f.node, f.to_string()));
-        let unfenced: Vec<String> = futures_util::future::join_all(fences)
-            .await
-            .into_iter()
-            .zip(&failures)
-            .filter_map(|(result, failure)| result.err().map(|e| format!("node {}: {e}", failure.node)))
-            .collect();
-        if !unfenced.is_empty() {
-            return Err(ApiError::Unavailable(format!(
-                "write stored on {acked} of {} replicas, but replicas that missed it could not be fenced \
-                 out of reads ({}); the write may be visible on some replicas",
-                targets.len(),
-                unfenced.join("; ")
-            )));
-        }
-        return Ok(h::text(StatusCode::OK, "ok"));
+        return acknowledge(frontend, &routes, partition, &targets, failures, level).await;
     }
 }
+
+/// The answer to a write that reached `targets` but for `failures`: 200 if `level` of each
+/// quorum set stored it and every replica that did not is fenced out of reads, else 503.
+async fn acknowledge(
+    frontend: &Frontend,
+    routes: &Routes,
+    partition: u32,
+    targets: &[NodeId],
+    failures: &[ReplicaFailure],
+    level: Level,
+) -> Result<Response<Body>, ApiError> {
+    let stored = |node| targets.contains(&node) && !failures.iter().any(|f| f.node == node);
+    if let Some((stored, replicas, required)) = short_quorum(&routes.map, partition, level, stored) {
+        let moving = if routes.map.assignment(partition).is_moving() {
+            " (the partition is moving: a write needs a quorum of its old and of its new replicas)"
+        } else {
+            ""
+        };
+        return Err(ApiError::Unavailable(format!(
+            "write not acknowledged: {stored} of {replicas} replicas of partition {partition} stored it, \
+             w={level} needs {required}{moving} ({}); the write may be visible on some replicas",
+            join(failures)
+        )));
+    }
+    let fences = failures.iter().map(|f| frontend.fence(f.node, f.to_string()));
+    let unfenced: Vec<String> = futures_util::future::join_all(fences)
+        .await
+        .into_iter()
+        .zip(failures)
+        .filter_map(|(result, failure)| result.err().map(|e| format!("node {}: {e}", failure.node)))
+        .collect();
+    if !unfenced.is_empty() {
+        return Err(ApiError::Unavailable(format!(
+            "write stored on {} of {} replicas, but replicas that missed it could not be fenced \
+             out of reads ({}); the write may be visible on some replicas",
+            targets.len() - failures.len(),
+            targets.len(),
+            unfenced.join("; ")
+        )));
+    }
+    Ok(h::text(StatusCode::OK, "ok"))
+}
+
+/// How many times a write is stamped again when a replica holds a newer write: once suffices
+/// for every write acknowledged before this one started; more only for concurrent writers,
+/// which may win either way.
+const RESTAMPS: usize = 3;
 
 /// How many times a write refetches the map when a replica says it routed by an outdated one.
 const MAP_REFRESHES: usize = 3;

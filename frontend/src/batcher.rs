@@ -81,6 +81,8 @@ async fn run(
 }
 
 async fn send(client: &Client, url: &str, ops: &[Op], timeout: Duration) -> Result<Vec<Outcome>, RpcError> {
+    let kind = if matches!(ops.first(), Some(Op::Put { .. })) { "write" } else { "read" };
+    crate::metrics::batch(kind, ops.len());
     let body = batch::encode_ops(ops);
     let make = || Request::post(url).body(Full::new(body.clone())).expect("valid request");
     let (parts, answer) = client.send_collect(make, timeout).await?;

@@ -13,6 +13,7 @@ pub mod affinity;
 pub mod api;
 pub mod batcher;
 pub mod consistency;
+pub mod metrics;
 pub mod replica;
 pub mod routing;
 pub mod server;
@@ -65,6 +66,14 @@ pub struct Config {
     /// handoffs between threads to every request.
     #[arg(long, env = "VF_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub worker_threads: Option<u16>,
+    /// Writes are refused (503) while this frontend's clock is further than this from the
+    /// controller's, in milliseconds (storage nodes refuse timestamps this far ahead of theirs).
+    #[arg(long, env = "VF_MAX_CLOCK_SKEW_MS", default_value_t = 5000)]
+    pub max_clock_skew_ms: u64,
+    /// File holding the cluster secret that calls to the controller and storage nodes carry
+    /// (see docs/security.md).
+    #[arg(long, env = "VF_CLUSTER_SECRET_FILE", value_name = "PATH")]
+    pub cluster_secret_file: Option<std::path::PathBuf>,
     /// How slowly clients may send heads and bodies, and how long idle connections stay open.
     #[command(flatten)]
     pub client: common::http::ClientTimeouts,
@@ -86,6 +95,8 @@ pub struct Frontend {
     pub router: Arc<Router>,
     pub replicas: Replicas,
     pub clock: Clock,
+    /// This frontend's clock against the controller's: writes are refused while past the bound.
+    pub clock_check: Arc<common::skew::ClockCheck>,
     pub limits: Limits,
     pub controller: String,
     pub client: Client,
@@ -158,8 +169,9 @@ impl Frontend {
     ) -> Result<(), common::http::RpcError> {
         let url = format!("http://{}{}", self.controller, common::proto::FENCE_PATH);
         let request = common::proto::FenceRequest { node_id: node, reason };
-        let map: common::placement::PartitionMap =
-            self.client.post_json(&url, &request, FENCE_TIMEOUT).await?;
+        let answer = self.client.post_json(&url, &request, FENCE_TIMEOUT).await;
+        metrics::fence(answer.is_ok());
+        let map: common::placement::PartitionMap = answer?;
         self.router.install(map);
         Ok(())
     }
@@ -167,10 +179,15 @@ impl Frontend {
     /// Fetches a map newer than `epoch` if the controller has one; the routes to use now.
     pub async fn refresh_routes(&self, epoch: common::placement::Epoch) -> Arc<routing::Routes> {
         match common::mapwatch::poll(&self.client, &self.controller, epoch, None, Duration::ZERO).await {
-            Ok(Some(map)) => {
-                self.router.install(map);
+            Ok(polled) => {
+                if let Some(skew) = polled.skew_us {
+                    self.clock_check.observe(skew, "this frontend");
+                    metrics::clock_skew(skew);
+                }
+                if let Some(map) = polled.map {
+                    self.router.install(map);
+                }
             }
-            Ok(None) => {}
             Err(e) => log::warn!("cannot refresh the map from {}: {e}", self.controller),
         }
         self.router.current().expect("a map was installed before")
@@ -196,11 +213,17 @@ impl Server {
         let listener =
             TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let advertise = common::addr::advertised(&config.advertise, listener.local_addr()?)?;
-        let client = Client::new();
+        let secret = common::auth::load(config.cluster_secret_file.as_deref(), "this frontend")?;
+        common::telemetry::install();
+        metrics::describe();
+        let client = Client::with_secret(secret.as_ref());
         let frontend = Arc::new(Frontend {
             router: Arc::new(Router::default()),
             replicas: Replicas::new(client.clone(), Duration::from_millis(config.replica_timeout_ms)),
             clock: Clock::new(),
+            clock_check: Arc::new(common::skew::ClockCheck::new(
+                config.max_clock_skew_ms.saturating_mul(1000),
+            )),
             limits: Limits { max_key_bytes: config.max_key_bytes, max_value_bytes: config.max_value_bytes },
             controller: config.controller.clone(),
             client,
@@ -224,12 +247,13 @@ impl Server {
     /// Serves until `shutdown` fires.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         log::info!("frontend listening on {} (advertised as {})", self.local_addr()?, self.advertise);
-        let follower = tokio::spawn(routing::follow(
-            self.controller.clone(),
-            self.advertise.clone(),
-            self.frontend.router.clone(),
-            shutdown.clone(),
-        ));
+        let follower = routing::Follower {
+            controller: self.controller.clone(),
+            client: self.frontend.client.clone(),
+            router: self.frontend.router.clone(),
+            clock: self.frontend.clock_check.clone(),
+        };
+        let follower = tokio::spawn(routing::follow(follower, self.advertise.clone(), shutdown.clone()));
         server::serve(self.listener, self.frontend, self.rules, shutdown).await;
         follower.abort();
         log::info!("frontend stopped");

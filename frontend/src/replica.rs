@@ -24,15 +24,29 @@ pub const STREAMED_WRITE_BYTES: u64 = 1 << 20;
 /// for every this many bytes of value.
 pub const MIN_TRANSFER_BYTES_PER_SEC: u64 = 20 << 20;
 
-/// A replica's answer to a record write: stored on 200, otherwise its status and message.
-fn stored(answer: Result<(http::response::Parts, Bytes), RpcError>) -> Result<(), RpcError> {
+/// A replica's answer to a record write: on 200 stored, with the timestamp of a different record
+/// it holds that wins over the write if there is one; otherwise its status and message.
+fn stored(answer: Result<(http::response::Parts, Bytes), RpcError>) -> Result<Option<u64>, RpcError> {
     match answer? {
-        (parts, _) if parts.status == StatusCode::OK => Ok(()),
+        (parts, _) if parts.status == StatusCode::OK => {
+            Ok(parts.headers.get(proto::NEWER).and_then(|v| v.to_str().ok()?.parse().ok()))
+        }
         (parts, message) => Err(RpcError::Status {
             status: parts.status,
             message: String::from_utf8_lossy(&message).trim().to_owned(),
         }),
     }
+}
+
+/// What became of a write sent to several replicas.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Replicas that hold the write, or a record that wins over it, durably.
+    pub acked: usize,
+    pub failures: Vec<ReplicaFailure>,
+    /// The newest timestamp of a different record that a replica holds and that wins over the
+    /// write, if any replica said so.
+    pub newer: Option<u64>,
 }
 
 /// Talks to storage nodes on behalf of one frontend.
@@ -138,8 +152,7 @@ impl Replicas {
     }
 
     /// Sends `record` for `key` to every node in `replicas` at once, marked with the map epoch
-    /// it was routed by (`None`: a repair, never refused as stale); returns how many
-    /// acknowledged and the failures of the others.
+    /// it was routed by (`None`: a repair, never refused as stale).
     pub async fn write_all(
         &self,
         routes: &Routes,
@@ -147,7 +160,7 @@ impl Replicas {
         key: &[u8],
         record: &Record,
         epoch: Option<u64>,
-    ) -> (usize, Vec<ReplicaFailure>) {
+    ) -> Written {
         let body = record.value.clone().unwrap_or_default();
         let deadline = self.deadline_for(body.len() as u64);
         let batchable = crate::batcher::fits(key, record.value.as_ref());
@@ -159,7 +172,8 @@ impl Replicas {
                 if batchable {
                     let op = Op::Put { key: shared_key, record: record.clone(), epoch };
                     let result = match self.batched(routes, node, op).await {
-                        Ok(Outcome::Stored) => Ok(()),
+                        Ok(Outcome::Stored) => Ok(None),
+                        Ok(Outcome::Superseded { by }) => Ok(Some(by)),
                         Ok(Outcome::StaleEpoch { needed }) => Err(RpcError::Status {
                             status: StatusCode::CONFLICT,
                             message: format!("stale map: the partition needs epoch {needed} or newer"),
@@ -199,29 +213,35 @@ impl Replicas {
                 })
             }
         });
-        let results = futures_util::future::join_all(calls).await;
-        let mut failures = Vec::new();
-        let mut acked = 0;
-        for result in results {
+        let mut written = Written::default();
+        for (&node, result) in replicas.iter().zip(futures_util::future::join_all(calls).await) {
+            let outcome = match &result {
+                Ok(newer) => Ok(if newer.is_some() { "superseded" } else { "stored" }),
+                Err(failure) => Err(&failure.error),
+            };
+            crate::metrics::replica_call(node, "write", outcome);
             match result {
-                Ok(()) => acked += 1,
+                Ok(newer) => {
+                    written.acked += 1;
+                    written.newer = written.newer.max(newer);
+                }
                 Err(failure) => {
                     if !failure.is_stale_epoch() {
                         log::warn!("replica write failed: {failure}");
                     }
-                    failures.push(failure);
+                    written.failures.push(failure);
                 }
             }
         }
-        (acked, failures)
+        written
     }
 
     /// Sends a value of `length` bytes for `key` to every node in `replicas` while it arrives:
     /// each chunk `chunks` yields goes to all of them at once (a replica that falls behind by
     /// more than a few chunks holds the others back until its deadline). Returns the chunks
     /// (to write again the ordinary way if this did not fully succeed) and each replica's
-    /// result; `Err` if `chunks` failed, in which case every replica's request was aborted and
-    /// none stored anything.
+    /// result (as for [`stored`]); `Err` if `chunks` failed, in which case every replica's
+    /// request was aborted and none stored anything.
     pub async fn write_streamed<E: std::fmt::Display>(
         &self,
         routes: &Routes,
@@ -230,7 +250,7 @@ impl Replicas {
         timestamp: u64,
         length: u64,
         chunks: impl futures_util::Stream<Item = Result<Bytes, E>>,
-    ) -> (Result<Vec<Bytes>, String>, Vec<Result<(), ReplicaFailure>>) {
+    ) -> (Result<Vec<Bytes>, String>, Vec<Result<Option<u64>, ReplicaFailure>>) {
         let deadline = self.deadline_for(length);
         let give_up_at = tokio::time::Instant::now() + deadline;
         let (senders, bodies): (Vec<_>, Vec<_>) = replicas.iter().map(|_| h::channel_body(length, 8)).unzip();
@@ -288,7 +308,9 @@ impl Replicas {
     ) -> Result<Found, Vec<ReplicaFailure>> {
         let mut failures = Vec::new();
         for &node in order {
-            match self.read_maybe_batched(routes, node, key, false).await {
+            let result = self.read_maybe_batched(routes, node, key, false).await;
+            crate::metrics::replica_call(node, "read", result.as_ref().map(|_| "answered"));
+            match result {
                 Ok(found) => return Ok(found),
                 Err(error) => {
                     let failure = ReplicaFailure { node, addr: routes.addr(node).to_owned(), error };
@@ -309,7 +331,9 @@ impl Replicas {
         key: &[u8],
     ) -> Result<Option<Record>, ReplicaFailure> {
         let fail = |error| ReplicaFailure { node, addr: routes.addr(node).to_owned(), error };
-        match self.read_maybe_batched(routes, node, key, true).await.map_err(fail)? {
+        let result = self.read_maybe_batched(routes, node, key, true).await;
+        crate::metrics::replica_call(node, "read", result.as_ref().map(|_| "answered"));
+        match result.map_err(fail)? {
             Found::Missing => Ok(None),
             Found::Tombstone { timestamp } => Ok(Some(Record::tombstone(timestamp))),
             Found::Value { timestamp, body, .. } => {

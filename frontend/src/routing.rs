@@ -82,21 +82,31 @@ impl Router {
             map.members.len(),
             map.replication
         );
+        crate::metrics::map_epoch(map.epoch);
         *current = Some(Arc::new(Routes::new(map)));
         true
     }
 }
 
+/// What following the controller needs.
+#[derive(Debug, Clone)]
+pub struct Follower {
+    pub controller: String,
+    pub client: Client,
+    pub router: Arc<Router>,
+    /// Measured on every answer to the map long poll.
+    pub clock: Arc<common::skew::ClockCheck>,
+}
+
 /// Registers with the controller and follows its map until `shutdown`.
-pub async fn follow(controller: String, advertise: String, router: Arc<Router>, mut shutdown: Shutdown) {
-    let client = Client::new();
+pub async fn follow(follower: Follower, advertise: String, mut shutdown: Shutdown) {
+    let controller = &follower.controller;
     let register_url = format!("http://{controller}{}", proto::FRONTEND_REGISTER_PATH);
     let mut warned = false;
     loop {
-        let map_epoch = router.current().map(|r| r.map.epoch);
+        let map_epoch = follower.router.current().map(|r| r.map.epoch);
         let registration = FrontendRegistration { addr: advertise.clone(), map_epoch };
-        let session =
-            register_and_watch(&client, &controller, &register_url, &registration, &router, &mut warned);
+        let session = register_and_watch(&follower, &register_url, &registration, &mut warned);
         let error = tokio::select! {
             e = session => e,
             _ = shutdown.wait() => return,
@@ -116,24 +126,22 @@ pub async fn follow(controller: String, advertise: String, router: Arc<Router>, 
 
 /// Registers, installs the map the controller has, and follows newer maps until a call fails.
 async fn register_and_watch(
-    client: &Client,
-    controller: &str,
+    follower: &Follower,
     register_url: &str,
     registration: &FrontendRegistration,
-    router: &Router,
     warned: &mut bool,
 ) -> RpcError {
     let answer: FrontendRegistered =
-        match client.post_json(register_url, registration, REGISTER_TIMEOUT).await {
+        match follower.client.post_json(register_url, registration, REGISTER_TIMEOUT).await {
             Ok(answer) => answer,
             Err(e) => return e,
         };
     if std::mem::take(warned) {
-        log::info!("controller {controller} reachable again");
+        log::info!("controller {} reachable again", follower.controller);
     }
     match answer.map {
         Some(map) => {
-            router.install(map);
+            follower.router.install(map);
         }
         None => log::info!(
             "registered as frontend {}; waiting for the cluster to form ({} of {} storage nodes)",
@@ -142,21 +150,29 @@ async fn register_and_watch(
             answer.expected
         ),
     }
-    watch(client, controller, answer.frontend_id, router).await
+    watch(follower, answer.frontend_id).await
 }
 
-/// Long-polls for newer maps until a call fails.
-async fn watch(client: &Client, controller: &str, frontend_id: u64, router: &Router) -> RpcError {
+/// Long-polls for newer maps until a call fails. The first poll answers at once, so the clock
+/// is measured as soon as the frontend starts.
+async fn watch(follower: &Follower, frontend_id: u64) -> RpcError {
+    let mut wait = Duration::ZERO;
     loop {
-        let epoch = router.current().map_or(0, |r| r.map.epoch);
-        let wait = common::mapwatch::WATCH_WAIT;
-        match common::mapwatch::poll(client, controller, epoch, Some(frontend_id), wait).await {
-            Ok(Some(map)) => {
-                router.install(map);
+        let epoch = follower.router.current().map_or(0, |r| r.map.epoch);
+        let client = &follower.client;
+        match common::mapwatch::poll(client, &follower.controller, epoch, Some(frontend_id), wait).await {
+            Ok(polled) => {
+                if let Some(skew) = polled.skew_us {
+                    follower.clock.observe(skew, "this frontend");
+                    crate::metrics::clock_skew(skew);
+                }
+                if let Some(map) = polled.map {
+                    follower.router.install(map);
+                }
             }
-            Ok(None) => {}
             Err(e) => return e,
         }
+        wait = common::mapwatch::WATCH_WAIT;
     }
 }
 

@@ -1,6 +1,8 @@
 //! The storage node's HTTP API (see `common::proto` for the protocol): record reads and writes
 //! for frontends, digests and diffs for peers (see `repair`), stats and a health check. Every bad
-//! request gets a 4xx naming what was wrong.
+//! request gets a 4xx naming what was wrong. With a cluster secret, only `/health`, `/metrics`
+//! and `/v1/stats` (counters, no records) are open; everything else answers 401 to a caller
+//! without it, before its body is read (see `common::auth`).
 //!
 //! Two rules keep reads fresh: a record is served to a frontend only while this node is up and
 //! holds a valid lease (else 503, and the frontend asks another replica); and a write routed by
@@ -11,6 +13,7 @@ use crate::store::{Applied, Bounded, StoreError, StoredValue};
 use crate::value_files::{FinishedValue, VALUE_FILE_BYTES};
 use crate::Node;
 use bytes::Bytes;
+use common::auth::Access;
 use common::http::{self as h, Body, ReadBodyError};
 use common::proto;
 use common::query::{Query, QueryError};
@@ -75,24 +78,30 @@ impl From<QueryError> for ApiError {
     }
 }
 
-/// Every endpoint of a storage node and the methods it takes (the dispatch in [`handle`] must
-/// match; 405 answers say `Allow` from here).
-const ROUTES: &[(&str, &str)] = &[
-    (proto::RECORD_PATH, "GET, PUT"),
-    (proto::BATCH_PATH, "POST"),
-    (proto::DIGESTS_PATH, "GET"),
-    (proto::DIFF_PATH, "POST"),
-    ("/v1/stats", "GET"),
-    ("/health", "GET"),
+/// Every endpoint of a storage node, the methods it takes and who may call it (the dispatch in
+/// [`handle`] must match; 405 answers say `Allow` from here).
+const ROUTES: &[(&str, &str, Access)] = &[
+    (proto::RECORD_PATH, "GET, PUT", Access::Cluster),
+    (proto::BATCH_PATH, "POST", Access::Cluster),
+    (proto::DIGESTS_PATH, "GET", Access::Cluster),
+    (proto::DIFF_PATH, "POST", Access::Cluster),
+    ("/v1/stats", "GET", Access::Open),
+    ("/metrics", "GET", Access::Open),
+    ("/health", "GET", Access::Open),
 ];
 
-/// The methods `path` takes, if it is an endpoint.
-fn allowed(path: &str) -> Option<&'static str> {
-    ROUTES.iter().find(|(p, _)| *p == path).map(|(_, allow)| *allow)
+/// The methods `path` takes and who may call it, if it is an endpoint.
+fn endpoint(path: &str) -> Option<(&'static str, Access)> {
+    ROUTES.iter().find(|(p, _, _)| *p == path).map(|(_, allow, access)| (*allow, *access))
 }
 
 /// Answers one request.
 pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
+    if let Some((_, access)) = endpoint(req.uri().path()) {
+        if let Err(refusal) = node.gate.check(access, req.headers()) {
+            return common::auth::unauthorized(refusal);
+        }
+    }
     let result = match (req.method(), req.uri().path()) {
         (&Method::GET, proto::RECORD_PATH) => get(&node, &req),
         (&Method::PUT, proto::RECORD_PATH) => put(&node, req).await,
@@ -100,12 +109,16 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, proto::DIGESTS_PATH) => digests(&node, &req),
         (&Method::POST, proto::DIFF_PATH) => diff(&node, req).await,
         (&Method::GET, "/v1/stats") => Ok(h::json(StatusCode::OK, &stats(&node))),
+        (&Method::GET, "/metrics") => {
+            crate::metrics::refresh(&node);
+            Ok(common::telemetry::render())
+        }
         (&Method::GET, "/health") => match node.durability.failure() {
             None => Ok(h::text(StatusCode::OK, node.describe())),
             Some(failure) => Ok(h::text(StatusCode::SERVICE_UNAVAILABLE, failure)),
         },
-        (method, path) => match allowed(path) {
-            Some(allow) => {
+        (method, path) => match endpoint(path) {
+            Some((allow, _)) => {
                 Err(ApiError::MethodNotAllowed { method: method.clone(), path: path.to_owned(), allow })
             }
             None => Err(ApiError::UnknownPath(path.to_owned())),
@@ -192,10 +205,14 @@ async fn batch(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Ap
             }
             let writes: Vec<(&[u8], &Record)> =
                 pending.iter().map(|(_, key, record)| (key.as_ref(), record)).collect();
+            crate::metrics::writes(writes.len());
             let result = node.store.apply_many(&writes);
-            for (at, _, _) in pending.iter() {
+            for (i, (at, _, _)) in pending.iter().enumerate() {
                 outcomes[*at] = match &result {
-                    Ok(_) => Outcome::Stored,
+                    Ok(applied) => match applied[i] {
+                        Applied::Superseded { by } => Outcome::Superseded { by },
+                        Applied::Stored | Applied::AlreadyHeld => Outcome::Stored,
+                    },
                     Err(e) => Outcome::Failed(e.to_string()),
                 };
             }
@@ -206,6 +223,7 @@ async fn batch(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Ap
             let outcome = match op {
                 Op::Get { key, leased } => {
                     wrote |= flush(&mut pending, &mut outcomes);
+                    crate::metrics::reads(1);
                     let refused = match (&permission, leased) {
                         (Err(why), true) => Some(why.clone()),
                         (Ok(()), true) => view.not_serving(&key, me),
@@ -244,7 +262,7 @@ async fn batch(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Ap
         if let Err(e) = node.durability.wait_durable().await {
             log::error!("batch not durable: {e}");
             for outcome in &mut outcomes {
-                if *outcome == Outcome::Stored {
+                if matches!(outcome, Outcome::Stored | Outcome::Superseded { .. }) {
                     *outcome = Outcome::Failed(e.to_string());
                 }
             }
@@ -320,6 +338,7 @@ fn get(node: &Node, req: &Request<Incoming>) -> Result<Response<Body>, ApiError>
     }
     // A point read is served from the block cache or one block read: cheaper inline than
     // handing the worker thread off (profiling showed the handoff dominating).
+    crate::metrics::reads(1);
     let record = node.store.get(key)?.ok_or(ApiError::NotFound)?;
     let mut response = Response::builder().status(StatusCode::OK).header(proto::TIMESTAMP, record.timestamp);
     if record.is_tombstone() {
@@ -403,6 +422,7 @@ async fn apply_write(
     epoch: Option<u64>,
     apply: impl FnOnce() -> Result<Applied, crate::store::StoreError>,
 ) -> Result<Response<Body>, ApiError> {
+    crate::metrics::writes(1);
     let applied = {
         // Held across the check and the apply: a newer map cannot be installed in between.
         let me = node.id();
@@ -415,11 +435,13 @@ async fn apply_write(
     };
     // Even a superseded write waits: the newer record that beat it may not be durable yet.
     node.durability.wait_durable().await?;
-    Ok(Response::builder()
+    let mut response = Response::builder()
         .status(StatusCode::OK)
-        .header(proto::APPLIED, if applied == Applied::Stored { "1" } else { "0" })
-        .body(h::empty())
-        .expect("valid response parts"))
+        .header(proto::APPLIED, if applied == Applied::Stored { "1" } else { "0" });
+    if let Applied::Superseded { by } = applied {
+        response = response.header(proto::NEWER, by);
+    }
+    Ok(response.body(h::empty()).expect("valid response parts"))
 }
 
 fn epoch_of(headers: &http::HeaderMap) -> Result<Option<u64>, ApiError> {

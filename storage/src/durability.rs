@@ -159,7 +159,10 @@ fn sync_loop(store: &Store, policy: SyncPolicy, shared: &Shared, report: &watch:
             (pending.requested, pending.stop)
         };
         if target > synced {
-            if let Err(e) = store.sync() {
+            let started = std::time::Instant::now();
+            let result = store.sync();
+            crate::metrics::fsync(started.elapsed(), target - synced);
+            if let Err(e) = result {
                 let error: Arc<str> = Arc::from(common::http::error_chain(&e));
                 log::error!("fsync failed, refusing further writes: {error}");
                 report.send_modify(|p| p.failure = Some(error));

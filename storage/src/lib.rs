@@ -13,6 +13,7 @@ pub mod durability;
 pub mod heap;
 pub mod identity;
 pub mod membership;
+pub mod metrics;
 pub mod moves;
 pub mod repair;
 pub mod store;
@@ -88,6 +89,10 @@ pub struct Config {
     /// broken clock would otherwise pin keys until the clocks catch up), in milliseconds.
     #[arg(long, env = "VF_MAX_CLOCK_SKEW_MS", default_value_t = 5000)]
     pub max_clock_skew_ms: u64,
+    /// File holding the cluster secret that node-to-node calls must carry (see
+    /// docs/security.md); without one every endpoint is open.
+    #[arg(long, env = "VF_CLUSTER_SECRET_FILE", value_name = "PATH")]
+    pub cluster_secret_file: Option<PathBuf>,
     /// How slowly clients may send heads and bodies, and how long idle connections stay open.
     #[command(flatten)]
     pub client: common::http::ClientTimeouts,
@@ -188,6 +193,14 @@ pub struct Node {
     /// The controller said this node was removed from the cluster (its data lives on the
     /// others now, so it may drop all of it).
     pub removed: std::sync::atomic::AtomicBool,
+    /// Who may call the endpoints that are not open to all.
+    pub gate: common::auth::Gate,
+    /// The client for calls to the controller and to peers (carrying the cluster secret).
+    pub client: common::http::Client,
+    /// This node's clock against the controller's (logged when past the skew bound).
+    pub clock: common::skew::ClockCheck,
+    /// Where the node keeps its data.
+    pub data_dir: PathBuf,
 }
 
 impl Node {
@@ -261,7 +274,7 @@ impl Node {
             durability: Durability::start(store.clone(), SyncPolicy::Always),
             store,
             limits: Limits { max_key_bytes: 1024, max_value_bytes: 1 << 20, max_clock_skew_us: 5_000_000 },
-            identity: IdentityFile::new(dir),
+            identity: IdentityFile::open(dir).expect("identity").0,
             node_id: Mutex::new(Some(1)),
             view: RwLock::new(View::default()),
             repair: repair::RepairStats::default(),
@@ -270,6 +283,10 @@ impl Node {
             moves: moves::Moves::new(64 << 20),
             map_file: Mutex::new(identity::MapFile::new(dir)),
             removed: Default::default(),
+            gate: Default::default(),
+            client: common::http::Client::new(),
+            clock: common::skew::ClockCheck::new(5_000_000),
+            data_dir: dir.to_path_buf(),
         }
     }
 
@@ -324,8 +341,10 @@ impl Server {
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
         let lock = common::atomic_file::lock_dir(&data_dir)
             .with_context(|| format!("cannot lock data directory {}", data_dir.display()))?;
-        let identity = IdentityFile::new(&data_dir);
-        let node_id = identity.load()?;
+        let secret = common::auth::load(config.cluster_secret_file.as_deref(), "this storage node")?;
+        common::telemetry::install();
+        metrics::describe();
+        let (identity, node_id) = IdentityFile::open(&data_dir)?;
         let map_file = identity::MapFile::new(&data_dir);
         let map = map_file.load()?;
         let store = Arc::new(
@@ -356,6 +375,10 @@ impl Server {
             moves: moves::Moves::new(config.rebalance_mib_per_s << 20),
             map_file: Mutex::new(map_file),
             removed: Default::default(),
+            client: common::http::Client::with_secret(secret.as_ref()),
+            gate: common::auth::Gate::new(secret),
+            clock: common::skew::ClockCheck::new(config.max_clock_skew_ms.saturating_mul(1000)),
+            data_dir: data_dir.clone(),
         });
         if let Some(map) = map {
             // Known before the controller answers: what this node held, and the map to offer
@@ -395,11 +418,10 @@ impl Server {
             self.node.clone(),
             shutdown.clone(),
         ));
-        let moves =
-            tokio::spawn(moves::run(self.node.clone(), common::http::Client::new(), shutdown.clone()));
+        let moves = tokio::spawn(moves::run(self.node.clone(), self.node.client.clone(), shutdown.clone()));
         let anti_entropy = tokio::spawn(repair::anti_entropy(
             self.node.clone(),
-            common::http::Client::new(),
+            self.node.client.clone(),
             self.anti_entropy_interval,
             shutdown.clone(),
         ));

@@ -6,7 +6,7 @@
 //! was sent. An answer saying "catching up" starts the catch-up (see `repair`).
 
 use crate::Node;
-use common::http::{Client, RpcError};
+use common::http::RpcError;
 use common::placement::{Epoch, PartitionMap};
 use common::proto::{self, StorageRegistered, StorageRegistration};
 use common::shutdown::Shutdown;
@@ -21,7 +21,7 @@ pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Registers with `controller` and keeps heartbeating until `shutdown`.
 pub async fn run(controller: String, advertise: String, node: Arc<Node>, mut shutdown: Shutdown) {
-    let client = Client::new();
+    let client = node.client.clone();
     let url = format!("http://{controller}{}", proto::STORAGE_REGISTER_PATH);
     let mut reachable = None;
     // The epoch of the controller's map, as its last answer said (`None`: not heard yet).
@@ -35,7 +35,7 @@ pub async fn run(controller: String, advertise: String, node: Arc<Node>, mut shu
                 controller_epoch = Some(answer.epoch.unwrap_or(0));
                 if known_id != Some(answer.node_id) {
                     // Remember the id before using it, so a crash cannot make us a stranger.
-                    if let Err(e) = node.identity.save(answer.node_id) {
+                    if let Err(e) = node.identity.save(Some(answer.node_id)) {
                         log::error!("cannot save node id {}: {e}; retrying", answer.node_id);
                         reachable = None;
                         tokio::select! {
@@ -65,10 +65,17 @@ pub async fn run(controller: String, advertise: String, node: Arc<Node>, mut shu
                 }
             }
             Err(RpcError::Status { status, message })
-                if status == StatusCode::GONE || status == StatusCode::CONFLICT =>
+                if [
+                    StatusCode::GONE,
+                    StatusCode::CONFLICT,
+                    StatusCode::FORBIDDEN,
+                    StatusCode::UNAUTHORIZED,
+                ]
+                .contains(&status) =>
             {
-                // Removed, pending approval, or an identity the cluster does not know: the
-                // operator has to act; keep asking, say it once.
+                // Removed, pending approval, an identity the cluster does not know or that
+                // this node cannot prove, or the wrong cluster secret: the operator has to
+                // act; keep asking, say it once.
                 if reachable != Some(false) {
                     log::error!("the controller refuses this node: {message}");
                 }
@@ -107,6 +114,7 @@ fn registration(node: &Node, advertise: &str, controller_epoch: Option<Epoch>) -
     StorageRegistration {
         addr: advertise.to_owned(),
         node_id: node.id(),
+        token: Some(node.identity.token().to_owned()),
         zone: node.zone.clone(),
         map_epoch,
         map: offer.map(|m| PartitionMap::clone(&m)),
@@ -118,7 +126,7 @@ fn registration(node: &Node, advertise: &str, controller_epoch: Option<Epoch>) -
 
 /// Follows the controller's map until `shutdown`.
 pub async fn follow_map(controller: String, node: Arc<Node>, mut shutdown: Shutdown) {
-    let client = Client::new();
+    let client = node.client.clone();
     loop {
         let epoch = node.view().map.as_ref().map_or(0, |m| m.epoch);
         let poll = common::mapwatch::poll(&client, &controller, epoch, None, common::mapwatch::WATCH_WAIT);
@@ -127,8 +135,15 @@ pub async fn follow_map(controller: String, node: Arc<Node>, mut shutdown: Shutd
             _ = shutdown.wait() => return,
         };
         match outcome {
-            Ok(Some(map)) => node.install_map(map),
-            Ok(None) => {}
+            Ok(polled) => {
+                if let Some(skew) = polled.skew_us {
+                    node.clock.observe(skew, "this storage node");
+                    crate::metrics::clock_skew(skew);
+                }
+                if let Some(map) = polled.map {
+                    node.install_map(map);
+                }
+            }
             Err(_) => {
                 // The heartbeat loop reports an unreachable controller; just retry.
                 tokio::select! {

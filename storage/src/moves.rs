@@ -194,6 +194,7 @@ async fn pull(
                 Ok(pulled) => {
                     answered += 1;
                     progress.bytes_done += pulled.bytes;
+                    crate::metrics::transferred(pulled.bytes);
                     node.moves.limiter.spend(pulled.bytes).await;
                 }
                 Err(e) => errors.push(format!("node {id}: {e}")),

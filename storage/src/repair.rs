@@ -305,7 +305,8 @@ pub async fn catch_up(node: Arc<Node>, client: Client, controller: String, joine
                 log::error!("catch-up not durable: {e}");
                 return;
             }
-            let report = proto::CaughtUp { node_id: me, joined };
+            let report =
+                proto::CaughtUp { node_id: me, token: Some(node.identity.token().to_owned()), joined };
             let url = format!("http://{controller}{}", proto::CAUGHT_UP_PATH);
             match client.post_json::<_, PartitionMap>(&url, &report, Duration::from_secs(5)).await {
                 Ok(map) => {

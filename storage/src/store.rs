@@ -53,8 +53,11 @@ pub enum StoreError {
 pub enum Applied {
     /// The record superseded what the store held (or it held nothing): it is now stored.
     Stored,
-    /// The store already held this record or a newer one; nothing changed.
-    Superseded,
+    /// The store already held this very record; nothing changed.
+    AlreadyHeld,
+    /// The store holds a different record, stamped `by`, that wins over this one; nothing
+    /// changed. (The writer may stamp its write again above it: see `common::proto::NEWER`.)
+    Superseded { by: u64 },
 }
 
 /// The records of one storage node.
@@ -215,8 +218,8 @@ impl Store {
             None => None,
         };
         if let Some(held) = &held {
-            if !self.supersedes(candidate, held)? {
-                return Ok(Applied::Superseded);
+            if let Some(kept) = self.keeps(candidate, held)? {
+                return Ok(kept);
             }
         }
         self.records.insert(stored_key, raw())?;
@@ -228,13 +231,21 @@ impl Store {
         Ok(Applied::Stored)
     }
 
-    /// Whether `candidate` supersedes `held` (see [`Record::supersedes`]); values in files are
-    /// read only to break a tie of timestamps.
-    fn supersedes(&self, candidate: &Stored, held: &Stored) -> Result<bool, StoreError> {
-        if candidate.timestamp() != held.timestamp() {
-            return Ok(candidate.timestamp() > held.timestamp());
-        }
-        Ok(self.load(candidate.clone())?.supersedes(&self.load(held.clone())?))
+    /// What happens when `candidate` meets `held` (see `common::version::compare`): `None` if
+    /// it supersedes it, else why the store keeps `held`. Values in files are read only to
+    /// break a tie of timestamps.
+    fn keeps(&self, candidate: &Stored, held: &Stored) -> Result<Option<Applied>, StoreError> {
+        let order = match candidate.timestamp().cmp(&held.timestamp()) {
+            std::cmp::Ordering::Equal => {
+                common::version::compare(&self.load(candidate.clone())?, &self.load(held.clone())?)
+            }
+            unequal => unequal,
+        };
+        Ok(match order {
+            std::cmp::Ordering::Greater => None,
+            std::cmp::Ordering::Equal => Some(Applied::AlreadyHeld),
+            std::cmp::Ordering::Less => Some(Applied::Superseded { by: held.timestamp() }),
+        })
     }
 
     /// Queues the value file of a replaced record for removal once the replacement is durable.
@@ -280,8 +291,8 @@ impl Store {
             };
             let candidate = Stored::Inline(record.clone());
             if let Some(held) = &held {
-                if !self.supersedes(&candidate, held)? {
-                    applied.push(Applied::Superseded);
+                if let Some(kept) = self.keeps(&candidate, held)? {
+                    applied.push(kept);
                     continue;
                 }
             }
@@ -440,6 +451,11 @@ impl Store {
     /// Approximate number of records (fast; may count overwritten versions not yet compacted).
     pub fn approximate_len(&self) -> u64 {
         self.records.approximate_len() as u64
+    }
+
+    /// Disk space of the engine's files, if it can tell.
+    pub fn disk_space(&self) -> Option<u64> {
+        self.db.disk_space().ok()
     }
 
     /// The engine's memory use against its bounds (cheap: no disk access).
@@ -632,8 +648,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), CACHE, MEMTABLE).unwrap();
         assert_eq!(store.apply(b"k", &value(2, "b")).unwrap(), Applied::Stored);
-        assert_eq!(store.apply(b"k", &value(1, "z")).unwrap(), Applied::Superseded);
-        assert_eq!(store.apply(b"k", &value(2, "b")).unwrap(), Applied::Superseded, "replayed write");
+        assert_eq!(store.apply(b"k", &value(1, "z")).unwrap(), Applied::Superseded { by: 2 });
+        assert_eq!(store.apply(b"k", &value(2, "b")).unwrap(), Applied::AlreadyHeld, "replayed write");
+        assert_eq!(store.apply(b"k", &value(2, "a")).unwrap(), Applied::Superseded { by: 2 }, "tie lost");
         assert_eq!(store.get(b"k").unwrap(), Some(value(2, "b")));
         assert_eq!(store.apply(b"k", &value(2, "c")).unwrap(), Applied::Stored, "tie: greater value wins");
         assert_eq!(store.get(b"k").unwrap(), Some(value(2, "c")));
@@ -651,7 +668,7 @@ mod tests {
         assert_eq!(store.apply_encoded(b"k", stored).unwrap(), Applied::Stored);
         assert_eq!(store.get(b"k").unwrap(), Some(value(7, "helloworld")));
         let older = StoredValue::with_length(6, 0);
-        assert_eq!(store.apply_encoded(b"k", older).unwrap(), Applied::Superseded);
+        assert_eq!(store.apply_encoded(b"k", older).unwrap(), Applied::Superseded { by: 7 });
         let reference = tempfile::tempdir().unwrap();
         let reference = Store::open(reference.path(), CACHE, MEMTABLE).unwrap();
         reference.apply(b"k", &value(7, "helloworld")).unwrap();
@@ -682,7 +699,8 @@ mod tests {
         let pairs: Vec<(&[u8], &Record)> = writes.iter().map(|(key, record)| (*key, record)).collect();
         assert_eq!(many.apply_many(&pairs).unwrap(), expected);
         use Applied::*;
-        assert_eq!(expected, [Stored, Stored, Superseded, Stored, Superseded, Stored, Superseded]);
+        let lost = |by| Superseded { by };
+        assert_eq!(expected, [Stored, Stored, lost(5), Stored, lost(9), Stored, AlreadyHeld]);
         for key in [&b"a"[..], b"b", b"c", b"held"] {
             assert_eq!(many.get(key).unwrap(), one.get(key).unwrap());
         }
@@ -697,7 +715,7 @@ mod tests {
         let store = Store::open(dir.path(), CACHE, MEMTABLE).unwrap();
         store.apply(b"k", &value(1, "a")).unwrap();
         assert_eq!(store.apply(b"k", &Record::tombstone(5)).unwrap(), Applied::Stored);
-        assert_eq!(store.apply(b"k", &value(4, "late")).unwrap(), Applied::Superseded);
+        assert_eq!(store.apply(b"k", &value(4, "late")).unwrap(), Applied::Superseded { by: 5 });
         assert_eq!(store.get(b"k").unwrap(), Some(Record::tombstone(5)));
         assert_eq!(store.apply(b"k", &value(6, "again")).unwrap(), Applied::Stored);
         assert_eq!(store.get(b"k").unwrap(), Some(value(6, "again")));
@@ -832,7 +850,10 @@ mod tests {
         let older = value_file(&store, &[1; 5000]);
         store.apply_file(b"k", 10, older).unwrap();
         // A write that loses removes its own file at once: no record names it.
-        assert_eq!(store.apply_file(b"k", 9, value_file(&store, &[2; 5000])).unwrap(), Applied::Superseded);
+        assert_eq!(
+            store.apply_file(b"k", 9, value_file(&store, &[2; 5000])).unwrap(),
+            Applied::Superseded { by: 10 }
+        );
         assert_eq!(files(&store), 1);
         // The winner replaces the file-backed record; its file stays until a sync covers it.
         store.apply(b"k", &value(11, "small")).unwrap();
@@ -854,8 +875,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), CACHE, MEMTABLE).unwrap();
         store.apply_file(b"k", 10, value_file(&store, b"mmm")).unwrap();
-        assert_eq!(store.apply(b"k", &value(10, "aaa")).unwrap(), Applied::Superseded);
-        assert_eq!(store.apply_file(b"k", 10, value_file(&store, b"bbb")).unwrap(), Applied::Superseded);
+        let lost = Applied::Superseded { by: 10 };
+        assert_eq!(store.apply(b"k", &value(10, "aaa")).unwrap(), lost);
+        assert_eq!(store.apply_file(b"k", 10, value_file(&store, b"bbb")).unwrap(), lost);
+        assert_eq!(store.apply_file(b"k", 10, value_file(&store, b"mmm")).unwrap(), Applied::AlreadyHeld);
         assert_eq!(store.apply(b"k", &value(10, "zzz")).unwrap(), Applied::Stored);
         assert_eq!(store.apply_file(b"k", 10, value_file(&store, b"zzzz")).unwrap(), Applied::Stored);
         assert_eq!(store.get(b"k").unwrap(), Some(value(10, "zzzz")));

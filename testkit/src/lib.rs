@@ -242,6 +242,9 @@ pub struct ClusterConfig {
     /// Run the last storage node in its own network namespace, whose link a test can cut
     /// ([`Cluster::partition`]); every other process then uses the host end's address.
     pub partitionable: bool,
+    /// Give every process a cluster secret (in the cluster's temp dir); [`Cluster::client`]
+    /// carries it, [`TestClient::new`] does not.
+    pub secret: bool,
 }
 
 impl Default for ClusterConfig {
@@ -257,6 +260,7 @@ impl Default for ClusterConfig {
             held_back_storage: 0,
             data_root: None,
             partitionable: false,
+            secret: true,
         }
     }
 }
@@ -275,6 +279,8 @@ pub struct Cluster {
     data_root: PathBuf,
     /// Flags every storage node started with.
     storage_args: Vec<String>,
+    /// The cluster secret's file, if the cluster has one.
+    secret_file: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -288,6 +294,11 @@ impl Cluster {
     /// Starts a cluster's processes without waiting for it to serve.
     pub async fn launch(config: ClusterConfig) -> Self {
         let dir = tempfile::Builder::new().prefix("velourfog-test-").tempdir().expect("temp dir");
+        let secret_file = config.secret.then(|| write_secret(dir.path()));
+        let secret_args: Vec<String> = secret_file
+            .iter()
+            .flat_map(|path| ["--cluster-secret-file".to_owned(), path.display().to_string()])
+            .collect();
         let partition = config.partitionable.then(|| NetworkNamespace::create().expect("network namespace"));
         let host_ip = partition.as_ref().map_or("127.0.0.1".to_owned(), |ns| ns.host_ip.clone());
         let controller_port = free_port();
@@ -307,6 +318,7 @@ impl Cluster {
             ]
             .into_iter()
             .chain(config.controller_args.iter().cloned())
+            .chain(secret_args.iter().cloned())
             .collect(),
             dir.path(),
         );
@@ -322,6 +334,7 @@ impl Cluster {
                 args.extend(["--data-dir".into(), root.join(format!("storage{i}")).display().to_string()]);
             }
             args.extend(extra.iter().cloned());
+            args.extend(secret_args.iter().cloned());
             if inside {
                 let ns = partition.as_ref().expect("namespace");
                 let mut wrapped =
@@ -339,11 +352,12 @@ impl Cluster {
             controller,
             storage,
             frontends,
-            client: TestClient::new(),
+            client: TestClient::with_secret(secret_file.as_deref()),
             partition,
             dir,
             data_root,
             storage_args,
+            secret_file,
         };
         let pause = Duration::from_millis(300);
         let started_storage = config.storage - config.held_back_storage.min(config.storage);
@@ -424,7 +438,8 @@ impl Cluster {
     pub fn add_frontend(&mut self, env: &[(&str, &str)]) -> usize {
         let f = self.frontends.len();
         let addr = format!("127.0.0.1:{}", free_port());
-        let args = vec![self.controller.addr.clone(), addr.clone(), "--listen".into(), addr.clone()];
+        let mut args = vec![self.controller.addr.clone(), addr.clone(), "--listen".into(), addr.clone()];
+        args.extend(self.secret_args());
         let mut node = Process::new(format!("frontend{f}"), addr, binary("frontend"), args, self.dir.path());
         node.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         node.start();
@@ -432,13 +447,25 @@ impl Cluster {
         f
     }
 
+    /// The cluster secret's file, if the cluster has one.
+    pub fn secret_file(&self) -> Option<&Path> {
+        self.secret_file.as_deref()
+    }
+
+    /// `--cluster-secret-file PATH`, if the cluster has a secret.
+    fn secret_args(&self) -> Vec<String> {
+        let path = self.secret_file.iter().map(|p| p.display().to_string());
+        path.flat_map(|p| ["--cluster-secret-file".to_owned(), p]).collect()
+    }
+
     /// The data directory of storage node `s`.
     pub fn storage_data_dir(&self, s: usize) -> PathBuf {
         self.data_root.join(format!("storage{s}"))
     }
 
-    /// Starts one more storage node (with the cluster's storage flags and `extra`); returns its
-    /// index. A node that registers with a formed cluster joins it.
+    /// Starts one more storage node (with the cluster's storage flags and `extra`, and the
+    /// cluster's secret unless `extra` names one); returns its index. A node that registers
+    /// with a formed cluster joins it.
     pub fn add_storage(&mut self, extra: &[&str]) -> usize {
         let s = self.storage.len();
         let addr = format!("127.0.0.1:{}", free_port());
@@ -446,6 +473,9 @@ impl Cluster {
         args.extend(["--data-dir".into(), self.storage_data_dir(s).display().to_string()]);
         args.extend(self.storage_args.iter().cloned());
         args.extend(extra.iter().map(|a| a.to_string()));
+        if !extra.contains(&"--cluster-secret-file") {
+            args.extend(self.secret_args());
+        }
         let mut node = Process::new(format!("storage{s}"), addr, binary("storage"), args, self.dir.path());
         node.start();
         self.storage.push(node);
@@ -613,6 +643,18 @@ impl Drop for Cluster {
     }
 }
 
+/// Writes a fresh random cluster secret to `dir/cluster.secret` (mode 600); its path.
+fn write_secret(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("cluster.secret");
+    let secret: u128 = rand::random();
+    let mut file =
+        OpenOptions::new().create_new(true).write(true).mode(0o600).open(&path).expect("secret file");
+    writeln!(file, "{secret:032x}").expect("write secret");
+    path
+}
+
 /// An HTTP client for tests: any method, any path, raw status and body.
 #[derive(Clone, Debug, Default)]
 pub struct TestClient {
@@ -620,8 +662,16 @@ pub struct TestClient {
 }
 
 impl TestClient {
+    /// A client that sends no credentials: a stranger to the cluster.
     pub fn new() -> Self {
         Self { inner: Client::new() }
+    }
+
+    /// A client carrying the secret in `secret_file`, if given: an operator or a node.
+    pub fn with_secret(secret_file: Option<&Path>) -> Self {
+        let secret =
+            secret_file.map(|path| common::auth::ClusterSecret::from_file(path).expect("secret file"));
+        Self { inner: Client::with_secret(secret.as_ref()) }
     }
 
     /// Sends `method` to `http://addr{path_and_query}` with `body`.

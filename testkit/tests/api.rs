@@ -349,30 +349,6 @@ async fn storage_endpoints_answer_405_with_allow_for_other_methods() {
     }
 }
 
-/// libfaketime, which shifts one process's wall clock (Debian's `faketime` package).
-const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
-
-#[tokio::test]
-async fn a_frontend_whose_clock_runs_an_hour_ahead_cannot_pin_keys_or_fence_replicas() {
-    if !std::path::Path::new(FAKETIME).exists() {
-        eprintln!("SKIPPED: {FAKETIME} missing (apt-get install faketime)");
-        return;
-    }
-    let mut cluster = Cluster::start(ClusterConfig::default()).await;
-    let env = [("LD_PRELOAD", FAKETIME), ("FAKETIME", "+1h"), ("FAKETIME_DONT_FAKE_MONOTONIC", "1")];
-    let skewed = cluster.add_frontend(&env);
-    cluster.wait_until_serving(testkit::START_DEADLINE).await;
-    let (status, body) = cluster.set(skewed, b"clock", "from the future").await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body:?}");
-    assert!(String::from_utf8_lossy(&body).contains("check this frontend's clock"), "{body:?}");
-    // Nothing was stored and no replica was fenced for it.
-    let status = cluster.status().await;
-    assert!(status["storage"].as_array().unwrap().iter().all(|m| m["state"] == "up"), "{status}");
-    assert_eq!(cluster.set(0, b"clock", "now").await.0, StatusCode::OK);
-    assert_eq!(cluster.delete(1, b"clock").await.0, StatusCode::OK);
-    assert_eq!(cluster.get(0, b"clock").await.0, StatusCode::NOT_FOUND);
-}
-
 #[tokio::test]
 async fn keys_too_long_to_escape_into_a_url_work_end_to_end() {
     // A key of 30,000 spaces arrives as 30,000 `+` (a 30 KB URL) but escapes to 90 KB for the

@@ -368,11 +368,12 @@ async fn replication_can_be_changed_on_a_running_cluster() {
 
 /// Runs the real `velourfog` binary against the cluster's controller; its exit code and output.
 fn velourfog(cluster: &Cluster, args: &[&str]) -> (i32, String) {
-    let output = std::process::Command::new(testkit::binary("velourfog"))
-        .env("VF_CONTROLLER", &cluster.controller.addr)
-        .args(args)
-        .output()
-        .expect("run velourfog");
+    let mut command = std::process::Command::new(testkit::binary("velourfog"));
+    if let Some(secret) = cluster.secret_file() {
+        command.env("VF_CLUSTER_SECRET_FILE", secret);
+    }
+    let output =
+        command.env("VF_CONTROLLER", &cluster.controller.addr).args(args).output().expect("run velourfog");
     let text =
         format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status.code().unwrap_or(-1), text)

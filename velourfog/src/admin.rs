@@ -24,10 +24,10 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// A client of the controller at `controller` (`host:port`). Must be called inside a Tokio
-    /// runtime.
-    pub fn new(controller: impl Into<String>) -> Self {
-        Self { client: Client::new(), controller: controller.into() }
+    /// A client of the controller at `controller` (`host:port`), proving it knows `secret`.
+    /// Must be called inside a Tokio runtime.
+    pub fn new(controller: impl Into<String>, secret: Option<&common::auth::ClusterSecret>) -> Self {
+        Self { client: Client::with_secret(secret), controller: controller.into() }
     }
 
     /// The controller's `host:port`.

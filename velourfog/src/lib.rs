@@ -57,6 +57,10 @@ pub struct Cli {
         value_parser = parse_controller
     )]
     pub controller: String,
+    /// File holding the cluster secret, for the admin commands of a cluster that has one
+    /// (`status` needs none).
+    #[arg(long, global = true, env = "VF_CLUSTER_SECRET_FILE", value_name = "PATH")]
+    pub cluster_secret_file: Option<std::path::PathBuf>,
     /// Machine-readable output: the controller's JSON, one object per line (with --wait: the
     /// admin outcome, one progress object per poll, then the final status).
     #[arg(long, global = true)]
@@ -153,6 +157,9 @@ pub enum Error {
     /// The Tokio runtime could not be built.
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    /// `--cluster-secret-file` names a file that cannot be used.
+    #[error(transparent)]
+    Secret(#[from] common::auth::SecretError),
 }
 
 /// The controller's explanation of a refusal, or its status if it gave none.
@@ -185,7 +192,9 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
 
 /// Runs `cli`, writing its output to `out`; `--wait` polls every `poll`.
 pub async fn execute(cli: &Cli, out: &mut dyn Write, poll: Duration) -> Result<(), Error> {
-    let admin = Admin::new(&cli.controller);
+    let secret =
+        cli.cluster_secret_file.as_deref().map(common::auth::ClusterSecret::from_file).transpose()?;
+    let admin = Admin::new(&cli.controller, secret.as_ref());
     let json = cli.json;
     match &cli.command {
         Command::Status => {

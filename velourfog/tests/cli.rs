@@ -102,7 +102,7 @@ fn outcome(message: &str, node_id: Option<NodeId>, moves: usize) -> String {
 }
 
 fn cli(controller: &str, json: bool, command: Command) -> Cli {
-    Cli { controller: controller.to_owned(), json, command }
+    Cli { controller: controller.to_owned(), cluster_secret_file: None, json, command }
 }
 
 fn wait(timeout: Duration) -> WaitArgs {

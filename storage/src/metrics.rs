@@ -1,0 +1,141 @@
+//! The storage node's metrics (see `common::telemetry` for the conventions). Writes, reads and
+//! fsyncs are counted where they happen; the engine's memory and disk, the record count, the
+//! repair counters and the node's view are read when `/metrics` is scraped, so they cost
+//! nothing in between.
+
+use crate::Node;
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const WRITES: &str = "velourfog_storage_writes_total";
+const READS: &str = "velourfog_storage_reads_total";
+const FSYNC_SECONDS: &str = "velourfog_storage_fsync_duration_seconds";
+const FSYNC_WRITES: &str = "velourfog_storage_fsync_writes";
+const TRANSFER_BYTES: &str = "velourfog_storage_transfer_bytes_total";
+
+/// Gives every metric its help text and unit (called once at start).
+pub fn describe() {
+    describe_counter!(WRITES, Unit::Count, "Record writes applied or found already superseded.");
+    describe_counter!(READS, Unit::Count, "Record reads served.");
+    describe_histogram!(FSYNC_SECONDS, Unit::Seconds, "Time one fsync of the store took.");
+    describe_histogram!(FSYNC_WRITES, Unit::Count, "Write batches made durable by one fsync (group commit).");
+    describe_counter!(TRANSFER_BYTES, Unit::Bytes, "Bytes pulled for partitions moving to this node.");
+    describe_gauge!("velourfog_storage_cache_bytes", Unit::Bytes, "Block cache in use.");
+    describe_gauge!(
+        "velourfog_storage_cache_capacity_bytes",
+        Unit::Bytes,
+        "Block cache bound (--cache-mib)."
+    );
+    describe_gauge!("velourfog_storage_write_buffer_bytes", Unit::Bytes, "Unflushed memtables.");
+    describe_gauge!(
+        "velourfog_storage_engine_disk_bytes",
+        Unit::Bytes,
+        "Disk space of the storage engine's files."
+    );
+    describe_gauge!(
+        "velourfog_storage_disk_free_bytes",
+        Unit::Bytes,
+        "Free space on the data directory's filesystem."
+    );
+    describe_gauge!(
+        "velourfog_storage_disk_total_bytes",
+        Unit::Bytes,
+        "Size of the data directory's filesystem."
+    );
+    describe_gauge!(
+        "velourfog_storage_records",
+        Unit::Count,
+        "Records held (approximate: tombstones included)."
+    );
+    describe_counter!(
+        "velourfog_storage_repair_bytes_total",
+        Unit::Bytes,
+        "Bytes exchanged with peers for repair."
+    );
+    describe_counter!(
+        "velourfog_storage_repair_records_total",
+        Unit::Count,
+        "Records pulled by repair that superseded ours."
+    );
+    describe_gauge!("velourfog_storage_map_epoch", "Epoch of the newest partition map installed.");
+    describe_gauge!(
+        "velourfog_storage_serving_reads",
+        "1 while the node holds a read lease and may serve reads."
+    );
+    describe_gauge!(
+        "velourfog_storage_clock_skew_seconds",
+        Unit::Seconds,
+        "How far this node's clock is ahead of the controller's."
+    );
+}
+
+pub fn writes(count: usize) {
+    counter!(WRITES).increment(count as u64);
+}
+
+pub fn reads(count: usize) {
+    counter!(READS).increment(count as u64);
+}
+
+/// One fsync that took `elapsed` and made `batches` waiting write batches durable.
+pub fn fsync(elapsed: Duration, batches: u64) {
+    histogram!(FSYNC_SECONDS).record(elapsed.as_secs_f64());
+    histogram!(FSYNC_WRITES).record(batches as f64);
+}
+
+pub fn transferred(bytes: u64) {
+    counter!(TRANSFER_BYTES).increment(bytes);
+}
+
+pub fn clock_skew(skew_us: i64) {
+    gauge!("velourfog_storage_clock_skew_seconds").set(skew_us as f64 / 1e6);
+}
+
+/// Updates the gauges read at scrape time.
+pub fn refresh(node: &Node) {
+    let engine = node.store.engine_stats();
+    gauge!("velourfog_storage_cache_bytes").set(engine.cache_bytes as f64);
+    gauge!("velourfog_storage_cache_capacity_bytes").set(engine.cache_capacity_bytes as f64);
+    gauge!("velourfog_storage_write_buffer_bytes").set(engine.write_buffer_bytes as f64);
+    gauge!("velourfog_storage_records").set(engine.approximate_records as f64);
+    if let Some(bytes) = node.store.disk_space() {
+        gauge!("velourfog_storage_engine_disk_bytes").set(bytes as f64);
+    }
+    if let Some((free, total)) = filesystem_space(&node.data_dir) {
+        gauge!("velourfog_storage_disk_free_bytes").set(free as f64);
+        gauge!("velourfog_storage_disk_total_bytes").set(total as f64);
+    }
+    counter!("velourfog_storage_repair_bytes_total")
+        .absolute(node.repair.bytes_moved.load(Ordering::Relaxed));
+    counter!("velourfog_storage_repair_records_total")
+        .absolute(node.repair.records_pulled.load(Ordering::Relaxed));
+    let serving = node.read_permission().is_ok();
+    let epoch = node.view().map.as_ref().map_or(0, |m| m.epoch);
+    gauge!("velourfog_storage_map_epoch").set(epoch as f64);
+    gauge!("velourfog_storage_serving_reads").set(if serving { 1.0 } else { 0.0 });
+}
+
+/// Free (to unprivileged users) and total bytes of the filesystem holding `path`.
+pub fn filesystem_space(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a zeroed statvfs for the kernel to fill.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    let block = stat.f_frsize as u64;
+    Some((stat.f_bavail as u64 * block, stat.f_blocks as u64 * block))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn filesystem_space_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (free, total) = super::filesystem_space(dir.path()).unwrap();
+        assert!(total > 0 && free <= total, "{free} of {total}");
+        assert_eq!(super::filesystem_space(&dir.path().join("missing")), None);
+    }
+}
