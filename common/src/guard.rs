@@ -376,7 +376,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Guarded<S> {
             _ => {
                 // The server is answering: nothing is owed until it is done.
                 self.clock.stop(now);
-                self.exchanges.poll_closed(cx.waker());
+                if self.exchanges.poll_closed(cx.waker()) {
+                    cx.waker().wake_by_ref(); // done meanwhile: look again
+                }
                 return Poll::Pending;
             }
         };

@@ -36,6 +36,7 @@ use http_body_util::BodyExt;
 use hyper::body::Body as _;
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -199,7 +200,8 @@ async fn connection(stream: TcpStream, frontend: Arc<Frontend>, rules: Rules, mu
         let response =
             api::answer(&frontend, &request.method, path, query, RequestBody::Buffered(body)).await;
         let keep_alive = request.keep_alive && !shutdown.is_triggered();
-        if write_response(&mut client.stream, response, keep_alive).await.is_err() {
+        let stall = client.timeouts.body_stall();
+        if write_response(&mut client.stream, response, keep_alive, stall).await.is_err() {
             return;
         }
         if !keep_alive {
@@ -302,11 +304,13 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut, left: usize) -> i
 }
 
 /// Writes `response` as HTTP/1.1: head and a small body in one write, a larger or streamed body
-/// after it as it comes (chunked if its length is unknown).
+/// after it as it comes (chunked if its length is unknown). A client that reads nothing for
+/// `stall` fails the write.
 async fn write_response(
     stream: &mut TcpStream,
     response: Response<Body>,
     keep_alive: bool,
+    stall: Duration,
 ) -> io::Result<()> {
     let (parts, mut body) = response.into_parts();
     let mut out = Vec::with_capacity(256);
@@ -346,9 +350,9 @@ async fn write_response(
         if out.len() + data.len() <= COALESCE_BYTES {
             out.extend_from_slice(&data);
         } else {
-            stream.write_all(&out).await?;
+            write_paced(stream, &out, stall).await?;
             out.clear();
-            stream.write_all(&data).await?;
+            write_paced(stream, &data, stall).await?;
         }
         if chunked {
             out.extend_from_slice(b"\r\n");
@@ -358,7 +362,19 @@ async fn write_response(
         out.extend_from_slice(b"0\r\n\r\n");
     }
     if !out.is_empty() {
-        stream.write_all(&out).await?;
+        write_paced(stream, &out, stall).await?;
+    }
+    Ok(())
+}
+
+/// Writes all of `data`, failing if the client takes none of it for `stall`.
+async fn write_paced(stream: &mut TcpStream, mut data: &[u8], stall: Duration) -> io::Result<()> {
+    while !data.is_empty() {
+        let written = tokio::time::timeout(stall, stream.write(data)).await;
+        match written.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the client read nothing"))?? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => data = &data[n..],
+        }
     }
     Ok(())
 }
@@ -530,7 +546,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (mut server, _) = listener.accept().await.unwrap();
-        write_response(&mut server, response, keep_alive).await.unwrap();
+        write_response(&mut server, response, keep_alive, Duration::from_secs(10)).await.unwrap();
         drop(server);
         let mut wire = String::new();
         client.read_to_string(&mut wire).await.unwrap();

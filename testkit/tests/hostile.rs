@@ -331,6 +331,28 @@ async fn idle_connections_close_after_their_bound() {
     assert_unharmed(&cluster).await;
 }
 
+#[tokio::test]
+async fn clients_that_stop_reading_are_dropped() {
+    let cluster = hostile_cluster().await;
+    // Larger than what the sockets' buffers hold, so the server's writes stall.
+    let value = Bytes::from(vec![b'v'; 48 << 20]);
+    assert_eq!(cluster.set(0, b"big", value.clone()).await.0, StatusCode::OK);
+    let requests: [&[u8]; 2] = [
+        b"GET /get/?key=big HTTP/1.1\r\n\r\n",
+        b"GET /get/?key=big HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    ];
+    for request in requests {
+        let mut stream = TcpStream::connect(cluster.frontend(0)).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        tokio::time::sleep(ms(BODY_STALL_MS) + SLACK).await;
+        let mut received = Vec::new();
+        let read = tokio::time::timeout(SLACK, stream.read_to_end(&mut received)).await;
+        assert!(read.is_ok(), "the server still holds the connection");
+        assert!(received.len() < value.len(), "{} bytes: the whole answer was buffered", received.len());
+    }
+    assert_unharmed(&cluster).await;
+}
+
 /// Every byte percent-encoded: the longest target a key can need.
 fn escaped(key: &[u8]) -> String {
     key.iter().map(|b| format!("%{b:02X}")).collect()
