@@ -69,6 +69,11 @@ pub const ADMIN_REPLICATION_PATH: &str = "/v1/admin/replication";
 /// Header on a record read asking for the record even without a read lease (`1`): the caller
 /// compares several replicas, so it does not rely on any one being fresh.
 pub const UNLEASED: &str = "vf-unleased";
+/// The longest key any node accepts, and the default and bound of `--max-key-bytes`: the storage
+/// engine holds keys of up to 65,535 bytes, and a stored key is the key behind a 4-byte
+/// partition prefix.
+pub const MAX_KEY_BYTES: usize = 65_535 - 4;
+
 /// Header carrying a record's key, percent-encoded as in a query string, for keys whose escaped
 /// form is too long for a URL (`/v1/record` without `?key=`).
 pub const KEY: &str = "vf-key";

@@ -46,8 +46,10 @@ pub struct Config {
     /// Socket address to listen on [default: 0.0.0.0 at the port of OWN_HOST:PORT].
     #[arg(long, env = "VF_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Largest key accepted, in bytes.
-    #[arg(long, env = "VF_MAX_KEY_BYTES", default_value_t = 64 * 1024)]
+    /// Largest key accepted, in bytes (at most 65,531: the storage engine's 64 KiB keys less
+    /// a 4-byte prefix).
+    #[arg(long, env = "VF_MAX_KEY_BYTES", default_value_t = common::proto::MAX_KEY_BYTES,
+          value_parser = max_key_bytes)]
     pub max_key_bytes: usize,
     /// Largest value accepted, in bytes.
     #[arg(long, env = "VF_MAX_VALUE_BYTES", default_value_t = 128 * 1024 * 1024)]
@@ -80,6 +82,16 @@ pub struct Config {
     /// Log level or filter, such as `debug` or `info,frontend=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info,fjall=warn,lsm_tree=warn")]
     pub log_level: String,
+}
+
+/// `--max-key-bytes`: 1 to [`common::proto::MAX_KEY_BYTES`].
+fn max_key_bytes(text: &str) -> Result<usize, String> {
+    let bytes: usize = text.parse().map_err(|_| format!("`{text}` is not a number of bytes"))?;
+    let most = common::proto::MAX_KEY_BYTES;
+    (1..=most)
+        .contains(&bytes)
+        .then_some(bytes)
+        .ok_or_else(|| format!("must be 1 to {most} (the storage engine's limit)"))
 }
 
 /// Size limits applied to every request.
@@ -274,6 +286,17 @@ mod tests {
         assert_eq!(parse(&["--worker-threads", "1"]).unwrap().worker_threads, Some(1));
         let error = parse(&["--worker-threads", "0"]).unwrap_err().to_string();
         assert!(error.contains("--worker-threads") && error.contains("0 is not in 1..=1024"), "{error}");
+    }
+
+    #[test]
+    fn keys_are_bounded_by_what_the_storage_engine_holds() {
+        let parse = |extra: &[&str]| Config::try_parse_from([&["frontend", "c:1", "f:2"], extra].concat());
+        assert_eq!(parse(&[]).unwrap().max_key_bytes, 65_531);
+        assert_eq!(parse(&["--max-key-bytes", "100"]).unwrap().max_key_bytes, 100);
+        for bad in ["65532", "0", "big"] {
+            let error = parse(&["--max-key-bytes", bad]).unwrap_err().to_string();
+            assert!(error.contains("--max-key-bytes"), "{error}");
+        }
     }
 
     #[test]
