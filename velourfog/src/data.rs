@@ -340,7 +340,8 @@ mod tests {
     #[test]
     fn keys_are_bytes_or_hex() {
         let key = |raw: &[u8], hex_key| KeyArgs { key: std::ffi::OsStr::from_bytes(raw).to_owned(), hex_key };
-        let cases: [(&[u8], bool, Result<&[u8], &str>); 7] = [
+        type Expected = Result<&'static [u8], &'static str>;
+        let cases: [(&[u8], bool, Expected); 7] = [
             (b"greeting", false, Ok(b"greeting")),
             (b"\xff\xfe a&b=c", false, Ok(b"\xff\xfe a&b=c")),
             (b"", false, Ok(b"")),
