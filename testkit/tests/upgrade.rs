@@ -16,6 +16,10 @@ const STOP_DEADLINE: Duration = Duration::from_secs(20);
 const BACK_DEADLINE: Duration = Duration::from_secs(60);
 /// Load run between two restarts, so that every restart meets requests in flight.
 const BETWEEN: Duration = Duration::from_secs(1);
+/// How long the cluster must look settled before the next restart: longer than a read lease
+/// (1.5 s) and the fence that follows a failed write, so a node fenced after its restart
+/// shows as down or catching up within it.
+const STEADY: Duration = Duration::from_secs(3);
 
 /// What the load saw.
 #[derive(Default)]
@@ -76,6 +80,49 @@ fn restart(process: &mut Process) {
     eprintln!("{:.1} s: {name} started again", started_s());
 }
 
+/// Waits until the controller shows every storage node up and each serves reads, without a
+/// new map epoch, for [`STEADY`]; logs each change of the epoch and the nodes' states.
+async fn wait_steady(cluster: &Cluster) {
+    let started = Instant::now();
+    let mut last_view = String::new();
+    let mut steady_since: Option<(Instant, u64)> = None;
+    loop {
+        let status = cluster.try_status().await.unwrap_or_default();
+        let epoch = status["epoch"].as_u64().unwrap_or(0);
+        let members = status["storage"].as_array().cloned().unwrap_or_default();
+        let states: Vec<String> =
+            members.iter().map(|m| format!("{}:{}", m["node_id"], m["state"])).collect();
+        let mut serving = !members.is_empty() && members.iter().all(|m| m["state"] == "up");
+        for node in &cluster.storage {
+            serving = serving && serves_reads(cluster, &node.addr).await;
+        }
+        let view = format!("epoch {epoch}, {}, serving reads: {serving}", states.join(" "));
+        if view != last_view {
+            eprintln!("{:.1} s:   {view}", started_s());
+            last_view = view;
+        }
+        steady_since = match steady_since {
+            Some((since, at)) if serving && at == epoch => Some((since, at)),
+            _ if serving => Some((Instant::now(), epoch)),
+            _ => None,
+        };
+        if steady_since.is_some_and(|(since, _)| since.elapsed() >= STEADY) {
+            return;
+        }
+        assert!(started.elapsed() < BACK_DEADLINE, "not steady after {BACK_DEADLINE:?}: {last_view}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether the storage node at `addr` answers that it serves reads (holds a lease).
+async fn serves_reads(cluster: &Cluster, addr: &str) -> bool {
+    match cluster.client.call(http::Method::GET, addr, "/v1/stats", Bytes::new()).await {
+        Ok((status, body)) if status.is_success() => serde_json::from_slice::<serde_json::Value>(&body)
+            .is_ok_and(|stats| stats["serving_reads"] == true),
+        _ => false,
+    }
+}
+
 /// Waits until the controller answers its status again.
 async fn wait_controller(cluster: &Cluster) {
     let started = Instant::now();
@@ -89,7 +136,7 @@ async fn wait_controller(cluster: &Cluster) {
 async fn a_rolling_restart_under_load_fails_no_request_and_loses_no_write() {
     started_s();
     let mut cluster = Cluster::start(ClusterConfig::default()).await;
-    cluster.wait_storage_up(BACK_DEADLINE).await;
+    wait_steady(&cluster).await;
     let addrs: Vec<String> = cluster.frontends.iter().map(|f| f.addr.clone()).collect();
     let client = client::Client::new(&addrs).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -98,13 +145,13 @@ async fn a_rolling_restart_under_load_fails_no_request_and_loses_no_write() {
 
     for s in 0..cluster.storage.len() {
         restart(&mut cluster.storage[s]);
-        cluster.wait_storage_up(BACK_DEADLINE).await;
+        wait_steady(&cluster).await;
         eprintln!("{:.1} s: storage{s} is up and serving reads ({:?})", started_s(), client.stats());
         tokio::time::sleep(BETWEEN).await;
     }
     restart(&mut cluster.controller);
     wait_controller(&cluster).await;
-    cluster.wait_storage_up(BACK_DEADLINE).await;
+    wait_steady(&cluster).await;
     eprintln!("{:.1} s: the controller is back, every node up ({:?})", started_s(), client.stats());
     tokio::time::sleep(BETWEEN).await;
     for f in 0..cluster.frontends.len() {
