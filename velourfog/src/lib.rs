@@ -389,6 +389,13 @@ fn parse_replication(s: &str) -> Result<usize, String> {
 }
 
 fn parse_frontends(s: &str) -> Result<Frontends, String> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        // `./runlocal.sh` reads VF_FRONTENDS as a number of frontends.
+        return Err(format!(
+            "`{s}` is a number, not a list of frontend addresses (HOST:PORT,HOST:PORT); \
+             is VF_FRONTENDS set for ./runlocal.sh, which reads it as a count of frontends?"
+        ));
+    }
     client::parse_list(s).map(Frontends).map_err(|e| e.to_string())
 }
 
@@ -528,6 +535,7 @@ mod tests {
             (&["delete"], "<KEY>"),
             (&["--frontends", "fe", "get", "k"], "`fe` is not a frontend address"),
             (&["--frontends", "", "get", "k"], "the list is empty"),
+            (&["--frontends", "3", "get", "k"], "`3` is a number, not a list of frontend addresses"),
             (&["--controller", "ctl", "status"], "`ctl` is not HOST:PORT"),
             (&["frobnicate"], "unrecognized subcommand"),
             (&[], "Usage"),
