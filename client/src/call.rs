@@ -235,9 +235,9 @@ impl Client {
                 )))
             }
             Ok(Err(e)) if e.is_connect() => {
-                return Err(Failure::transport(format!("cannot connect: {}", common::http::error_chain(&e))))
+                return Err(Failure::transport(format!("cannot connect: {}", causes(&e))))
             }
-            Ok(Err(e)) => return Err(Failure::transport(common::http::error_chain(&e))),
+            Ok(Err(e)) => return Err(Failure::transport(format!("connection failed: {}", causes(&e)))),
             Ok(Ok(response)) => response,
         };
         let (parts, body) = response.into_parts();
@@ -312,6 +312,14 @@ async fn message_of(mut body: Incoming, deadline: Instant) -> String {
     };
     let _ = tokio::time::timeout_at(deadline, read).await;
     String::from_utf8_lossy(&text).trim().replace('\n', " ")
+}
+
+/// What went wrong below hyper's own wrapper ("client error (Connect)"), on one line.
+fn causes(e: &hyper_util::client::legacy::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => common::http::error_chain(cause),
+        None => e.to_string(),
+    }
 }
 
 fn seconds(started: Instant, deadline: Instant) -> f64 {

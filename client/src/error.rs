@@ -17,11 +17,12 @@ pub enum Error {
     #[error("{0}")]
     BadRequest(String),
     /// Every attempt failed (connection refused or broken, no answer in time, or a 5xx such as
-    /// 503 when too few replicas answered): the last failure, and the frontends tried.
-    #[error("{message} (tried {})", Tried(.tried))]
+    /// 503 when too few replicas answered): the last failure (which names its frontend), and
+    /// every frontend tried.
+    #[error("{message}{}", Also(.message, .tried))]
     Unavailable { message: String, tried: Vec<String> },
     /// The call's deadline passed before any attempt succeeded; `last` is the last failure seen.
-    #[error("no success within {}: {last} (tried {})", Seconds(*.deadline), Tried(.tried))]
+    #[error("no success within {}: {last}{}", Seconds(*.deadline), Also(.last, .tried))]
     Timeout { deadline: Duration, last: String, tried: Vec<String> },
     /// A streamed transfer broke after its first bytes went out (a set) or came in (a get), so
     /// it could not be retried: the frontend and what happened. A streamed set may or may not
@@ -45,15 +46,18 @@ impl Error {
     }
 }
 
-/// The frontends tried, for messages.
-struct Tried<'a>(&'a [String]);
+/// The frontends tried besides the one the message (`frontend: what happened`) names.
+struct Also<'a>(&'a str, &'a [String]);
 
-impl fmt::Display for Tried<'_> {
+impl fmt::Display for Also<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
-            return f.write_str("no frontend");
+        let Also(message, tried) = *self;
+        let others: Vec<&str> =
+            tried.iter().map(String::as_str).filter(|t| !message.starts_with(&format!("{t}: "))).collect();
+        if others.is_empty() {
+            return Ok(());
         }
-        f.write_str(&self.0.join(", "))
+        write!(f, " (also tried {})", others.join(", "))
     }
 }
 
@@ -79,17 +83,28 @@ mod tests {
                 false,
             ),
             (
-                Error::Unavailable { message: "503 write not acknowledged".into(), tried: tried.clone() },
-                "503 write not acknowledged (tried http://a:1, http://b:2)",
+                Error::Unavailable {
+                    message: "http://b:2: 503 write not acknowledged".into(),
+                    tried: tried.clone(),
+                },
+                "http://b:2: 503 write not acknowledged (also tried http://a:1)",
+                true,
+            ),
+            (
+                Error::Unavailable {
+                    message: "http://a:1: cannot connect".into(),
+                    tried: tried[..1].to_vec(),
+                },
+                "http://a:1: cannot connect",
                 true,
             ),
             (
                 Error::Timeout {
                     deadline: Duration::from_millis(1500),
-                    last: "no answer".into(),
-                    tried: vec![],
+                    last: "http://a:1: no answer".into(),
+                    tried: tried.clone(),
                 },
-                "no success within 1.5 s: no answer (tried no frontend)",
+                "no success within 1.5 s: http://a:1: no answer (also tried http://b:2)",
                 true,
             ),
             (
