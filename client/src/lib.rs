@@ -355,6 +355,18 @@ impl Client {
     }
 
     /// [`Client::set_stream`] with the bytes of `reader`, read in chunks of up to 256 KiB.
+    ///
+    /// ```no_run
+    /// # async fn example(client: client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let file = tokio::fs::File::open("photo.jpg").await?;
+    /// let length = file.metadata().await?.len();
+    /// client.set_reader("photo", Some(length), file).await?;
+    /// let mut photo = client.get_stream("photo").await?.expect("stored");
+    /// while let Some(chunk) = photo.chunk().await? {
+    ///     println!("{} bytes", chunk.len());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn set_reader<R>(
         &self,
         key: impl AsRef<[u8]>,
