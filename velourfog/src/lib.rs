@@ -61,14 +61,15 @@ arguments) or a key not found by get, 2 --wait gave up after --wait-timeout.";
 )]
 pub struct Cli {
     /// Frontends for get, set and delete, comma-separated (HOST:PORT or http://HOST:PORT);
-    /// requests are spread over them and fail over between them.
+    /// requests are spread over them and fail over between them. Read only by those commands
+    /// (a VF_FRONTENDS meant for ./runlocal.sh, a count, does not disturb the others).
     #[arg(
         long,
         global = true,
         env = "VF_FRONTENDS",
         default_value = "127.0.0.1:8000",
         value_name = "URL,URL",
-        value_parser = parse_frontends
+        value_parser = |s: &str| Ok::<_, String>(Frontends(s.to_owned()))
     )]
     pub frontends: Frontends,
     /// Deadline of a whole get, set or delete, retries included (a value of known size gets
@@ -97,9 +98,25 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The parsed `--frontends` list.
+/// The `--frontends` list as given; [`Frontends::endpoints`] parses it when a data command
+/// needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frontends(pub Vec<client::Endpoint>);
+pub struct Frontends(pub String);
+
+impl Frontends {
+    /// The frontends, or why the list is not one.
+    pub fn endpoints(&self) -> Result<Vec<client::Endpoint>, Error> {
+        let list = self.0.as_str();
+        if !list.is_empty() && list.bytes().all(|b| b.is_ascii_digit()) {
+            // `./runlocal.sh` reads VF_FRONTENDS as a number of frontends.
+            return Err(Error::Usage(format!(
+                "--frontends: `{list}` is a number, not a list of frontend addresses (HOST:PORT,HOST:PORT); \
+                 is VF_FRONTENDS set for ./runlocal.sh, which reads it as a count of frontends?"
+            )));
+        }
+        client::parse_list(list).map_err(|e| Error::Usage(format!("--frontends: {e}")))
+    }
+}
 
 /// What to do.
 #[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
@@ -249,9 +266,9 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write, poll: Duration) -> Result<(
     let json = cli.json;
     let output = data::Output { json, terminal: std::io::IsTerminal::is_terminal(&std::io::stderr()) };
     match &cli.command {
-        Command::Get(args) => data::get(&data_client(cli), args, output, out).await?,
-        Command::Set(args) => data::set(&data_client(cli), args, output, out).await?,
-        Command::Delete(args) => data::delete(&data_client(cli), args, output, out).await?,
+        Command::Get(args) => data::get(&data_client(cli)?, args, output, out).await?,
+        Command::Set(args) => data::set(&data_client(cli)?, args, output, out).await?,
+        Command::Delete(args) => data::delete(&data_client(cli)?, args, output, out).await?,
         Command::Status => {
             let status = admin.status().await?;
             if json {
@@ -284,9 +301,11 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write, poll: Duration) -> Result<(
 }
 
 /// The client of `--frontends` for the data commands, with `--timeout` as its deadline.
-fn data_client(cli: &Cli) -> client::Client {
-    let frontends = cli.frontends.0.iter().map(ToString::to_string);
-    client::Client::builder(frontends).expect("parsed frontends are valid").deadline(cli.timeout).build()
+fn data_client(cli: &Cli) -> Result<client::Client, Error> {
+    let frontends = cli.frontends.endpoints()?.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let builder =
+        client::Client::builder(frontends).map_err(|e| Error::Usage(format!("--frontends: {e}")))?;
+    Ok(builder.deadline(cli.timeout).build())
 }
 
 /// Polls the status every `poll` until no move is left and `leaving` (if any) is no longer a
@@ -388,17 +407,6 @@ fn parse_replication(s: &str) -> Result<usize, String> {
     }
 }
 
-fn parse_frontends(s: &str) -> Result<Frontends, String> {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        // `./runlocal.sh` reads VF_FRONTENDS as a number of frontends.
-        return Err(format!(
-            "`{s}` is a number, not a list of frontend addresses (HOST:PORT,HOST:PORT); \
-             is VF_FRONTENDS set for ./runlocal.sh, which reads it as a count of frontends?"
-        ));
-    }
-    client::parse_list(s).map(Frontends).map_err(|e| e.to_string())
-}
-
 /// Seconds (`600`), or a duration with units (`90s`, `10m`, `2h`, `1h 30m`, `500ms`).
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let duration = match s.parse::<u64>() {
@@ -496,7 +504,8 @@ mod tests {
     /// parallel do not race.
     #[test]
     fn addresses_come_from_the_flag_then_the_environment_then_the_default() {
-        let frontends = |cli: Cli| cli.frontends.0.iter().map(ToString::to_string).collect::<Vec<_>>();
+        let frontends =
+            |cli: Cli| cli.frontends.endpoints().unwrap().iter().map(ToString::to_string).collect::<Vec<_>>();
         std::env::remove_var("VF_FRONTENDS");
         assert_eq!(frontends(parse(&["get", "k"]).unwrap()), ["http://127.0.0.1:8000"]);
         std::env::set_var("VF_FRONTENDS", "a:1, http://b:2/");
@@ -533,9 +542,6 @@ mod tests {
             (&["set", "k"], "<VALUE>"),
             (&["set", "k", "v", "--file", "f"], "cannot be used with"),
             (&["delete"], "<KEY>"),
-            (&["--frontends", "fe", "get", "k"], "`fe` is not a frontend address"),
-            (&["--frontends", "", "get", "k"], "the list is empty"),
-            (&["--frontends", "3", "get", "k"], "`3` is a number, not a list of frontend addresses"),
             (&["--controller", "ctl", "status"], "`ctl` is not HOST:PORT"),
             (&["frobnicate"], "unrecognized subcommand"),
             (&[], "Usage"),
@@ -543,6 +549,22 @@ mod tests {
         for &(args, reason) in cases {
             let error = parse(args).expect_err(&format!("{args:?} should fail")).to_string();
             assert!(error.contains(reason), "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_bad_frontend_list_troubles_only_the_data_commands() {
+        let cases = [
+            ("fe", "--frontends: `fe` is not a frontend address"),
+            ("", "--frontends: `` is not a frontend address: the list is empty"),
+            ("3", "--frontends: `3` is a number, not a list of frontend addresses"),
+        ];
+        for (list, reason) in cases {
+            let error = Frontends(list.to_owned()).endpoints().unwrap_err().to_string();
+            assert!(error.starts_with(reason), "{list:?}: {error}");
+            assert!(parse(&["--frontends", list, "status"]).is_ok(), "{list:?}");
+            let cli = parse(&["--frontends", list, "get", "k"]).unwrap();
+            assert!(data_client(&cli).is_err(), "{list:?}");
         }
     }
 

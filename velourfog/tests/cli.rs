@@ -107,7 +107,7 @@ fn cli(controller: &str, json: bool, command: Command) -> Cli {
         cluster_secret_file: None,
         json,
         command,
-        frontends: velourfog::Frontends(vec!["127.0.0.1:8000".parse().unwrap()]),
+        frontends: velourfog::Frontends("127.0.0.1:8000".to_owned()),
         timeout: Duration::from_secs(30),
     }
 }
