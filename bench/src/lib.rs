@@ -2,6 +2,16 @@
 //! measured by the same client in the same run. It keeps `--concurrency` requests in flight for
 //! `--duration`, mixing reads and writes (`--read-ratio`) over `--keys` keys drawn uniformly or
 //! from a Zipf distribution, and reports throughput and latency percentiles per operation.
+//!
+//! The measured hot loop keeps its own raw client ([`conn`]) by default, because the `client`
+//! library distorts the measurement: side by side in one run (`bench/drivers.sh`: 1 frontend,
+//! 3 storage nodes, K = 3, 50 connections, 100-byte values, two rounds, 2026-12-07) the library
+//! drove 0.57x and 0.69x of the raw loop's GETs (76k and 75k against 133k and 108k ops/s, p99
+//! 3.8-4.0 ms against 0.7-1.5 ms) and 0.85x and 0.93x of its SETs (17.1k and 15.7k against 20.1k
+//! and 16.9k ops/s). Its pooled hyper client spends a task wakeup or two per request more on a
+//! machine whose two cores the cluster shares. The library is used where it fits: parsing
+//! `--frontends`, the preload (its retries ride out a busy moment) and `--verify`, and as a
+//! measured driver of its own (`--driver client|both`).
 
 pub mod conn;
 pub mod histogram;
@@ -56,6 +66,48 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+fn parse_endpoint(s: &str) -> Result<client::Endpoint, String> {
+    s.parse().map_err(|e: client::BadEndpoint| e.to_string())
+}
+
+/// Which client sends the measured requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// The bench's own lean HTTP/1.1 client ([`conn`]).
+    Raw,
+    /// The `client` library.
+    Client,
+}
+
+impl Driver {
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::Raw => "raw",
+            Driver::Client => "client library",
+        }
+    }
+}
+
+/// `--driver`: one of the drivers, or both side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverChoice {
+    One(Driver),
+    Both,
+}
+
+impl FromStr for DriverChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "raw" => Ok(DriverChoice::One(Driver::Raw)),
+            "client" => Ok(DriverChoice::One(Driver::Client)),
+            "both" => Ok(DriverChoice::Both),
+            _ => Err(format!("`{s}` is not a driver (raw, client, both)")),
+        }
+    }
+}
+
 fn parse_ratio(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
@@ -71,10 +123,20 @@ fn parse_ratio(s: &str) -> Result<f64, String> {
     about = "Load generator for Velour Fog (and etcd's v2 API, for comparison)."
 )]
 pub struct Config {
-    /// Base URLs of the frontends (or etcd endpoints), comma-separated; requests are spread
-    /// across them.
-    #[arg(long, value_delimiter = ',', required = true)]
-    pub frontends: Vec<String>,
+    /// The frontends (or etcd endpoints), comma-separated, each HOST:PORT or an http:// base
+    /// URL; requests are spread across them.
+    #[arg(long, value_delimiter = ',', required = true, value_parser = parse_endpoint)]
+    pub frontends: Vec<client::Endpoint>,
+    /// Who sends the requests: `raw`, the bench's own client (one connection per worker,
+    /// requests written as prepared bytes); `client`, the `client` library (pooled, with
+    /// failover and retries); or `both`, alternating halves of --duration each, reported side
+    /// by side. Velour Fog's API only for `client` and `both`.
+    #[arg(long, default_value = "raw")]
+    pub driver: DriverChoice,
+    /// After --preload, read every key back through the client library and fail if any
+    /// value differs (Velour Fog's API only).
+    #[arg(long, requires = "preload")]
+    pub verify: bool,
     /// Which API the targets speak: velourfog or etcd-v2.
     #[arg(long, default_value = "velourfog")]
     pub api: Api,
@@ -122,12 +184,11 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.concurrency > 0, "--concurrency must be at least 1");
         anyhow::ensure!(self.keys > 0, "--keys must be at least 1");
-        for url in &self.frontends {
-            anyhow::ensure!(
-                url.starts_with("http://") && url.len() > 7,
-                "`{url}` is not an http:// URL (for example http://127.0.0.1:8000)"
-            );
-        }
+        let velourfog_only = self.driver != DriverChoice::One(Driver::Raw) || self.verify;
+        anyhow::ensure!(
+            self.api == Api::VelourFog || !velourfog_only,
+            "--driver client|both and --verify use the client library, which speaks Velour Fog's API only"
+        );
         Ok(())
     }
 }
@@ -177,6 +238,16 @@ pub struct Outcome {
     pub set: OpStats,
 }
 
+impl Outcome {
+    /// Two runs as one: their times added, their operations together.
+    pub fn merge(mut self, other: &Outcome) -> Outcome {
+        self.elapsed += other.elapsed;
+        self.get.merge(&other.get);
+        self.set.merge(&other.set);
+        self
+    }
+}
+
 /// Where requests go and how they are spelled.
 struct Target {
     api: Api,
@@ -185,15 +256,8 @@ struct Target {
 }
 
 impl Target {
-    fn new(api: Api, urls: &[String]) -> Self {
-        let endpoints = urls
-            .iter()
-            .map(|url| {
-                let rest = url.trim_start_matches("http://").trim_end_matches('/');
-                let (addr, prefix) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
-                (addr.to_string(), prefix.to_string())
-            })
-            .collect();
+    fn new(api: Api, frontends: &[client::Endpoint]) -> Self {
+        let endpoints = frontends.iter().map(|e| (e.authority().to_owned(), e.prefix().to_owned())).collect();
         Self { api, endpoints }
     }
 
@@ -265,22 +329,63 @@ fn value_of(size: usize, seed: u64) -> Bytes {
     Bytes::from((0..size).map(|_| rng.random_range(b'a'..=b'z')).collect::<Vec<u8>>())
 }
 
-/// Writes every key once (with `concurrency` writers).
+/// What one worker sends its requests with.
+enum Sender {
+    Raw(Conn),
+    Client(client::Client),
+}
+
+impl Sender {
+    fn new(driver: Driver, target: &Target, library: &client::Client, worker: usize) -> Self {
+        match driver {
+            Driver::Raw => Sender::Raw(target.connect(worker)),
+            Driver::Client => Sender::Client(library.clone()),
+        }
+    }
+
+    /// Performs one operation; `Ok(true)` if a read found a value or a write was stored.
+    async fn perform(
+        &mut self,
+        target: &Target,
+        op: Op,
+        worker: usize,
+        key: &str,
+        value: &Bytes,
+    ) -> Result<bool, String> {
+        match self {
+            Sender::Raw(conn) => target.perform(conn, op, worker, key, value).await,
+            Sender::Client(client) => match op {
+                Op::Get => client.get(key).await.map(|v| v.is_some()).map_err(|e| e.to_string()),
+                Op::Set => client.set(key, value.clone()).await.map(|()| true).map_err(|e| e.to_string()),
+            },
+        }
+    }
+}
+
+/// The client library over the configured frontends (with its default failover policy).
+pub fn library_client(config: &Config) -> client::Client {
+    client::Client::new(config.frontends.iter().map(ToString::to_string)).expect("parsed frontends")
+}
+
+/// Writes every key once (with `concurrency` writers): through the client library for Velour
+/// Fog (its retries make a preload ride out a busy moment), the raw client for etcd.
 pub async fn preload(config: &Config) -> anyhow::Result<()> {
     let target = Arc::new(Target::new(config.api, &config.frontends));
+    let library = library_client(config);
+    let driver = if config.api == Api::VelourFog { Driver::Client } else { Driver::Raw };
     let next = Arc::new(AtomicU64::new(0));
     let value = value_of(config.value_size, 0);
     let tasks: Vec<_> = (0..config.concurrency)
         .map(|w| {
             let (target, next, value, keys) = (target.clone(), next.clone(), value.clone(), config.keys);
+            let mut sender = Sender::new(driver, &target, &library, w);
             tokio::spawn(async move {
-                let mut conn = target.connect(w);
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     if n >= keys {
                         return Ok::<_, String>(());
                     }
-                    target.perform(&mut conn, Op::Set, w, &workload::key_name(n), &value).await?;
+                    sender.perform(&target, Op::Set, w, &workload::key_name(n), &value).await?;
                 }
             })
         })
@@ -291,9 +396,48 @@ pub async fn preload(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the measured load.
-pub async fn run(config: &Config) -> Outcome {
+/// Reads every preloaded key back through the client library; fails on the first few keys
+/// whose value is missing or different. Returns how many keys were checked.
+pub async fn verify(config: &Config) -> anyhow::Result<u64> {
+    let library = library_client(config);
+    let expected = value_of(config.value_size, 0);
+    let next = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..config.concurrency)
+        .map(|_| {
+            let (library, expected, next, keys) =
+                (library.clone(), expected.clone(), next.clone(), config.keys);
+            tokio::spawn(async move {
+                let mut wrong = Vec::new();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= keys || wrong.len() >= 5 {
+                        return wrong;
+                    }
+                    let key = workload::key_name(n);
+                    match library.get(&key).await {
+                        Ok(Some(value)) if value == expected => {}
+                        Ok(Some(value)) => {
+                            wrong.push(format!("{key}: a different {}-byte value", value.len()))
+                        }
+                        Ok(None) => wrong.push(format!("{key}: missing")),
+                        Err(e) => wrong.push(format!("{key}: {e}")),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut wrong = Vec::new();
+    for task in tasks {
+        wrong.extend(task.await.context("verify task")?);
+    }
+    anyhow::ensure!(wrong.is_empty(), "verification failed: {}", wrong.join("; "));
+    Ok(config.keys)
+}
+
+/// Runs the measured load for `duration` with `driver`.
+pub async fn run(config: &Config, driver: Driver, duration: Duration) -> Outcome {
     let target = Arc::new(Target::new(config.api, &config.frontends));
+    let library = library_client(config);
     let chooser = Arc::new(KeyChooser::new(&config.distribution, config.keys));
     let stop = Arc::new(AtomicBool::new(false));
     let done_ops = Arc::new(AtomicU64::new(0));
@@ -303,15 +447,15 @@ pub async fn run(config: &Config) -> Outcome {
             let (target, chooser, stop, done_ops) =
                 (target.clone(), chooser.clone(), stop.clone(), done_ops.clone());
             let (read_ratio, value) = (config.read_ratio, value_of(config.value_size, w as u64 + 1));
+            let mut sender = Sender::new(driver, &target, &library, w);
             tokio::spawn(async move {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(w as u64 * 7919 + 1);
-                let mut conn = target.connect(w);
                 let (mut get, mut set) = (OpStats::default(), OpStats::default());
                 while !stop.load(Ordering::Relaxed) {
                     let op = if rng.random::<f64>() < read_ratio { Op::Get } else { Op::Set };
                     let key = workload::key_name(chooser.next(&mut rng));
                     let began = Instant::now();
-                    let result = target.perform(&mut conn, op, w, &key, &value).await;
+                    let result = sender.perform(&target, op, w, &key, &value).await;
                     let stats = if op == Op::Get { &mut get } else { &mut set };
                     stats.latency_us.record(began.elapsed().as_micros() as u64);
                     match result {
@@ -329,7 +473,7 @@ pub async fn run(config: &Config) -> Outcome {
         })
         .collect();
     let progress = (!config.quiet).then(|| {
-        let (done_ops, duration) = (done_ops.clone(), config.duration);
+        let done_ops = done_ops.clone();
         tokio::spawn(async move {
             let mut last = 0;
             loop {
@@ -340,7 +484,7 @@ pub async fn run(config: &Config) -> Outcome {
             }
         })
     });
-    tokio::time::sleep(config.duration).await;
+    tokio::time::sleep(duration).await;
     stop.store(true, Ordering::Relaxed);
     let elapsed = started.elapsed();
     if let Some(progress) = progress {
@@ -355,6 +499,17 @@ pub async fn run(config: &Config) -> Outcome {
         }
     }
     outcome
+}
+
+/// Both drivers side by side: alternating halves of `config.duration` each (raw, library,
+/// raw, library), so that a slow moment of a shared machine falls on both alike.
+pub async fn run_both(config: &Config) -> (Outcome, Outcome) {
+    let half = config.duration / 2;
+    let mut raw = run(config, Driver::Raw, half).await;
+    let mut library = run(config, Driver::Client, half).await;
+    raw = raw.merge(&run(config, Driver::Raw, half).await);
+    library = library.merge(&run(config, Driver::Client, half).await);
+    (raw, library)
 }
 
 #[cfg(test)]
@@ -398,7 +553,8 @@ mod tests {
             "2",
         ])
         .unwrap();
-        assert_eq!(config.frontends, ["http://a:1", "http://b:2"]);
+        let frontends: Vec<String> = config.frontends.iter().map(ToString::to_string).collect();
+        assert_eq!(frontends, ["http://a:1", "http://b:2"]);
         assert_eq!((config.duration, config.concurrency, config.keys), (Duration::from_secs(30), 50, 100));
         assert_eq!((config.read_ratio, config.value_size, config.api), (0.5, 200, Api::EtcdV2));
         assert_eq!(config.distribution, Distribution::Zipf(1.1));
@@ -416,8 +572,20 @@ mod tests {
         assert!(parse(&["--frontends", "http://a:1", "--duration", "soon"]).is_err());
         assert!(parse(&["--frontends", "http://a:1", "--threads", "0"]).is_err());
         assert_eq!(parse(&["--frontends", "http://a:1"]).unwrap().threads, 1, "one thread by default");
-        let config = parse(&["--frontends", "a:1"]).unwrap();
-        assert!(config.validate().unwrap_err().to_string().contains("not an http:// URL"));
+        assert!(parse(&["--frontends", "a"])
+            .unwrap_err()
+            .to_string()
+            .contains("`a` is not a frontend address"));
+        assert!(parse(&["--frontends", "https://a:1"]).is_err());
+        assert!(parse(&["--frontends", "a:1", "--driver", "fastest"]).is_err());
+        assert!(parse(&["--frontends", "a:1", "--verify"]).is_err(), "--verify needs --preload");
+        let config = parse(&["--frontends", "a:1", "--api", "etcd-v2", "--driver", "both"]).unwrap();
+        assert!(config.validate().unwrap_err().to_string().contains("speaks Velour Fog's API only"));
+        let config = parse(&["--frontends", "a:1", "--driver", "both", "--preload", "--verify"]).unwrap();
+        assert_eq!((config.driver, config.verify), (DriverChoice::Both, true));
+        config.validate().unwrap();
+        let config = parse(&["--frontends", "a:1", "--driver", "client"]).unwrap();
+        assert_eq!(config.driver, DriverChoice::One(Driver::Client));
         let config = parse(&["--frontends", "http://a:1", "--concurrency", "0"]).unwrap();
         assert!(config.validate().is_err());
     }
@@ -427,13 +595,14 @@ mod tests {
         let value = Bytes::from_static(b"v&1");
         let text =
             |target: &Target, op, which| String::from_utf8(target.request(op, which, "k 1", &value)).unwrap();
-        let ours = Target::new(Api::VelourFog, &["http://f:1".into(), "http://g:2/prefix/".into()]);
+        let ours =
+            Target::new(Api::VelourFog, &["f:1".parse().unwrap(), "http://g:2/prefix/".parse().unwrap()]);
         assert_eq!(text(&ours, Op::Get, 0), "GET /get/?key=k%201 HTTP/1.1\r\nhost: f:1\r\n\r\n");
         assert_eq!(
             text(&ours, Op::Set, 3),
             "POST /prefix/set/?key=k%201 HTTP/1.1\r\nhost: g:2\r\ncontent-length: 3\r\n\r\nv&1"
         );
-        let etcd = Target::new(Api::EtcdV2, &["http://e:2".into()]);
+        let etcd = Target::new(Api::EtcdV2, &["http://e:2".parse().unwrap()]);
         assert_eq!(text(&etcd, Op::Get, 0), "GET /v2/keys/k%201 HTTP/1.1\r\nhost: e:2\r\n\r\n");
         assert_eq!(
             text(&etcd, Op::Set, 0),

@@ -59,6 +59,26 @@ pub fn text(config: &Config, outcome: &Outcome) -> String {
     out
 }
 
+/// The client library's throughput and p99 against the raw driver's, per operation measured.
+pub fn comparison(raw: &Outcome, library: &Outcome) -> String {
+    let mut out = String::from("client library against the raw driver:");
+    for ((op, raw_stats), (_, library_stats)) in ops(raw).into_iter().zip(ops(library)) {
+        if raw_stats.latency_us.count() == 0 || library_stats.latency_us.count() == 0 {
+            continue;
+        }
+        let ratio = throughput(library_stats, library.elapsed) / throughput(raw_stats, raw.elapsed);
+        let p99 = |s: &OpStats| s.latency_us.quantile(0.99) as f64 / 1000.0;
+        let _ = write!(
+            out,
+            " {} {ratio:.2}x ops/s (p99 {:.2} ms against {:.2} ms);",
+            op.name(),
+            p99(library_stats),
+            p99(raw_stats)
+        );
+    }
+    out.trim_end_matches(';').to_owned()
+}
+
 /// The machine-readable report.
 pub fn json(config: &Config, outcome: &Outcome) -> serde_json::Value {
     let per_op = |stats: &OpStats| {
@@ -192,6 +212,18 @@ mod tests {
         assert_eq!(report["set"]["errors"], 1);
         let table = text(&config, &outcome);
         assert!(table.contains("get") && table.contains("500") && table.contains("first set error: 503: no"));
+    }
+
+    #[test]
+    fn compares_the_drivers_per_operation() {
+        let (_, raw) = sample();
+        let mut library = raw.clone();
+        library.elapsed = Duration::from_secs(4); // the same operations in twice the time
+        assert_eq!(
+            comparison(&raw, &library),
+            "client library against the raw driver: get 0.50x ops/s (p99 0.99 ms against 0.99 ms); \
+             set 0.50x ops/s (p99 5.00 ms against 5.00 ms)"
+        );
     }
 
     #[test]

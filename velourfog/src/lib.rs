@@ -1,17 +1,23 @@
-//! `velourfog`, the operator's command line for a Velour Fog cluster: shows the controller's
-//! view of the cluster, approves waiting storage nodes, removes nodes and changes the
-//! replication factor K, optionally waiting until the partitions have moved.
+//! `velourfog`, the command line for a Velour Fog cluster. Data commands read and write keys
+//! through the frontends; admin commands show the controller's view of the cluster, approve
+//! waiting storage nodes, remove nodes and change the replication factor K, optionally
+//! waiting until the partitions have moved.
 //!
-//! Everything goes through the controller's HTTP API (`common::proto`): [`Admin`] has one
-//! method per endpoint, [`format`](mod@format) turns the answers into text, and [`execute`] ties a parsed
-//! [`Cli`] to both. `--wait` is a plain poll of `GET /v1/status` every [`POLL_INTERVAL`]; the
-//! controller drives the moves whether or not anyone waits, so interrupting a wait (or losing
-//! the connection) changes nothing in the cluster.
+//! `get`, `set` and `delete` go through the [`client`] library over `--frontends` (failover,
+//! bounded retries, `--timeout` for the whole call); [`data`] has them, byte-exact on standard
+//! input and output. The admin commands go through the controller's HTTP API
+//! (`common::proto`): [`Admin`] has one method per endpoint, [`format`](mod@format) turns the
+//! answers into text, and [`execute`] ties a parsed [`Cli`] to both. `--wait` is a plain poll
+//! of `GET /v1/status` every [`POLL_INTERVAL`]; the controller drives the moves whether or not
+//! anyone waits, so interrupting a wait (or losing the connection) changes nothing in the
+//! cluster.
 //!
-//! Exit codes: 0 success, 1 an error (the controller unreachable, a change refused, bad
-//! arguments), 2 `--wait` gave up after `--wait-timeout`.
+//! Exit codes: 0 success, 1 an error (a frontend or the controller unreachable, a change
+//! refused, bad arguments) or, for `get`, a key with no value (`key not found` on standard
+//! error), 2 `--wait` gave up after `--wait-timeout`.
 
 pub mod admin;
+pub mod data;
 pub mod format;
 
 pub use admin::Admin;
@@ -27,6 +33,13 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 const EXAMPLES: &str = "\
 Examples:
+  velourfog set greeting hello                      # through 127.0.0.1:8000 (or VF_FRONTENDS)
+  velourfog get greeting                            # prints hello (no newline added)
+  velourfog set photo - < photo.jpg                 # the value from standard input, byte-exact
+  velourfog get photo > copy.jpg
+  velourfog --frontends 10.0.0.5:8000,10.0.0.6:8000 set -w all config v2
+  velourfog get -r quorum greeting
+  velourfog delete greeting
   velourfog status                                  # members, partition health, moves
   velourfog --controller 10.0.0.5:7000 --json status
   VF_CONTROLLER=10.0.0.5:7000 velourfog status
@@ -35,18 +48,34 @@ Examples:
   velourfog node remove 10.0.0.7:7001 --wait --wait-timeout 600
   velourfog replication set 2 --wait                # two replicas per partition
 
-Exit codes: 0 done, 1 error (controller unreachable, change refused, bad arguments),
-2 --wait gave up after --wait-timeout.";
+Exit codes: 0 done, 1 error (no frontend or controller reachable, change refused, bad
+arguments) or a key not found by get, 2 --wait gave up after --wait-timeout.";
 
 /// The command line.
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "velourfog",
     version,
-    about = "Velour Fog admin CLI: cluster status, adding and removing storage nodes, replication.",
+    about = "Velour Fog CLI: get, set and delete keys; cluster status, adding and removing storage nodes, replication.",
     after_help = EXAMPLES
 )]
 pub struct Cli {
+    /// Frontends for get, set and delete, comma-separated (HOST:PORT or http://HOST:PORT);
+    /// requests are spread over them and fail over between them. Read only by those commands
+    /// (a VF_FRONTENDS meant for ./runlocal.sh, a count, does not disturb the others).
+    #[arg(
+        long,
+        global = true,
+        env = "VF_FRONTENDS",
+        default_value = "127.0.0.1:8000",
+        value_name = "URL,URL",
+        value_parser = |s: &str| Ok::<_, String>(Frontends(s.to_owned()))
+    )]
+    pub frontends: Frontends,
+    /// Deadline of a whole get, set or delete, retries included (a value of known size gets
+    /// 125 ms more per MiB): seconds (`30`) or with a unit (`500ms`, `2m`).
+    #[arg(long, global = true, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
+    pub timeout: Duration,
     /// The controller's HOST:PORT.
     #[arg(
         long,
@@ -69,9 +98,36 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The `--frontends` list as given; [`Frontends::endpoints`] parses it when a data command
+/// needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frontends(pub String);
+
+impl Frontends {
+    /// The frontends, or why the list is not one.
+    pub fn endpoints(&self) -> Result<Vec<client::Endpoint>, Error> {
+        let list = self.0.as_str();
+        if !list.is_empty() && list.bytes().all(|b| b.is_ascii_digit()) {
+            // `./runlocal.sh` reads VF_FRONTENDS as a number of frontends.
+            return Err(Error::Usage(format!(
+                "--frontends: `{list}` is a number, not a list of frontend addresses (HOST:PORT,HOST:PORT); \
+                 is VF_FRONTENDS set for ./runlocal.sh, which reads it as a count of frontends?"
+            )));
+        }
+        client::parse_list(list).map_err(|e| Error::Usage(format!("--frontends: {e}")))
+    }
+}
+
 /// What to do.
 #[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
 pub enum Command {
+    /// Print a key's value on standard output, byte for byte, with no newline added. A key with
+    /// no value prints `key not found` on standard error and exits with 1.
+    Get(data::GetArgs),
+    /// Set a key to VALUE, to standard input (`-`) or to a file's contents (--file).
+    Set(data::SetArgs),
+    /// Delete a key (deleting a key that has no value succeeds).
+    Delete(data::DeleteArgs),
     /// Show members, pending nodes, partition health and every partition move.
     Status,
     /// Approve or remove storage nodes.
@@ -139,6 +195,18 @@ pub struct WaitArgs {
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A get, set or delete failed (the client's one-line reason).
+    #[error(transparent)]
+    Client(#[from] client::Error),
+    /// `get` found no value.
+    #[error("key not found")]
+    NotFound,
+    /// A value's file or standard input could not be read.
+    #[error("cannot read {what}: {cause}")]
+    Input { what: String, cause: std::io::Error },
+    /// Arguments that parse but do not make sense together.
+    #[error("{0}")]
+    Usage(String),
     /// No answer: connection refused or broken, or no answer within the request timeout.
     #[error("cannot reach the controller at {controller}: {cause}")]
     Unreachable { controller: String, cause: String },
@@ -196,7 +264,11 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write, poll: Duration) -> Result<(
         cli.cluster_secret_file.as_deref().map(common::auth::ClusterSecret::from_file).transpose()?;
     let admin = Admin::new(&cli.controller, secret.as_ref());
     let json = cli.json;
+    let output = data::Output { json, terminal: std::io::IsTerminal::is_terminal(&std::io::stderr()) };
     match &cli.command {
+        Command::Get(args) => data::get(&data_client(cli)?, args, output, out).await?,
+        Command::Set(args) => data::set(&data_client(cli)?, args, output, out).await?,
+        Command::Delete(args) => data::delete(&data_client(cli)?, args, output, out).await?,
         Command::Status => {
             let status = admin.status().await?;
             if json {
@@ -226,6 +298,14 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write, poll: Duration) -> Result<(
     }
     out.flush()?;
     Ok(())
+}
+
+/// The client of `--frontends` for the data commands, with `--timeout` as its deadline.
+fn data_client(cli: &Cli) -> Result<client::Client, Error> {
+    let frontends = cli.frontends.endpoints()?.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let builder =
+        client::Client::builder(frontends).map_err(|e| Error::Usage(format!("--frontends: {e}")))?;
+    Ok(builder.deadline(cli.timeout).build())
 }
 
 /// Polls the status every `poll` until no move is left and `leaving` (if any) is no longer a
@@ -327,28 +407,29 @@ fn parse_replication(s: &str) -> Result<usize, String> {
     }
 }
 
-/// Seconds, or a number with the unit `s`, `m` or `h`.
+/// Seconds (`600`), or a duration with units (`90s`, `10m`, `2h`, `1h 30m`, `500ms`).
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
+    let duration = match s.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|_| format!("`{s}` is not a duration (seconds such as 600, or 500ms, 90s, 10m, 2h)"))?,
     };
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => return Err(format!("`{s}` is not a duration (seconds such as 600, or 90s, 10m, 2h)")),
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (seconds such as 600, or 90s, 10m, 2h)"))?;
-    n.checked_mul(scale).map(Duration::from_secs).ok_or_else(|| format!("`{s}` is too long"))
+    Ok(duration)
+}
+
+/// A [`parse_duration`] that is not zero.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        Duration::ZERO => Err("the timeout must be more than 0".to_owned()),
+        timeout => Ok(timeout),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use client::Level;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("velourfog").chain(args.iter().copied()))
@@ -368,7 +449,31 @@ mod tests {
     #[test]
     fn each_command_parses() {
         let remove = |node: &str, wait| Command::Node(NodeCommand::Remove { node: node.to_owned(), wait });
+        let key = |key: &str, hex_key| data::KeyArgs { key: key.into(), hex_key };
+        let get = |k, read_level| Command::Get(data::GetArgs { key: key(k, false), read_level });
+        let set = |value: Option<&str>, file: Option<&str>, write_level| {
+            let (value, file) = (value.map(Into::into), file.map(Into::into));
+            Command::Set(data::SetArgs { key: key("k", false), value, file, write_level })
+        };
         let cases: Vec<(&[&str], Command)> = vec![
+            (&["get", "greeting"], get("greeting", None)),
+            (&["get", "-r", "quorum", "greeting"], get("greeting", Some(Level::Quorum))),
+            (
+                &["get", "--hex-key", "00ff", "--read-level", "all"],
+                Command::Get(data::GetArgs { key: key("00ff", true), read_level: Some(Level::All) }),
+            ),
+            (&["set", "k", "v"], set(Some("v"), None, None)),
+            (&["set", "k", "v", "-w", "all"], set(Some("v"), None, Some(Level::All))),
+            (&["set", "k", "-"], set(Some("-"), None, None)),
+            (&["set", "k", "--", "-v"], set(Some("-v"), None, None)),
+            (
+                &["set", "--file", "photo.jpg", "k", "--write-level", "one"],
+                set(None, Some("photo.jpg"), Some(Level::One)),
+            ),
+            (
+                &["delete", "k", "-w", "quorum"],
+                Command::Delete(data::DeleteArgs { key: key("k", false), write_level: Some(Level::Quorum) }),
+            ),
             (&["status"], Command::Status),
             (
                 &["node", "add", "10.0.0.9:7001"],
@@ -378,6 +483,7 @@ mod tests {
             (&["node", "remove", "[::1]:7001", "--wait"], remove("[::1]:7001", waiting(3600))),
             (&["node", "remove", "2", "--wait", "--wait-timeout", "600"], remove("2", waiting(600))),
             (&["node", "remove", "2", "--wait", "--wait-timeout", "10m"], remove("2", waiting(600))),
+            (&["node", "remove", "2", "--wait", "--wait-timeout", "1h 30m"], remove("2", waiting(5400))),
             (
                 &["replication", "set", "3"],
                 Command::Replication(ReplicationCommand::Set { k: 3, wait: NO_WAIT }),
@@ -394,9 +500,18 @@ mod tests {
         }
     }
 
-    /// The only test that reads or sets VF_CONTROLLER, so tests running in parallel do not race.
+    /// The only test that reads or sets VF_CONTROLLER and VF_FRONTENDS, so tests running in
+    /// parallel do not race.
     #[test]
-    fn the_controller_comes_from_the_flag_then_the_environment_then_the_default() {
+    fn addresses_come_from_the_flag_then_the_environment_then_the_default() {
+        let frontends =
+            |cli: Cli| cli.frontends.endpoints().unwrap().iter().map(ToString::to_string).collect::<Vec<_>>();
+        std::env::remove_var("VF_FRONTENDS");
+        assert_eq!(frontends(parse(&["get", "k"]).unwrap()), ["http://127.0.0.1:8000"]);
+        std::env::set_var("VF_FRONTENDS", "a:1, http://b:2/");
+        assert_eq!(frontends(parse(&["get", "k"]).unwrap()), ["http://a:1", "http://b:2"]);
+        assert_eq!(frontends(parse(&["get", "k", "--frontends", "c:3"]).unwrap()), ["http://c:3"]);
+        std::env::remove_var("VF_FRONTENDS");
         std::env::remove_var("VF_CONTROLLER");
         assert_eq!(parse(&["status"]).unwrap().controller, "127.0.0.1:7000");
         std::env::set_var("VF_CONTROLLER", "10.0.0.5:7000");
@@ -421,7 +536,12 @@ mod tests {
             (&["node", "remove", "node-two"], "`node-two` is neither a node id"),
             (&["node", "remove", "2", "--wait-timeout", "60"], "--wait"),
             (&["node", "remove", "2", "--wait", "--wait-timeout", "soon"], "`soon` is not a duration"),
-            (&["node", "remove", "2", "--wait", "--wait-timeout", "5d"], "`5d` is not a duration"),
+            (&["node", "remove", "2", "--wait", "--wait-timeout", "5 fortnights"], "is not a duration"),
+            (&["get", "k", "--timeout", "0"], "the timeout must be more than 0"),
+            (&["get", "k", "-r", "most"], "`most` is not a consistency level"),
+            (&["set", "k"], "<VALUE>"),
+            (&["set", "k", "v", "--file", "f"], "cannot be used with"),
+            (&["delete"], "<KEY>"),
             (&["--controller", "ctl", "status"], "`ctl` is not HOST:PORT"),
             (&["frobnicate"], "unrecognized subcommand"),
             (&[], "Usage"),
@@ -433,9 +553,31 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_frontend_list_troubles_only_the_data_commands() {
+        let cases = [
+            ("fe", "--frontends: `fe` is not a frontend address"),
+            ("", "--frontends: `` is not a frontend address: the list is empty"),
+            ("3", "--frontends: `3` is a number, not a list of frontend addresses"),
+        ];
+        for (list, reason) in cases {
+            let error = Frontends(list.to_owned()).endpoints().unwrap_err().to_string();
+            assert!(error.starts_with(reason), "{list:?}: {error}");
+            assert!(parse(&["--frontends", list, "status"]).is_ok(), "{list:?}");
+            let cli = parse(&["--frontends", list, "get", "k"]).unwrap();
+            assert!(data_client(&cli).is_err(), "{list:?}");
+        }
+    }
+
+    #[test]
     fn help_documents_every_command_and_flag() {
         let top = Cli::command().render_long_help().to_string();
         for word in [
+            "get",
+            "set",
+            "delete",
+            "--frontends",
+            "VF_FRONTENDS",
+            "--timeout",
             "status",
             "node",
             "replication",

@@ -102,7 +102,14 @@ fn outcome(message: &str, node_id: Option<NodeId>, moves: usize) -> String {
 }
 
 fn cli(controller: &str, json: bool, command: Command) -> Cli {
-    Cli { controller: controller.to_owned(), cluster_secret_file: None, json, command }
+    Cli {
+        controller: controller.to_owned(),
+        cluster_secret_file: None,
+        json,
+        command,
+        frontends: velourfog::Frontends("127.0.0.1:8000".to_owned()),
+        timeout: Duration::from_secs(30),
+    }
 }
 
 fn wait(timeout: Duration) -> WaitArgs {
