@@ -20,7 +20,9 @@
 //! 196,608) are carried here only, for any method but `HEAD` and `CONNECT`, with no body or a
 //! Content-Length body up to `--max-value-bytes`; a chunked one is refused with 414.
 //!
-//! Shutdown: the listener closes at once; an idle connection closes, one in the middle of a
+//! Shutdown: the listener closes at once; an idle connection closes after a request that
+//! arrives within [`SHUTDOWN_IDLE_DRAIN`] (answered with `connection: close`, where a client
+//! that sent it just before seeing the close would otherwise get a reset), one in the middle of a
 //! request answers it first (with `connection: close`); after `SHUTDOWN_GRACE` the rest are
 //! dropped.
 
@@ -47,6 +49,9 @@ pub const BUFFERED_BODY_BYTES: usize = 64 << 10;
 
 /// A response body up to this size goes out in the same write as the head.
 const COALESCE_BYTES: usize = 16 << 10;
+
+/// How long an idle connection stays open once shutdown begins, for a request already sent.
+const SHUTDOWN_IDLE_DRAIN: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Serves the public API on `listener` until `shutdown` fires, holding clients to `rules`.
 pub async fn serve(listener: TcpListener, frontend: Arc<Frontend>, rules: Rules, shutdown: Shutdown) {
@@ -234,7 +239,19 @@ impl Client {
                         deadline = Instant::now() + self.timeouts.header();
                         read
                     }
-                    _ = shutdown.wait() => return Next::Closed,
+                    _ = shutdown.wait() => {
+                        // A request may already be on its way: the client cannot know this
+                        // connection is closing until it sees the close. One arriving within
+                        // a moment is answered (with `connection: close`), not reset.
+                        let drain = read_more(&mut self.stream, &mut self.buf, 0);
+                        match tokio::time::timeout(SHUTDOWN_IDLE_DRAIN, drain).await {
+                            Ok(Ok(n)) if n > 0 => {
+                                deadline = Instant::now() + self.timeouts.header();
+                                continue;
+                            }
+                            _ => return Next::Closed,
+                        }
+                    }
                 }
             } else {
                 tokio::time::timeout_at(deadline, read_more(&mut self.stream, &mut self.buf, 0)).await
