@@ -28,21 +28,15 @@ pub enum SyncPolicy {
 impl FromStr for SyncPolicy {
     type Err = String;
 
+    /// `always`, or an interval in humantime's syntax (`100ms`, `1s`, `1s 500ms`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let interval = |n: &str, unit: u64| -> Result<Self, String> {
-            let n: u64 = n.parse().map_err(|_| {
-                format!("`{s}` is not a whole number of {}", if unit == 1 { "ms" } else { "s" })
-            })?;
-            if n == 0 {
-                return Err("the sync interval must be positive".into());
-            }
-            Ok(SyncPolicy::Interval(Duration::from_millis(n * unit)))
-        };
-        match s {
-            "always" => Ok(SyncPolicy::Always),
-            _ if s.ends_with("ms") => interval(&s[..s.len() - 2], 1),
-            _ if s.ends_with('s') => interval(&s[..s.len() - 1], 1000),
-            _ => Err(format!("`{s}` is neither `always` nor an interval such as `100ms` or `1s`")),
+        if s == "always" {
+            return Ok(SyncPolicy::Always);
+        }
+        match humantime::parse_duration(s) {
+            Ok(interval) if interval.is_zero() => Err("the sync interval must be positive".into()),
+            Ok(interval) => Ok(SyncPolicy::Interval(interval)),
+            Err(e) => Err(format!("`{s}` is neither `always` nor an interval such as `100ms` or `1s` ({e})")),
         }
     }
 }
@@ -188,9 +182,11 @@ mod tests {
         assert_eq!("always".parse(), Ok(SyncPolicy::Always));
         assert_eq!("100ms".parse(), Ok(SyncPolicy::Interval(Duration::from_millis(100))));
         assert_eq!("2s".parse(), Ok(SyncPolicy::Interval(Duration::from_secs(2))));
-        assert!("0ms".parse::<SyncPolicy>().is_err());
+        assert_eq!("1s 500ms".parse(), Ok(SyncPolicy::Interval(Duration::from_millis(1500))));
+        assert!("0ms".parse::<SyncPolicy>().unwrap_err().contains("positive"));
         assert!("never".parse::<SyncPolicy>().is_err());
         assert!("fastms".parse::<SyncPolicy>().is_err());
+        assert!("100".parse::<SyncPolicy>().is_err(), "a unit is required");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
