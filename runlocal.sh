@@ -4,7 +4,7 @@
 set -euo pipefail
 
 usage() {
-  cat <<USAGE
+  cat <<'USAGE'
 Usage: ./runlocal.sh [options]
 
 Builds the release binaries, starts a controller, storage nodes and frontends on this machine,
