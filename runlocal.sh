@@ -123,7 +123,8 @@ ensure_nginx() {
   fi
   NGINX=$(find_nginx)
   [ -n "$NGINX" ] || die "apt-get installed nginx but no nginx binary is on PATH or in /usr/sbin"
-  echo "installed $("$NGINX" -v 2>&1)"
+  echo "installed $("$NGINX" -v 2>&1) (on a systemd machine Debian's package also starts its own nginx on port 80;"
+  echo "  this script runs a separate one: 'sudo systemctl disable --now nginx' stops that one if unwanted)"
 }
 NGINX=
 MAX_VALUE_BYTES=${VF_MAX_VALUE_BYTES:-134217728}

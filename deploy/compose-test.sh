@@ -15,7 +15,8 @@
 #
 # Checks: every container becomes healthy (the image's HEALTHCHECK); set/get/delete, a binary
 # key and an 8 MiB value (cmp) through nginx; `velourfog status` in the controller container
-# shows 3 storage nodes up (the compose secret reaches every node); with frontend1 killed,
+# shows 3 storage nodes up; root file systems are read-only; every node loaded the secret
+# without a warning (it is mode 600, owned by the image's user); with frontend1 killed,
 # 50 sets and gets through nginx still succeed; `down` then `up` (volumes kept) and every value
 # reads back; finally `down -v` removes containers, network and volumes.
 set -euo pipefail
@@ -154,6 +155,15 @@ print(f"  velourfog status: epoch {status['epoch']}, storage {nodes}, {len(statu
 sys.exit(0 if sorted(nodes.values()) == ["up"] * 3 and not status["partitions_degraded"] else 1)
 PY
 pass "velourfog status in the controller container: 3 storage nodes up"
+if compose exec -T storage1 touch /tmp/probe 2>/dev/null; then
+  fail "storage1 could write /tmp: its root file system is not read-only"
+fi
+pass "the nodes' root file systems are read-only (storage1 cannot write /tmp)"
+compose logs --no-color >"$work/logs.txt" 2>&1
+if grep -E 'without a cluster secret|readable by other users' "$work/logs.txt"; then
+  fail "a node runs without the cluster secret, or finds it readable by others (lines above)"
+fi
+pass "every node loaded the cluster secret (no warning about a missing or readable secret)"
 
 echo "== frontend1 killed (SIGKILL): nginx sends everything to frontend2"
 compose kill -s SIGKILL frontend1 >/dev/null 2>&1

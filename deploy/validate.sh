@@ -7,7 +7,8 @@
 #   yaml      every YAML file parses (python3 yaml) and passes yamllint (relaxed, strict on
 #             warnings, 130 columns but for the alert tests' long series names)
 #   nginx     the template rendered as runlocal.sh and the nginx container do, then nginx -t
-#   prom      promtool check config, check rules, and the alert unit tests (test rules)
+#   prom      promtool check config, check rules, and the alert unit tests (test rules); the
+#             metric names the alerts use appear in the nodes' */src/metrics.rs
 #   compose   docker-compose config -q (or docker compose)
 #   k8s       deploy/k8s/check.py (the manifests agree with each other and the binaries);
 #             kubernetes-validate --strict against the Kubernetes schemas it bundles, on the
@@ -77,6 +78,23 @@ if [ -n "$nginx_bin" ]; then
     '! deploy/nginx/render.sh --listen 80 --prefix /tmp --frontends "a:1;evil" 2>/dev/null'
 else
   skip "nginx -t" "nginx not installed (apt-get install nginx)"
+fi
+
+# The metric names the alerts use must be ones the nodes export (their */src/metrics.rs).
+if ls ./*/src/metrics.rs >/dev/null 2>&1; then
+  run "alerts use only metrics the nodes export" python3 -c '
+import glob, re, sys
+exported = set()
+for path in glob.glob("*/src/metrics.rs"):
+    exported |= set(re.findall(r"velourfog_[a-z_]+", open(path).read()))
+used = set(re.findall(r"velourfog_[a-z_]+", open("deploy/prometheus/alerts.yml").read()))
+base = lambda name: re.sub(r"_(bucket|sum|count)$", "", name)
+missing = sorted(n for n in used if n not in exported and base(n) not in exported)
+print("used:", ", ".join(sorted(used)))
+sys.exit(f"not exported by any node: {missing}" if missing else 0)
+'
+else
+  skip "alert metric names" "no */src/metrics.rs in this tree yet (the nodes do not export metrics)"
 fi
 
 if have promtool; then
