@@ -4,7 +4,7 @@
 set -euo pipefail
 
 usage() {
-  cat <<USAGE
+  cat <<'USAGE'
 Usage: ./runlocal.sh [options]
 
 Builds the release binaries, starts a controller, storage nodes and frontends on this machine,
@@ -21,6 +21,9 @@ Options (each also settable by the environment variable in brackets):
       --dir DIR            data and logs directory              [VF_DIR, default ./runlocal-data]
       --worker-threads N   request threads per storage node and frontend
                                            [VF_WORKER_THREADS, default: cores / nodes, at least 1]
+      --lb                 also start nginx in front of the frontends, on one port
+                           (installs nginx with apt-get if it is missing)   [VF_LB=1]
+      --lb-port P          the load balancer's port                 [VF_LB_PORT, default 8080]
       --fresh              delete DIR's data first (a new, empty cluster)
       --no-build           use the binaries already in target/release
   -h, --help               this text
@@ -33,6 +36,11 @@ Data persists in DIR across runs: stop and start again and every key is still th
 again with more storage nodes (-s 4) and the new ones join the cluster and take their share;
 to shrink it, remove nodes with `target/release/velourfog node remove ADDR --wait` first. Logs go to DIR/logs/<node>.log; set RUST_LOG
 (e.g. debug) for more detail.
+
+With --lb, nginx runs as a child of this script with the configuration rendered from
+deploy/nginx/nginx.conf.template into DIR/nginx/ (its pid and temp files there, its logs in
+DIR/logs/nginx-*.log), spreads requests over the frontends, and retries another frontend when
+one is down or answers 503. Clients then need only http://HOST:LB_PORT.
 
 All nodes share this machine's cores, so each gets a share of them as worker threads rather
 than one per core: on a small machine one each is much faster (docs/performance.md).
@@ -48,6 +56,8 @@ STORAGE_PORT=${VF_STORAGE_PORT:-7001}
 FRONTEND_PORT=${VF_FRONTEND_PORT:-8000}
 DIR=${VF_DIR:-./runlocal-data}
 WORKER_THREADS=${VF_WORKER_THREADS:-}
+LB=${VF_LB:-0}
+LB_PORT=${VF_LB_PORT:-8080}
 BUILD=1
 FRESH=0
 
@@ -65,6 +75,8 @@ while [ $# -gt 0 ]; do
     --frontend-port) need_value "$@"; FRONTEND_PORT=$2; shift 2 ;;
     --dir) need_value "$@"; DIR=$2; shift 2 ;;
     --worker-threads) need_value "$@"; WORKER_THREADS=$2; shift 2 ;;
+    --lb) LB=1; shift ;;
+    --lb-port) need_value "$@"; LB_PORT=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --fresh) FRESH=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -83,9 +95,43 @@ if [ -z "$WORKER_THREADS" ]; then
   [ "$WORKER_THREADS" -ge 1 ] || WORKER_THREADS=1
 fi
 is_count "$WORKER_THREADS" || die "worker threads must be a positive number, got '$WORKER_THREADS'"
-for p in "$CONTROLLER_PORT" "$STORAGE_PORT" "$FRONTEND_PORT"; do
+[[ "$LB" =~ ^[01]$ ]] || die "VF_LB must be 0 or 1, got '$LB'"
+for p in "$CONTROLLER_PORT" "$STORAGE_PORT" "$FRONTEND_PORT" "$LB_PORT"; do
   [[ "$p" =~ ^[0-9]+$ ]] && [ "$p" -gt 0 ] && [ "$p" -lt 65536 ] || die "invalid port '$p'"
 done
+
+# nginx for --lb: the one on PATH (or in /usr/sbin, often not on a user's PATH), else installed
+# with apt-get when this script may do that.
+find_nginx() {
+  command -v nginx 2>/dev/null || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true
+}
+ensure_nginx() {
+  NGINX=$(find_nginx)
+  [ -n "$NGINX" ] && return
+  command -v apt-get >/dev/null ||
+    die "--lb needs nginx, which is not installed, and there is no apt-get here to install it: install nginx, or run without --lb"
+  local sudo=()
+  if [ "$(id -u)" != 0 ]; then
+    sudo -n true 2>/dev/null ||
+      die "--lb needs nginx, which is not installed; installing it needs root: run 'sudo apt-get install nginx' (or run without --lb)"
+    sudo=(sudo -n)
+  fi
+  echo "--lb needs nginx, which is not installed: installing it with apt-get (Debian package nginx)..."
+  if ! "${sudo[@]}" apt-get update -qq >/dev/null ||
+     ! DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq nginx >/dev/null; then
+    die "installing nginx with apt-get failed (see the messages above): install nginx yourself, or run without --lb"
+  fi
+  NGINX=$(find_nginx)
+  [ -n "$NGINX" ] || die "apt-get installed nginx but no nginx binary is on PATH or in /usr/sbin"
+  echo "installed $("$NGINX" -v 2>&1) (on a systemd machine Debian's package also starts its own nginx on port 80;"
+  echo "  this script runs a separate one: 'sudo systemctl disable --now nginx' stops that one if unwanted)"
+}
+NGINX=
+MAX_VALUE_BYTES=${VF_MAX_VALUE_BYTES:-134217728}
+if [ "$LB" = 1 ]; then
+  [[ "$MAX_VALUE_BYTES" =~ ^[0-9]+$ ]] || die "VF_MAX_VALUE_BYTES must be a number of bytes, got '$MAX_VALUE_BYTES'"
+  ensure_nginx
+fi
 
 cd "$(dirname "$0")"
 if [ "$BUILD" = 1 ]; then
@@ -132,7 +178,12 @@ trap stop_all EXIT
 start() { # name, binary, args...
   local name=$1 bin=$2
   shift 2
-  "$BIN/$bin" "$@" >"$DIR/logs/$name.log" 2>&1 &
+  run "$name" "$BIN/$bin" "$@"
+}
+run() { # name, command, args...
+  local name=$1
+  shift
+  "$@" >"$DIR/logs/$name.log" 2>&1 &
   PIDS+=($!)
   NAMES+=("$name")
 }
@@ -144,15 +195,40 @@ for i in $(seq 1 "$STORAGE"); do
   start "storage$i" storage "$CONTROLLER" "$addr" --listen "$addr" --data-dir "$DIR/storage$i" --worker-threads "$WORKER_THREADS"
 done
 FRONTEND_URLS=()
+FRONTEND_ADDRS=()
 for i in $(seq 1 "$FRONTENDS"); do
   addr="$HOST:$((FRONTEND_PORT + i - 1))"
   start "frontend$i" frontend "$CONTROLLER" "$addr" --listen "$addr" --worker-threads "$WORKER_THREADS"
   FRONTEND_URLS+=("http://$addr")
+  FRONTEND_ADDRS+=("$addr")
 done
 
-# Wait until every frontend has the partition map.
+# nginx in front of the frontends, configured from the template every deployment shares.
+TRY_URLS=("${FRONTEND_URLS[0]}" "${FRONTEND_URLS[${#FRONTEND_URLS[@]}-1]}")
+WAIT_URLS=("${FRONTEND_URLS[@]}")
+LB_LINE=
+if [ "$LB" = 1 ]; then
+  mkdir -p "$DIR/nginx"
+  NGINX_DIR=$(cd "$DIR/nginx" && pwd)
+  LOGS=$(cd "$DIR/logs" && pwd)
+  user=()
+  [ "$(id -u)" != 0 ] || user=(--user root)
+  LB_ADDR="$HOST:$LB_PORT"
+  frontends=$(IFS=,; echo "${FRONTEND_ADDRS[*]}")
+  deploy/nginx/render.sh --listen "$LB_ADDR" --prefix "$NGINX_DIR" --frontends "$frontends" \
+    --max-body "$MAX_VALUE_BYTES" --error-log "$LOGS/nginx-error.log" \
+    --access-log "$LOGS/nginx-access.log" "${user[@]}" >"$NGINX_DIR/nginx.conf"
+  "$NGINX" -t -q -p "$NGINX_DIR" -c "$NGINX_DIR/nginx.conf" -e "$LOGS/nginx-error.log" ||
+    die "nginx rejects the configuration in $NGINX_DIR/nginx.conf (see above and $LOGS/nginx-error.log)"
+  run nginx "$NGINX" -p "$NGINX_DIR" -c "$NGINX_DIR/nginx.conf" -e "$LOGS/nginx-error.log"
+  TRY_URLS=("http://$LB_ADDR" "http://$LB_ADDR")
+  WAIT_URLS+=("http://$LB_ADDR")
+  LB_LINE="Load balancer (nginx, pid ${PIDS[${#PIDS[@]}-1]}): http://$LB_ADDR -> every frontend above (config: $NGINX_DIR/nginx.conf)"
+fi
+
+# Wait until every frontend has the partition map (and nginx answers).
 if command -v curl >/dev/null; then
-  for url in "${FRONTEND_URLS[@]}"; do
+  for url in "${WAIT_URLS[@]}"; do
     for attempt in $(seq 200); do
       curl -fsS -o /dev/null "$url/health" 2>/dev/null && break
       for idx in "${!PIDS[@]}"; do
@@ -168,10 +244,11 @@ cat <<READY
 Velour Fog is running: controller on $CONTROLLER, $STORAGE storage nodes, $FRONTENDS frontends, $REDUNDANCY replicas per key
 ($WORKER_THREADS worker thread(s) per node).
 Frontends:
-$(printf '  %s\n' "${FRONTEND_URLS[@]}")
+$(printf '  %s\n' "${FRONTEND_URLS[@]}")${LB_LINE:+
+$LB_LINE}
 Try:
-  curl '${FRONTEND_URLS[0]}/set/?key=greeting&value=hello'
-  curl '${FRONTEND_URLS[${#FRONTEND_URLS[@]}-1]}/get/?key=greeting'
+  curl '${TRY_URLS[0]}/set/?key=greeting&value=hello'
+  curl '${TRY_URLS[1]}/get/?key=greeting'
 Cluster status: $BIN/velourfog --controller $CONTROLLER status   (JSON: curl http://$CONTROLLER/v1/status)
 Cluster secret: $SECRET (every node has it; for admin commands: export VF_CLUSTER_SECRET_FILE=$SECRET)
 Grow it: $BIN/storage $CONTROLLER $HOST:$((STORAGE_PORT + STORAGE)) --data-dir $DIR/storage$((STORAGE + 1)) --cluster-secret-file $SECRET   (joins by itself)
