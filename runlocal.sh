@@ -12,7 +12,7 @@ prints the frontend URLs, and runs until Ctrl-C or SIGTERM, which stops every pr
 
 Options (each also settable by the environment variable in brackets):
   -s, --storage N          storage nodes                        [VF_STORAGE, default 3]
-  -f, --frontends N        frontends                            [VF_FRONTENDS, default 2]
+  -f, --frontends N        frontends                            [VF_NUM_FRONTENDS, default 2]
   -k, --redundancy K       replicas per partition               [VF_REDUNDANCY, default min(3, N)]
       --host HOST          address every node binds and uses    [VF_HOST, default 127.0.0.1]
       --controller-port P  controller port                      [VF_CONTROLLER_PORT, default 7000]
@@ -48,7 +48,11 @@ USAGE
 }
 
 STORAGE=${VF_STORAGE:-3}
-FRONTENDS=${VF_FRONTENDS:-2}
+# VF_FRONTENDS is velourfog's list of frontend addresses; a bare number there is the count
+# this script once read from it, still honoured.
+FRONTENDS=${VF_NUM_FRONTENDS:-}
+if [ -z "$FRONTENDS" ] && [[ "${VF_FRONTENDS:-}" =~ ^[0-9]+$ ]]; then FRONTENDS=$VF_FRONTENDS; fi
+FRONTENDS=${FRONTENDS:-2}
 REDUNDANCY=${VF_REDUNDANCY:-}
 HOST=${VF_HOST:-127.0.0.1}
 CONTROLLER_PORT=${VF_CONTROLLER_PORT:-7000}
@@ -250,6 +254,8 @@ Try:
   curl '${TRY_URLS[0]}/set/?key=greeting&value=hello'
   curl '${TRY_URLS[1]}/get/?key=greeting'
 Cluster status: $BIN/velourfog --controller $CONTROLLER status   (JSON: curl http://$CONTROLLER/v1/status)
+Dashboard: http://$CONTROLLER/   Metrics: http://$CONTROLLER/metrics (and every node's /metrics)
+CLI: export VF_FRONTENDS=$(IFS=,; echo "${FRONTEND_URLS[*]#http://}"); $BIN/velourfog set greeting hello
 Cluster secret: $SECRET (every node has it; for admin commands: export VF_CLUSTER_SECRET_FILE=$SECRET)
 Grow it: $BIN/storage $CONTROLLER $HOST:$((STORAGE_PORT + STORAGE)) --data-dir $DIR/storage$((STORAGE + 1)) --cluster-secret-file $SECRET   (joins by itself)
 Data: $DIR/ (kept across runs)   Logs: $DIR/logs/   Stop: Ctrl-C
