@@ -14,9 +14,12 @@ impl Default for Histogram {
 }
 
 impl Histogram {
-    /// Records `value`; values beyond what the histogram can hold are recorded as its largest.
+    /// Records `value` (the histogram grows to hold it); a value beyond any it can grow to is
+    /// recorded as its largest.
     pub fn record(&mut self, value: u64) {
-        self.0.saturating_record(value);
+        if self.0.record(value).is_err() {
+            self.0.saturating_record(value);
+        }
     }
 
     pub fn merge(&mut self, other: &Histogram) {
