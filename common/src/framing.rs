@@ -86,6 +86,8 @@ pub struct Head<'a> {
     pub expect_continue: bool,
     /// An `Upgrade` header or `Connection: upgrade`.
     pub upgrade: bool,
+    /// The `If-None-Match` header's value, if the request has one.
+    pub if_none_match: Option<&'a [u8]>,
 }
 
 /// What the bytes at the start of a buffer are.
@@ -138,6 +140,7 @@ pub fn parse_head(buf: &[u8], max_head_bytes: usize) -> Parsed<'_> {
             keep_alive: fields.keep_alive,
             expect_continue: fields.expect_continue,
             upgrade: fields.upgrade,
+            if_none_match: fields.if_none_match,
         }),
         Err(refusal) => Parsed::Refused(refusal),
     }
@@ -172,14 +175,15 @@ fn check_target(target: &str) -> Result<(), Refusal> {
 
 /// What the header fields of a head say about framing and the connection.
 #[derive(Debug, Default)]
-struct Fields {
+struct Fields<'a> {
     framing: Framing,
     keep_alive: bool,
     expect_continue: bool,
     upgrade: bool,
+    if_none_match: Option<&'a [u8]>,
 }
 
-fn read_fields(headers: &[httparse::Header<'_>], http11: bool) -> Result<Fields, Refusal> {
+fn read_fields<'a>(headers: &[httparse::Header<'a>], http11: bool) -> Result<Fields<'a>, Refusal> {
     let mut length = None;
     let mut codings: Vec<&[u8]> = Vec::new();
     let mut fields = Fields::default();
@@ -204,6 +208,8 @@ fn read_fields(headers: &[httparse::Header<'_>], http11: bool) -> Result<Fields,
             fields.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
         } else if name.eq_ignore_ascii_case("upgrade") {
             fields.upgrade = true;
+        } else if name.eq_ignore_ascii_case("if-none-match") {
+            fields.if_none_match = Some(value);
         }
     }
     // hyper: a `close` anywhere wins; HTTP/1.0 stays open only if asked to.

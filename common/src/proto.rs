@@ -16,6 +16,8 @@
 //!   instead of `?key=` (on reads too).
 //! - `GET /v1/record?key=K`: 200 with the record (value as body, [`TIMESTAMP`] and
 //!   [`TOMBSTONE`] headers; a tombstone has an empty body), 404 if the node holds nothing.
+//!   With `&newer_than=T&wait_ms=W` it is a watch: the record as soon as the node holds one
+//!   stamped after `T`, 304 after `W` ms without, 503 once the node may not serve the key.
 //!
 //! The controller serves membership and the map:
 //! - `POST /v1/storage/register` with [`StorageRegistration`] → [`StorageRegistered`]. Storage

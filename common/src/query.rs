@@ -74,17 +74,26 @@ impl<'a> Query<'a> {
     }
 }
 
-/// Decodes `+` and `%XX`; borrows when there is nothing to decode. On a malformed escape,
-/// returns the offending text.
+/// Decodes `+` and `%XX` in a query string; borrows when there is nothing to decode. On a
+/// malformed escape, returns the offending text.
 pub fn decode(input: &[u8]) -> Result<Cow<'_, [u8]>, String> {
-    if !input.iter().any(|&b| b == b'%' || b == b'+') {
+    decode_with(input, true)
+}
+
+/// Decodes `%XX` in a URL path (where `+` is itself), as [`decode`] does otherwise.
+pub fn decode_path(input: &[u8]) -> Result<Cow<'_, [u8]>, String> {
+    decode_with(input, false)
+}
+
+fn decode_with(input: &[u8], plus_is_space: bool) -> Result<Cow<'_, [u8]>, String> {
+    if !input.iter().any(|&b| b == b'%' || (plus_is_space && b == b'+')) {
         return Ok(Cow::Borrowed(input));
     }
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
         match input[i] {
-            b'+' => {
+            b'+' if plus_is_space => {
                 out.push(b' ');
                 i += 1;
             }
@@ -151,6 +160,13 @@ mod tests {
         assert_eq!(decode(b"%00%ff%FE").unwrap().as_ref(), &[0u8, 0xff, 0xfe]);
         assert_eq!(decode(b"%C3%A9t%C3%A9").unwrap().as_ref(), "été".as_bytes());
         assert_eq!(decode(b"").unwrap().as_ref(), b"");
+    }
+
+    #[test]
+    fn paths_keep_plus_and_decode_escapes() {
+        assert_eq!(decode_path(b"a+b%2Fc%20d").unwrap().as_ref(), b"a+b/c d");
+        assert!(matches!(decode_path(b"a+b/c").unwrap(), Cow::Borrowed(_)));
+        assert_eq!(decode_path(b"%zz").unwrap_err(), "%zz");
     }
 
     #[test]

@@ -19,7 +19,11 @@ use std::sync::Arc;
 
 const USAGE: &str =
     "use GET /get/?key=K[&r=one|quorum|all], GET or POST /set/?key=K&value=V[&w=one|quorum|all] \
-(or the value as POST body), GET, POST or DELETE /delete/?key=K[&w=...]";
+(or the value as POST body), GET, POST or DELETE /delete/?key=K[&w=...]; or GET, HEAD, PUT and DELETE \
+on /kv/<key>";
+
+/// The REST paths: `/kv/<key>` (see `crate::rest`).
+pub const KV_PREFIX: &str = "/kv/";
 
 /// Everything a public request can fail with, and the status each maps to.
 #[derive(Debug, thiserror::Error)]
@@ -73,10 +77,21 @@ pub enum RequestBody {
     Arriving(Incoming),
 }
 
+/// The request headers the API reads (every other header is ignored, and none is passed on to
+/// the storage nodes).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Conditions<'a> {
+    /// `If-None-Match`: a GET of a record whose version it names answers 304.
+    pub if_none_match: Option<&'a [u8]>,
+}
+
 /// Answers one public request that came through hyper.
 pub async fn handle(frontend: Arc<Frontend>, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    answer(&frontend, &parts.method, parts.uri.path(), parts.uri.query(), RequestBody::Arriving(body)).await
+    let if_none_match = parts.headers.get(header::IF_NONE_MATCH).map(|v| v.as_bytes());
+    let conditions = Conditions { if_none_match };
+    let (method, uri) = (&parts.method, &parts.uri);
+    answer(&frontend, method, uri.path(), uri.query(), conditions, RequestBody::Arriving(body)).await
 }
 
 /// Answers one public request: `method` on `path`, with the raw (still escaped) `query`.
@@ -85,10 +100,11 @@ pub async fn answer(
     method: &Method,
     path: &str,
     query: Option<&str>,
+    conditions: Conditions<'_>,
     body: RequestBody,
 ) -> Response<Body> {
     let started = std::time::Instant::now();
-    let response = route(frontend, method, path, query, body).await;
+    let response = route(frontend, method, path, query, conditions, body).await;
     crate::metrics::request(crate::metrics::operation(path), response.status(), started.elapsed());
     response
 }
@@ -98,13 +114,14 @@ async fn route(
     method: &Method,
     path: &str,
     query: Option<&str>,
+    conditions: Conditions<'_>,
     body: RequestBody,
 ) -> Response<Body> {
     let not_allowed =
         |allowed| Err(ApiError::MethodNotAllowed { method: method.clone(), path: path.to_owned(), allowed });
     let result = match path {
         "/get/" | "/get" => match *method {
-            Method::GET => get(frontend, query).await,
+            Method::GET => get(frontend, query, conditions).await,
             _ => not_allowed("GET"),
         },
         "/set/" | "/set" => match *method {
@@ -123,6 +140,10 @@ async fn route(
             Method::GET => Ok(common::telemetry::render()),
             _ => not_allowed("GET"),
         },
+        path if path.len() > KV_PREFIX.len() && path.starts_with(KV_PREFIX) => {
+            let escaped_key = &path[KV_PREFIX.len()..];
+            crate::rest::answer(frontend, method, escaped_key, query, conditions, body).await
+        }
         path => Err(ApiError::UnknownPath(path.to_owned())),
     };
     result.unwrap_or_else(ApiError::into_response)
@@ -130,7 +151,7 @@ async fn route(
 
 /// Parses the query, refusing parameters the endpoint does not take (a typo such as `kye=`
 /// should not silently become "missing key").
-fn parse_query<'a>(raw: Option<&'a str>, allowed: &[&str]) -> Result<Query<'a>, ApiError> {
+pub(crate) fn parse_query<'a>(raw: Option<&'a str>, allowed: &[&str]) -> Result<Query<'a>, ApiError> {
     let query = Query::parse(raw.unwrap_or(""))?;
     if let Some(unknown) = query.names().find(|n| !allowed.contains(&n.as_str())) {
         return Err(ApiError::BadRequest(format!(
@@ -151,14 +172,14 @@ fn key_of<'a>(query: &'a Query<'_>, frontend: &Frontend) -> Result<&'a [u8], Api
     Ok(key)
 }
 
-fn too_large_value(length: Option<usize>, limit: usize) -> ApiError {
+pub(crate) fn too_large_value(length: Option<usize>, limit: usize) -> ApiError {
     ApiError::TooLarge(match length {
         Some(length) => format!("value is {length} bytes; the limit is {limit}"),
         None => format!("value is larger than the {limit}-byte limit"),
     })
 }
 
-fn level_of(query: &Query<'_>, name: &str, default: Level) -> Result<Level, ApiError> {
+pub(crate) fn level_of(query: &Query<'_>, name: &str, default: Level) -> Result<Level, ApiError> {
     match query.get(name) {
         None => Ok(default),
         Some(raw) => std::str::from_utf8(raw)
@@ -168,10 +189,19 @@ fn level_of(query: &Query<'_>, name: &str, default: Level) -> Result<Level, ApiE
     }
 }
 
-async fn get(frontend: &Frontend, query: Option<&str>) -> Result<Response<Body>, ApiError> {
+async fn get(
+    frontend: &Frontend,
+    query: Option<&str>,
+    conditions: Conditions<'_>,
+) -> Result<Response<Body>, ApiError> {
     let query = parse_query(query, &["key", "r"])?;
     let key = key_of(&query, frontend)?;
     let level = level_of(&query, "r", frontend.read_level)?;
+    Ok(found_response(read(frontend, key, level).await?, conditions, false))
+}
+
+/// Reads `key` at `level`: from one up replica (the next if it fails), or by comparing replicas.
+pub(crate) async fn read(frontend: &Frontend, key: &[u8], level: Level) -> Result<Found, ApiError> {
     let routes = frontend.router.current().ok_or(ApiError::NoMap)?;
     let partition = common::partition::of(key, routes.map.digits);
     let replication = routes.map.replicas_of(partition).len();
@@ -180,8 +210,7 @@ async fn get(frontend: &Frontend, query: Option<&str>) -> Result<Response<Body>,
     }
     let readable: Vec<NodeId> = routes.map.read_set(partition).collect();
     let failures = match frontend.replicas.read_first(&routes, &frontend.read_order(readable), key).await {
-        Ok(Found::Value { length, body, .. }) => return Ok(value_response(length, body)),
-        Ok(Found::Tombstone { .. } | Found::Missing) => return Err(ApiError::KeyNotFound),
+        Ok(found) => return Ok(found),
         Err(failures) => failures,
     };
     frontend.suspect(&failures);
@@ -195,13 +224,60 @@ async fn get(frontend: &Frontend, query: Option<&str>) -> Result<Response<Body>,
     Err(ApiError::Unavailable(format!("no replica of partition {partition} answered: {}", join(&failures))))
 }
 
-fn value_response(length: Option<u64>, body: Body) -> Response<Body> {
+/// A record's version as an entity tag: its timestamp, quoted.
+pub(crate) fn etag(timestamp: u64) -> String {
+    format!("\"{timestamp}\"")
+}
+
+/// Whether an `If-None-Match` value names `timestamp`'s version (or is `*`).
+fn none_match_hits(if_none_match: &[u8], timestamp: u64) -> bool {
+    let tag = etag(timestamp);
+    if_none_match.split(|&b| b == b',').map(<[u8]>::trim_ascii).any(|candidate| {
+        let candidate = candidate.strip_prefix(b"W/").unwrap_or(candidate);
+        candidate == b"*" || candidate == tag.as_bytes()
+    })
+}
+
+/// The answer to a read: 200 with the value (no body for `head`), 304 if `If-None-Match` names
+/// its version, 404 for a deleted or missing key. Each carries the version, if any, in `ETag`
+/// (values) and `vf-version`.
+pub(crate) fn found_response(found: Found, conditions: Conditions<'_>, head: bool) -> Response<Body> {
+    let (timestamp, length, body) = match found {
+        Found::Value { timestamp, length, body } => (timestamp, length, body),
+        Found::Tombstone { timestamp } => {
+            return versioned(ApiError::KeyNotFound.into_response(), timestamp, false);
+        }
+        Found::Missing => return ApiError::KeyNotFound.into_response(),
+    };
+    if conditions.if_none_match.is_some_and(|tags| none_match_hits(tags, timestamp)) {
+        let response = Response::builder().status(StatusCode::NOT_MODIFIED).body(h::empty());
+        return versioned(response.expect("valid response parts"), timestamp, true);
+    }
     let mut response =
         Response::builder().status(StatusCode::OK).header(header::CONTENT_TYPE, "application/octet-stream");
     if let Some(length) = length {
         response = response.header(header::CONTENT_LENGTH, length);
     }
-    response.body(body).expect("valid response parts")
+    let body = if head { h::empty() } else { body };
+    versioned(response.body(body).expect("valid response parts"), timestamp, true)
+}
+
+/// `response` with `timestamp` as its `vf-version` and, with `tag`, its `ETag`.
+fn versioned(mut response: Response<Body>, timestamp: u64, tag: bool) -> Response<Body> {
+    let headers = response.headers_mut();
+    headers.insert(VERSION, header::HeaderValue::from(timestamp));
+    if tag {
+        headers.insert(header::ETAG, header::HeaderValue::from_str(&etag(timestamp)).expect("digits"));
+    }
+    response
+}
+
+/// The header carrying a record's version (its timestamp) on reads and writes.
+pub const VERSION: &str = "vf-version";
+
+/// The answer to a write that stored a record stamped `timestamp`: 200 `ok` with its version.
+pub(crate) fn written(timestamp: u64) -> Response<Body> {
+    versioned(h::text(StatusCode::OK, "ok"), timestamp, true)
 }
 
 /// Reads every replica of `partition` (leases not needed), and once `required` answered,
@@ -213,7 +289,7 @@ async fn read_and_compare(
     partition: u32,
     key: &[u8],
     required: usize,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Found, ApiError> {
     let reads = routes
         .map
         .replicas_of(partition)
@@ -252,12 +328,13 @@ async fn read_and_compare(
             });
         }
     }
-    match newest {
-        Some(Record { value: Some(value), .. }) => {
-            Ok(value_response(Some(value.len() as u64), h::full(value)))
+    Ok(match newest {
+        Some(Record { timestamp, value: Some(value) }) => {
+            Found::Value { timestamp, length: Some(value.len() as u64), body: h::full(value) }
         }
-        _ => Err(ApiError::KeyNotFound),
-    }
+        Some(Record { timestamp, value: None }) => Found::Tombstone { timestamp },
+        None => Found::Missing,
+    })
 }
 
 async fn set(
@@ -269,9 +346,7 @@ async fn set(
     let query = parse_query(query, &["key", "value", "w"])?;
     let key = key_of(&query, frontend)?;
     let level = level_of(&query, "w", frontend.write_level)?;
-    let limit = frontend.limits.max_value_bytes;
-    let routes = frontend.router.current().ok_or(ApiError::NoMap)?;
-    let value = match (query.get("value"), method) {
+    let body = match (query.get("value"), method) {
         (Some(value), method) => {
             // The value must come from one place only.
             let has_body = match body {
@@ -284,31 +359,44 @@ async fn set(
                     "the value is given both as `value=` and as the POST body; send one".into(),
                 ));
             }
-            if value.len() > limit {
-                return Err(too_large_value(Some(value.len()), limit));
-            }
-            Bytes::copy_from_slice(value)
+            RequestBody::Buffered(Bytes::copy_from_slice(value))
         }
-        (None, &Method::POST) => match body {
-            RequestBody::Buffered(bytes) if bytes.len() > limit => return Err(too_large_value(None, limit)),
-            RequestBody::Buffered(bytes) => bytes,
-            RequestBody::Arriving(body) => {
-                let declared = hyper::body::Body::size_hint(&body).exact();
-                if let Some(length) = declared.filter(|&n| n >= STREAMED_WRITE_BYTES && n <= limit as u64) {
-                    return set_streamed(frontend, routes, key, body, length, level).await;
-                }
-                h::read_body(body, limit).await.map_err(|e| match e {
-                    ReadBodyError::TooLarge { limit } => too_large_value(None, limit),
-                    ReadBodyError::Transport(e) => {
-                        ApiError::BadRequest(format!("the request body could not be read: {e}"))
-                    }
-                })?
-            }
-        },
+        (None, &Method::POST) => body,
         (None, _) => {
             return Err(ApiError::BadRequest(
                 "missing parameter `value` (or POST the value as the request body)".into(),
             ))
+        }
+    };
+    put_value(frontend, key, level, body).await.map(written)
+}
+
+/// Stores the value `body` holds (within `--max-value-bytes`) under `key` at write `level`;
+/// the version stored. A large body still arriving is forwarded while it arrives.
+pub(crate) async fn put_value(
+    frontend: &Frontend,
+    key: &[u8],
+    level: Level,
+    body: RequestBody,
+) -> Result<u64, ApiError> {
+    let limit = frontend.limits.max_value_bytes;
+    let routes = frontend.router.current().ok_or(ApiError::NoMap)?;
+    let value = match body {
+        RequestBody::Buffered(bytes) if bytes.len() > limit => {
+            return Err(too_large_value(Some(bytes.len()), limit))
+        }
+        RequestBody::Buffered(bytes) => bytes,
+        RequestBody::Arriving(body) => {
+            let declared = hyper::body::Body::size_hint(&body).exact();
+            if let Some(length) = declared.filter(|&n| n >= STREAMED_WRITE_BYTES && n <= limit as u64) {
+                return set_streamed(frontend, routes, key, body, length, level).await;
+            }
+            h::read_body(body, limit).await.map_err(|e| match e {
+                ReadBodyError::TooLarge { limit } => too_large_value(None, limit),
+                ReadBodyError::Transport(e) => {
+                    ApiError::BadRequest(format!("the request body could not be read: {e}"))
+                }
+            })?
         }
     };
     let record = Record::value(frontend.clock.next(), value);
@@ -327,7 +415,7 @@ async fn set_streamed(
     body: Incoming,
     length: u64,
     level: Level,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<u64, ApiError> {
     use futures_util::StreamExt;
     if let Some(why) = frontend.clock_check.refusal() {
         return Err(ApiError::Unavailable(format!("write refused: {why}")));
@@ -344,7 +432,7 @@ async fn set_streamed(
     // A replica holding a newer write makes the ordinary write below stamp this one again.
     let all_stored = results.iter().all(|r| matches!(r, Ok(None)));
     if all_stored && short_quorum(&routes.map, partition, level, stored).is_none() {
-        return Ok(h::text(StatusCode::OK, "ok"));
+        return Ok(timestamp);
     }
     for failure in results.iter().filter_map(|r| r.as_ref().err()) {
         log::info!("streamed write of {length} bytes incomplete, writing again: {failure}");
@@ -360,13 +448,19 @@ async fn delete(frontend: &Frontend, query: Option<&str>) -> Result<Response<Bod
     let query = parse_query(query, &["key", "w"])?;
     let key = key_of(&query, frontend)?;
     let level = level_of(&query, "w", frontend.write_level)?;
+    remove(frontend, key, level).await.map(written)
+}
+
+/// Deletes `key` at write `level` (writes a tombstone); the version stored.
+pub(crate) async fn remove(frontend: &Frontend, key: &[u8], level: Level) -> Result<u64, ApiError> {
     let routes = frontend.router.current().ok_or(ApiError::NoMap)?;
     let record = Record::tombstone(frontend.clock.next());
     write(frontend, routes, key, record, level).await
 }
 
-/// Writes `record` to the live replicas of `key` and answers 200 once `level` of them stored it
-/// and every live replica that did not is fenced out of reads, so that no read can miss it.
+/// Writes `record` to the live replicas of `key` and succeeds, with the version finally stored,
+/// once `level` of them stored it and every live replica that did not is fenced out of reads, so
+/// that no read can miss it.
 ///
 /// A replica that holds a different record winning over this one (stamped by a frontend whose
 /// clock is ahead of ours, or in the same microsecond) says so; the write is then stamped again
@@ -378,7 +472,7 @@ async fn write(
     key: &[u8],
     mut record: Record,
     level: Level,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<u64, ApiError> {
     if let Some(why) = frontend.clock_check.refusal() {
         return Err(ApiError::Unavailable(format!("write refused: {why}")));
     }
@@ -418,12 +512,13 @@ async fn write(
             record.timestamp = frontend.clock.next_above(newer);
             continue;
         }
-        return acknowledge(frontend, &routes, partition, &targets, failures, level).await;
+        acknowledge(frontend, &routes, partition, &targets, failures, level).await?;
+        return Ok(record.timestamp);
     }
 }
 
-/// The answer to a write that reached `targets` but for `failures`: 200 if `level` of each
-/// quorum set stored it and every replica that did not is fenced out of reads, else 503.
+/// Whether a write that reached `targets` but for `failures` is acknowledged: if `level` of each
+/// quorum set stored it and every replica that did not is fenced out of reads; else 503.
 async fn acknowledge(
     frontend: &Frontend,
     routes: &Routes,
@@ -431,7 +526,7 @@ async fn acknowledge(
     targets: &[NodeId],
     failures: &[ReplicaFailure],
     level: Level,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<(), ApiError> {
     let stored = |node| targets.contains(&node) && !failures.iter().any(|f| f.node == node);
     if let Some((stored, replicas, required)) = short_quorum(&routes.map, partition, level, stored) {
         let moving = if routes.map.assignment(partition).is_moving() {
@@ -461,7 +556,7 @@ async fn acknowledge(
             unfenced.join("; ")
         )));
     }
-    Ok(h::text(StatusCode::OK, "ok"))
+    Ok(())
 }
 
 /// How many times a write is stamped again when a replica holds a newer write: once suffices
@@ -499,4 +594,47 @@ fn health(frontend: &Frontend) -> Response<Body> {
 
 fn join(failures: &[ReplicaFailure]) -> String {
     failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_names_versions_strongly_weakly_or_all() {
+        let cases: &[(&[u8], bool)] = &[
+            (b"\"42\"", true),
+            (b"W/\"42\"", true),
+            (b"\"7\", \"42\"", true),
+            (b"*", true),
+            (b"\"43\"", false),
+            (b"42", false),
+            (b"", false),
+        ];
+        for (header, hit) in cases {
+            assert_eq!(none_match_hits(header, 42), *hit, "{:?}", String::from_utf8_lossy(header));
+        }
+    }
+
+    #[test]
+    fn reads_carry_their_version() {
+        let value = Found::Value { timestamp: 42, length: Some(2), body: h::full("ab") };
+        let response = found_response(value, Conditions::default(), false);
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            (response.headers()["etag"].as_bytes(), response.headers()[VERSION].as_bytes()),
+            (&b"\"42\""[..], &b"42"[..])
+        );
+        let value = Found::Value { timestamp: 42, length: Some(2), body: h::full("ab") };
+        let cached = found_response(value, Conditions { if_none_match: Some(b"\"42\"") }, false);
+        assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
+        let deleted = found_response(Found::Tombstone { timestamp: 50 }, Conditions::default(), false);
+        assert_eq!(
+            (deleted.status(), deleted.headers()[VERSION].as_bytes()),
+            (StatusCode::NOT_FOUND, &b"50"[..])
+        );
+        assert!(deleted.headers().get("etag").is_none());
+        let missing = found_response(Found::Missing, Conditions::default(), false);
+        assert!(missing.headers().get(VERSION).is_none());
+    }
 }

@@ -15,8 +15,10 @@ pub mod batcher;
 pub mod consistency;
 pub mod metrics;
 pub mod replica;
+pub mod rest;
 pub mod routing;
 pub mod server;
+pub mod watch;
 
 use anyhow::Context;
 use common::http::Client;

@@ -69,6 +69,13 @@ fn record_request(routes: &Routes, node: NodeId, key: &[u8], method: http::Metho
     Request::builder().method(method).uri(url).header(proto::KEY, escaped)
 }
 
+/// `request` (a record read) turned into a watch: `newer_than` and `wait_ms` appended to its URI.
+fn watch_uri(request: http::request::Builder, newer_than: u64, wait: Duration) -> http::request::Builder {
+    let uri = request.uri_ref().map(|u| u.to_string()).unwrap_or_default();
+    let separator = if uri.contains('?') { '&' } else { '?' };
+    request.uri(format!("{uri}{separator}newer_than={newer_than}&wait_ms={}", wait.as_millis()))
+}
+
 /// A replica that did not do what was asked, and why.
 #[derive(Debug)]
 pub struct ReplicaFailure {
@@ -373,18 +380,64 @@ impl Replicas {
         key: &[u8],
         unleased: bool,
     ) -> Result<Found, RpcError> {
+        let read = self.record_call(routes, node, key, unleased, None, self.timeout).await?;
+        read.ok_or_else(|| RpcError::Protocol("304 to a read".into()))
+    }
+
+    /// Watches `key` on `node` (see `common::proto`, `GET /v1/record` with `wait_ms`): the
+    /// record once the node holds one stamped after `newer_than`, `None` if `wait` passed
+    /// without one.
+    pub async fn watch_one(
+        &self,
+        routes: &Routes,
+        node: NodeId,
+        key: &[u8],
+        newer_than: u64,
+        wait: Duration,
+    ) -> Result<Option<Found>, RpcError> {
+        let watch = Some((newer_than, wait));
+        let result = self.record_call(routes, node, key, false, watch, wait + self.timeout).await;
+        crate::metrics::replica_call(node, "watch", result.as_ref().map(|_| "answered"));
+        result
+    }
+
+    /// A record read outside a batch (a watch with `watch`): `None` for a 304.
+    async fn record_call(
+        &self,
+        routes: &Routes,
+        node: NodeId,
+        key: &[u8],
+        unleased: bool,
+        watch: Option<(u64, Duration)>,
+        deadline: Duration,
+    ) -> Result<Option<Found>, RpcError> {
         let make = || {
             let mut request = record_request(routes, node, key, http::Method::GET);
+            if let Some((newer_than, wait)) = watch {
+                request = watch_uri(request, newer_than, wait);
+            }
             if unleased {
                 request = request.header(proto::UNLEASED, "1");
             }
             request.body(Full::new(Bytes::new())).expect("valid request")
         };
-        let response = self.client.send(make, self.timeout).await?;
+        let response = self.client.send(make, deadline).await?;
         let status = response.status();
-        if status == StatusCode::NOT_FOUND {
-            return Ok(Found::Missing);
+        if status == StatusCode::NOT_MODIFIED {
+            return Ok(None);
         }
+        if status == StatusCode::NOT_FOUND {
+            return Ok(Some(Found::Missing));
+        }
+        self.answered_record(response).await.map(Some)
+    }
+
+    /// The record in a 200 answer to a record read (or the error another status means).
+    async fn answered_record(
+        &self,
+        response: http::Response<hyper::body::Incoming>,
+    ) -> Result<Found, RpcError> {
+        let status = response.status();
         let headers = response.headers();
         let timestamp = headers.get(proto::TIMESTAMP).and_then(|v| v.to_str().ok()?.parse().ok());
         let tombstone = headers.get(proto::TOMBSTONE).is_some_and(|v| v == "1");

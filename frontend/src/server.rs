@@ -83,6 +83,8 @@ struct SmallRequest {
     keep_alive: bool,
     /// `Expect: 100-continue` (served here for long targets only).
     expect_continue: bool,
+    /// The `If-None-Match` header's value, if any.
+    if_none_match: Option<Vec<u8>>,
 }
 
 impl SmallRequest {
@@ -122,6 +124,7 @@ fn parse_head(buf: &[u8], limits: &Limits) -> Head {
         body_len,
         keep_alive: head.keep_alive,
         expect_continue: false,
+        if_none_match: head.if_none_match.map(<[u8]>::to_vec),
     })
 }
 
@@ -155,6 +158,7 @@ fn long_target(head: &framing::Head<'_>, limits: &Limits) -> Head {
         body_len: body_len as usize,
         keep_alive: head.keep_alive,
         expect_continue: head.expect_continue,
+        if_none_match: head.if_none_match.map(<[u8]>::to_vec),
     })
 }
 
@@ -202,8 +206,10 @@ async fn connection(stream: TcpStream, frontend: Arc<Frontend>, rules: Rules, mu
             client.buf.split_to(total).split_off(request.head_len).freeze()
         };
         let (path, query) = request.path_and_query();
+        let conditions = api::Conditions { if_none_match: request.if_none_match.as_deref() };
         let response =
-            api::answer(&frontend, &request.method, path, query, RequestBody::Buffered(body)).await;
+            api::answer(&frontend, &request.method, path, query, conditions, RequestBody::Buffered(body))
+                .await;
         let keep_alive = request.keep_alive && !shutdown.is_triggered();
         let stall = client.timeouts.body_stall();
         if write_response(&mut client.stream, response, keep_alive, stall).await.is_err() {

@@ -103,7 +103,10 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
         }
     }
     let result = match (req.method(), req.uri().path()) {
-        (&Method::GET, proto::RECORD_PATH) => get(&node, &req),
+        (&Method::GET, proto::RECORD_PATH) => match Query::parse(req.uri().query().unwrap_or("")) {
+            Ok(query) if query.get("wait_ms").is_some() => watch(&node, &req).await,
+            _ => get(&node, &req),
+        },
         (&Method::PUT, proto::RECORD_PATH) => put(&node, req).await,
         (&Method::POST, proto::BATCH_PATH) => batch(&node, req).await,
         (&Method::GET, proto::DIGESTS_PATH) => digests(&node, &req),
@@ -331,21 +334,69 @@ fn get(node: &Node, req: &Request<Incoming>) -> Result<Response<Body>, ApiError>
     let key = key_of(&query, req.headers(), node.limits.max_key_bytes)?;
     let key = key.as_ref();
     if req.headers().get(proto::UNLEASED).is_none_or(|v| v != "1") {
-        node.read_permission().map_err(ApiError::NotServing)?;
-        if let Some(why) = node.view().not_serving(key, node.id()) {
-            return Err(ApiError::NotServing(why));
-        }
+        may_serve(node, key)?;
     }
     // A point read is served from the block cache or one block read: cheaper inline than
     // handing the worker thread off (profiling showed the handoff dominating).
     crate::metrics::reads(1);
     let record = node.store.get(key)?.ok_or(ApiError::NotFound)?;
+    Ok(record_response(record))
+}
+
+/// Whether this node may serve a leased read of `key` now.
+fn may_serve(node: &Node, key: &[u8]) -> Result<(), ApiError> {
+    node.read_permission().map_err(ApiError::NotServing)?;
+    match node.view().not_serving(key, node.id()) {
+        Some(why) => Err(ApiError::NotServing(why)),
+        None => Ok(()),
+    }
+}
+
+fn record_response(record: Record) -> Response<Body> {
     let mut response = Response::builder().status(StatusCode::OK).header(proto::TIMESTAMP, record.timestamp);
     if record.is_tombstone() {
         response = response.header(proto::TOMBSTONE, "1");
     }
     let body = record.value.map(h::full).unwrap_or_else(h::empty);
-    Ok(response.body(body).expect("valid response parts"))
+    response.body(body).expect("valid response parts")
+}
+
+/// Longest a watch may be held open.
+pub const MAX_WATCH_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+/// How often a held watch checks that the node may still serve the key's reads.
+const WATCH_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// `GET /v1/record?key=K&newer_than=T&wait_ms=W` (see `common::proto`): the record as soon as
+/// this node holds one of `key` stamped after `T` (a tombstone included), 304 once `W` ms pass
+/// without one, 503 as soon as the node may no longer serve the key's reads (so the frontend
+/// watches on another replica).
+async fn watch(node: &Node, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let query = Query::parse(req.uri().query().unwrap_or(""))?;
+    let key = key_of(&query, req.headers(), node.limits.max_key_bytes)?.into_owned();
+    let newer_than: u64 = query.parsed("newer_than")?.unwrap_or(0);
+    let wait = std::time::Duration::from_millis(query.parsed("wait_ms")?.unwrap_or(0)).min(MAX_WATCH_WAIT);
+    let deadline = tokio::time::Instant::now() + wait;
+    let watch = node.store.watchers.watch(&key);
+    loop {
+        may_serve(node, &key)?;
+        let changed = watch.notify().notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if let Some(record) = node.store.get(&key)?.filter(|r| r.timestamp > newer_than) {
+            crate::metrics::reads(1);
+            return Ok(record_response(record));
+        }
+        tokio::select! {
+            _ = changed => {}
+            _ = tokio::time::sleep(WATCH_CHECK_INTERVAL) => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                return Ok(Response::builder()
+                    .status(StatusCode::NOT_MODIFIED)
+                    .body(h::empty())
+                    .expect("valid response parts"));
+            }
+        }
+    }
 }
 
 async fn put(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {

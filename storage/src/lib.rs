@@ -18,6 +18,7 @@ pub mod moves;
 pub mod repair;
 pub mod store;
 pub mod value_files;
+pub mod watch;
 
 use anyhow::Context;
 use common::placement::{Epoch, NodeId, NodeState, PartitionMap};

@@ -60,6 +60,11 @@ pub fn describe() {
     );
     describe_gauge!("velourfog_storage_map_epoch", "Epoch of the newest partition map installed.");
     describe_gauge!(
+        "velourfog_storage_watched_keys",
+        Unit::Count,
+        "Keys with a watch held open on this node."
+    );
+    describe_gauge!(
         "velourfog_storage_serving_reads",
         "1 while the node holds a read lease and may serve reads."
     );
@@ -113,6 +118,7 @@ pub fn refresh(node: &Node) {
     let serving = node.read_permission().is_ok();
     let epoch = node.view().map.as_ref().map_or(0, |m| m.epoch);
     gauge!("velourfog_storage_map_epoch").set(epoch as f64);
+    gauge!("velourfog_storage_watched_keys").set(node.store.watchers.keys() as f64);
     gauge!("velourfog_storage_serving_reads").set(if serving { 1.0 } else { 0.0 });
 }
 

@@ -25,7 +25,7 @@ use fjall::{
     CompressionType, Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode, Slice,
 };
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Independent locks that serialise read-compare-write per key without one global lock.
 const WRITE_STRIPES: usize = 256;
@@ -69,6 +69,8 @@ pub struct Store {
     values: ValueFiles,
     /// Value files of replaced records, removed after the next sync.
     garbage: Mutex<Vec<FileId>>,
+    /// Watchers of keys, woken when a record of their key is applied.
+    pub watchers: Arc<crate::watch::Watchers>,
 }
 
 /// What [`Store::get_bounded`] found.
@@ -141,8 +143,15 @@ impl Store {
         })?;
         let stripes = (0..WRITE_STRIPES).map(|_| Mutex::new(())).collect();
         let values = ValueFiles::open(&dir.join("values"))?;
-        let store =
-            Self { db, records, stripes, digests: Digests::default(), values, garbage: Mutex::default() };
+        let store = Self {
+            db,
+            records,
+            stripes,
+            digests: Digests::default(),
+            values,
+            garbage: Mutex::default(),
+            watchers: Default::default(),
+        };
         let mut named = std::collections::HashSet::new();
         for item in store.records.iter() {
             let (stored_key, raw) = item.into_inner()?;
@@ -228,6 +237,8 @@ impl Store {
             self.discard_after_sync(held);
         }
         self.digests.toggle(prefix, candidate.fingerprint(key));
+        drop(_guard);
+        self.watchers.changed(key);
         Ok(Applied::Stored)
     }
 
@@ -314,6 +325,9 @@ impl Store {
         }
         for held in &replaced {
             self.discard_after_sync(held);
+        }
+        for key in newest.keys() {
+            self.watchers.changed(key);
         }
         Ok(applied)
     }
