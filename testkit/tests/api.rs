@@ -96,7 +96,13 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
             StatusCode::PAYLOAD_TOO_LARGE,
             "limit is 16",
         ),
-        (Method::POST, "/set/?key=k", &[b'x'; 65], StatusCode::PAYLOAD_TOO_LARGE, "64-byte limit"),
+        (
+            Method::POST,
+            "/set/?key=k",
+            &[b'x'; 65],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "value is 65 bytes; the limit is 64",
+        ),
     ];
     for (method, path, body, status, message) in cases {
         let (got, text) = cluster
