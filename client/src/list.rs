@@ -78,7 +78,8 @@ impl Client {
             let frontend = reply.frontend.clone();
             let status = reply.status.as_u16();
             let body = reply.collect().await?;
-            parse_page(&body).map_err(|message| Failure::Stop(Error::Unexpected { frontend, status, message }))
+            parse_page(&body)
+                .map_err(|message| Failure::Stop(Error::Unexpected { frontend, status, message }))
         })
         .await
     }
@@ -143,7 +144,9 @@ mod tests {
 
     #[test]
     fn paths_escape_the_prefix_and_the_cursor() {
-        let cases: &[(&[u8], Option<usize>, Option<&str>, &str)] = &[
+        /// Prefix, limit, cursor, and the path they make.
+        type Case = (&'static [u8], Option<usize>, Option<&'static str>, &'static str);
+        let cases: &[Case] = &[
             (b"", None, None, "/kv/?prefix="),
             (b"user/", Some(333), None, "/kv/?prefix=user%2F&limit=333"),
             (b"\0\xff &", None, Some("01abcdef"), "/kv/?prefix=%00%FF%20%26&after=01abcdef"),

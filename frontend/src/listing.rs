@@ -275,16 +275,21 @@ impl Page {
             return Err(format!("answered {} keys, {} were asked for", answer.keys.len(), call.limit));
         }
         let count = partition::count(call.digits);
-        let following = (call.partition + 1 < count).then(|| Position::of_partition(call.partition + 1, call.digits));
+        let following =
+            (call.partition + 1 < count).then(|| Position::of_partition(call.partition + 1, call.digits));
         let position = match answer.next {
             None => following,
             Some(next) => {
                 let next = common::query::decode(next.as_bytes())
                     .map_err(|escape| format!("answered a malformed position ({escape:?})"))?;
                 let next = Position::new(next.into_owned());
-                let from = call.from.clone().unwrap_or_else(|| Position::of_partition(call.partition, call.digits));
+                let from =
+                    call.from.clone().unwrap_or_else(|| Position::of_partition(call.partition, call.digits));
                 if next <= from || following.as_ref().is_some_and(|following| next >= *following) {
-                    return Err(format!("answered a position outside partition {} after the one asked for", call.partition));
+                    return Err(format!(
+                        "answered a position outside partition {} after the one asked for",
+                        call.partition
+                    ));
                 }
                 Some(next)
             }
@@ -434,7 +439,8 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_refuse_damage_and_other_prefixes() {
-        let positions = [Position::start(), Position::new(vec![0x13]), Position::new(stored(b"a/\0\xff key"))];
+        let positions =
+            [Position::start(), Position::new(vec![0x13]), Position::new(stored(b"a/\0\xff key"))];
         for position in &positions {
             for prefix in [&b""[..], b"a/", b"\xff\0"] {
                 let cursor = encode_cursor(position, prefix);
@@ -446,10 +452,12 @@ mod tests {
         }
         assert_eq!(encode_cursor(&Position::new(vec![0x13]), b"").len(), 18, "version, 4 bytes, check");
         let good = encode_cursor(&Position::new(vec![0x13]), b"a");
+        let long = encode_cursor(&Position::new(stored(b"a/key")), b"a");
         let flipped = format!("{}{}", &good[..5], if &good[5..6] == "0" { "1" } else { "0" }) + &good[6..];
         let cases: Vec<(String, CursorError)> = vec![
             (flipped, CursorError::Mismatch),
-            (good[..good.len() - 2].to_owned(), CursorError::Mismatch),
+            (good[..good.len() - 2].to_owned(), CursorError::TooShort),
+            (long[..long.len() - 2].to_owned(), CursorError::Mismatch),
             (good[..good.len() - 1].to_owned(), CursorError::NotHex),
             (format!("zz{}", &good[2..]), CursorError::NotHex),
             ("".to_owned(), CursorError::TooShort),
@@ -474,7 +482,10 @@ mod tests {
                 listed.keys.push(common::query::encode(&stored[4..]));
                 listed.key_bytes += stored.len() - 4;
             }
-            if listed.keys.len() >= call.limit || listed.key_bytes >= call.max_bytes || listed.scanned >= call.max_scan {
+            if listed.keys.len() >= call.limit
+                || listed.key_bytes >= call.max_bytes
+                || listed.scanned >= call.max_scan
+            {
                 listed.next = inside.next().map(|(next, _)| common::query::encode(next));
                 break;
             }
@@ -484,7 +495,13 @@ mod tests {
 
     /// Every page of a listing of `prefix`, each with the map digits `digits(page number)`,
     /// through cursors as a client passes them.
-    fn pages(records: &BTreeMap<Vec<u8>, bool>, prefix: &[u8], limit: usize, budgets: Budgets, digits: impl Fn(usize) -> u8) -> Vec<Vec<String>> {
+    fn pages(
+        records: &BTreeMap<Vec<u8>, bool>,
+        prefix: &[u8],
+        limit: usize,
+        budgets: Budgets,
+        digits: impl Fn(usize) -> u8,
+    ) -> Vec<Vec<String>> {
         let mut pages = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
@@ -531,13 +548,15 @@ mod tests {
         ];
         // The map splits while the listing runs: 1 digit, then 2 from the third page, 3 from
         // the sixth.
-        let splitting = |page: usize| match page {
-            0..=1 => 1,
-            2..=4 => 2,
-            _ => 3,
+        let splitting = |page: usize| -> u8 {
+            match page {
+                0..=1 => 1,
+                2..=4 => 2,
+                _ => 3,
+            }
         };
         for (limit, budgets) in cases {
-            for digits in [&(|_| 1) as &dyn Fn(usize) -> u8, &splitting] {
+            for digits in [&(|_| 1u8) as &dyn Fn(usize) -> u8, &splitting] {
                 let pages = pages(&records, b"p/", limit, budgets, digits);
                 assert!(pages.iter().all(|page| page.len() <= limit), "limit {limit} {budgets:?}");
                 let keys: Vec<&String> = pages.iter().flatten().collect();
@@ -553,7 +572,14 @@ mod tests {
 
     #[test]
     fn a_page_refuses_answers_that_break_the_protocol() {
-        let call = Call { partition: 3, digits: 1, from: Some(Position::new(vec![0x35])), limit: 2, max_bytes: 100, max_scan: 10 };
+        let call = Call {
+            partition: 3,
+            digits: 1,
+            from: Some(Position::new(vec![0x35])),
+            limit: 2,
+            max_bytes: 100,
+            max_scan: 10,
+        };
         let listed = |keys: &[&str], next: Option<&str>| ListedKeys {
             keys: keys.iter().map(|k| k.to_string()).collect(),
             next: next.map(str::to_owned),

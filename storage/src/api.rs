@@ -364,8 +364,11 @@ fn key_scan<'a>(
     }
     let (start, end) = prefix_range(partition, digits);
     if let Some(from) = from {
-        let after_end = end.checked_add(1).is_some_and(|next| from >= &next.to_be_bytes()[..]);
-        if from < &start.to_be_bytes()[..] || after_end {
+        // A position shorter than 4 bytes names the same point as padded with zeros.
+        let mut at = from.to_vec();
+        at.resize(at.len().max(4), 0);
+        let after_end = end.checked_add(1).is_some_and(|next| at[..] >= next.to_be_bytes()[..]);
+        if at[..] < start.to_be_bytes()[..] || after_end {
             return Err(format!("`from` is outside partition {partition} with {digits} digits"));
         }
     }
@@ -606,7 +609,13 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
 
-    fn list_request(digits: u8, partition: u32, limit: usize, max_bytes: usize, max_scan: usize) -> proto::ListKeys {
+    fn list_request(
+        digits: u8,
+        partition: u32,
+        limit: usize,
+        max_bytes: usize,
+        max_scan: usize,
+    ) -> proto::ListKeys {
         proto::ListKeys { digits, partition, prefix: String::new(), from: None, limit, max_bytes, max_scan }
     }
 
@@ -614,7 +623,9 @@ mod tests {
     fn key_listing_requests_are_checked_before_any_scan() {
         let max = proto::MAX_LISTED_KEYS;
         let scans = proto::MAX_SCANNED_RECORDS;
-        let cases: &[(proto::ListKeys, Option<&[u8]>, Result<(), &str>)] = &[
+        /// A request, its `from`, and the reason it is refused (if it is).
+        type Case = (proto::ListKeys, Option<&'static [u8]>, Result<(), &'static str>);
+        let cases: &[Case] = &[
             (list_request(1, 15, max, 1, scans), None, Ok(())),
             (list_request(2, 0x5a, 1, usize::MAX, 1), Some(b"\x5a"), Ok(())),
             (list_request(2, 0x5a, 1, 1, 1), Some(b"\x5a\xff\xff\xff\xffkey"), Ok(())),
@@ -628,16 +639,26 @@ mod tests {
             (list_request(1, 0, 1, 1, 0), None, Err("`max_scan` must be 1 to 100000")),
             (list_request(1, 0, 1, 1, scans + 1), None, Err("`max_scan` must be 1 to 100000")),
             (list_request(2, 0x5a, 1, 1, 1), Some(b"\x59\xff"), Err("`from` is outside partition 90")),
+            (list_request(2, 0x5a, 1, 1, 1), Some(b"\x59\xff\xff\xff\xff"), Err("`from` is outside")),
+            (list_request(2, 0x5a, 1, 1, 1), Some(b""), Err("`from` is outside partition 90")),
             (list_request(2, 0x5a, 1, 1, 1), Some(b"\x5b"), Err("`from` is outside partition 90")),
         ];
         for (request, from, expected) in cases {
             let result = key_scan(request, b"p", *from);
             match (result, expected) {
                 (Ok(scan), Ok(())) => {
-                    assert_eq!((scan.partition, scan.digits, scan.from), (request.partition, request.digits, *from));
-                    assert_eq!((scan.limit, scan.max_bytes, scan.max_scan), (request.limit, request.max_bytes, request.max_scan));
+                    assert_eq!(
+                        (scan.partition, scan.digits, scan.from),
+                        (request.partition, request.digits, *from)
+                    );
+                    assert_eq!(
+                        (scan.limit, scan.max_bytes, scan.max_scan),
+                        (request.limit, request.max_bytes, request.max_scan)
+                    );
                 }
-                (Err(message), Err(expected)) => assert!(message.contains(expected), "{request:?}: {message}"),
+                (Err(message), Err(expected)) => {
+                    assert!(message.contains(expected), "{request:?}: {message}")
+                }
                 (result, expected) => panic!("{request:?} {from:?}: {result:?}, expected {expected:?}"),
             }
         }
@@ -654,8 +675,11 @@ mod tests {
         let mut split = map.clone();
         split.digits = 2;
         split.partitions = map.partitions.iter().flat_map(|a| std::iter::repeat_n(a.clone(), 16)).collect();
-        let view = |map: &PartitionMap| crate::View { map: Some(Arc::new(map.clone())), ..Default::default() };
-        let cases: &[(&PartitionMap, u32, u8, Option<NodeId>, Option<&str>)] = &[
+        let view =
+            |map: &PartitionMap| crate::View { map: Some(Arc::new(map.clone())), ..Default::default() };
+        /// The node's map, the partition and digit count asked for, the node, why it refuses.
+        type Case<'a> = (&'a PartitionMap, u32, u8, Option<NodeId>, Option<&'static str>);
+        let cases: &[Case] = &[
             (&map, 2, 1, Some(1), None),
             (&map, 3, 1, Some(1), Some("not a replica of partition 3 in map epoch 5")),
             (&map, 3, 1, Some(2), None),
@@ -670,8 +694,12 @@ mod tests {
             let why = not_serving_range(&view(map), partition, digits, me);
             match (why, expected) {
                 (None, None) => {}
-                (Some(why), Some(expected)) => assert!(why.contains(expected), "{partition:x}/{digits}: {why}"),
-                (why, expected) => panic!("{partition:x}/{digits} for {me:?}: {why:?}, expected {expected:?}"),
+                (Some(why), Some(expected)) => {
+                    assert!(why.contains(expected), "{partition:x}/{digits}: {why}")
+                }
+                (why, expected) => {
+                    panic!("{partition:x}/{digits} for {me:?}: {why:?}, expected {expected:?}")
+                }
             }
         }
         assert!(not_serving_range(&crate::View::default(), 0, 1, Some(1)).is_some(), "no map yet");

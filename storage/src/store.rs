@@ -924,7 +924,7 @@ mod tests {
             let key = format!("p/{i}");
             store.apply(key.as_bytes(), &value(i + 1, "v")).unwrap();
             store.apply(format!("q/{i}").as_bytes(), &value(i + 1, "v")).unwrap();
-            if i % 7 == 0 {
+            if i.is_multiple_of(7) {
                 store.apply(key.as_bytes(), &Record::tombstone(1000)).unwrap();
             } else {
                 live.insert(Bytes::from(key));
@@ -975,8 +975,15 @@ mod tests {
         }
         let scan = |partition, from: Option<&[u8]>| {
             let unlimited = usize::MAX;
-            let scan =
-                KeyScan { partition, digits: 1, prefix: b"", from, limit: unlimited, max_bytes: unlimited, max_scan: unlimited };
+            let scan = KeyScan {
+                partition,
+                digits: 1,
+                prefix: b"",
+                from,
+                limit: unlimited,
+                max_bytes: unlimited,
+                max_scan: unlimited,
+            };
             store.scan_keys(&scan).unwrap()
         };
         let whole = scan(5, None);

@@ -33,13 +33,17 @@ async fn each<T, F>(items: Vec<T>, op: impl Fn(T) -> F)
 where
     F: std::future::Future<Output = Result<(), client::Error>>,
 {
-    futures_util::stream::iter(items.into_iter().map(op)).buffer_unordered(64).try_collect::<()>().await.unwrap();
+    futures_util::stream::iter(items.into_iter().map(op))
+        .buffer_unordered(64)
+        .try_collect::<()>()
+        .await
+        .unwrap();
 }
 
 /// The `i`th key with the listing's prefix: mostly text, every tenth one with bytes that need
 /// escaping (NUL, 0xFF, `/`, `%`, `&`, a newline).
 fn listed_key(i: usize) -> Vec<u8> {
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         [&b"list/"[..], b"\x00\xff/%&\n", i.to_string().as_bytes()].concat()
     } else {
         format!("list/{i:05}/item").into_bytes()
@@ -51,13 +55,19 @@ async fn twenty_thousand_keys_are_listed_once_each_with_a_node_killed_between_pa
     let mut cluster = Cluster::start(ClusterConfig::default()).await;
     let client = client::Client::new([cluster.frontend(0), cluster.frontend(1)]).unwrap();
     let keys: Vec<Vec<u8>> = (0..20_000).map(listed_key).collect();
-    let others: Vec<Vec<u8>> =
-        (0..2_000).flat_map(|i| [format!("other/{i}").into_bytes(), format!("lis/{i}").into_bytes()]).collect();
+    let others: Vec<Vec<u8>> = (0..2_000)
+        .flat_map(|i| [format!("other/{i}").into_bytes(), format!("lis/{i}").into_bytes()])
+        .collect();
     let started = Instant::now();
     each(keys.iter().chain(&others).cloned().collect(), |key| client.set(key, "v")).await;
     let deleted: Vec<Vec<u8>> = keys.iter().step_by(13).cloned().collect();
     each(deleted.clone(), |key| client.delete(key)).await;
-    eprintln!("wrote {} keys and deleted {} in {:?}", keys.len() + others.len(), deleted.len(), started.elapsed());
+    eprintln!(
+        "wrote {} keys and deleted {} in {:?}",
+        keys.len() + others.len(),
+        deleted.len(),
+        started.elapsed()
+    );
     let deleted: BTreeSet<Vec<u8>> = deleted.into_iter().collect();
     let expected: BTreeSet<Vec<u8>> = keys.iter().filter(|k| !deleted.contains(*k)).cloned().collect();
 
@@ -80,12 +90,17 @@ async fn twenty_thousand_keys_are_listed_once_each_with_a_node_killed_between_pa
         }
     }
     let elapsed = started.elapsed();
-    eprintln!("listed {} keys in {pages} pages of at most 333 in {elapsed:?}, a node killed after page 20", listed.len());
+    eprintln!(
+        "listed {} keys in {pages} pages of at most 333 in {elapsed:?}, a node killed after page 20",
+        listed.len()
+    );
     assert!(pages > 20, "the node was killed before the last page");
     let unique: BTreeSet<Vec<u8>> = listed.iter().cloned().collect();
     assert_eq!(unique.len(), listed.len(), "a key listed twice");
-    let missing: Vec<String> = expected.difference(&unique).take(5).map(|k| String::from_utf8_lossy(k).into_owned()).collect();
-    let extra: Vec<String> = unique.difference(&expected).take(5).map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+    let missing: Vec<String> =
+        expected.difference(&unique).take(5).map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+    let extra: Vec<String> =
+        unique.difference(&expected).take(5).map(|k| String::from_utf8_lossy(k).into_owned()).collect();
     assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, not expected {extra:?}");
 
     // The whole listing again through the client library, with the node still dead.
@@ -98,7 +113,9 @@ async fn twenty_thousand_keys_are_listed_once_each_with_a_node_killed_between_pa
 
 #[tokio::test]
 async fn bad_listings_are_refused_with_a_reason() {
-    let cluster = Cluster::start(ClusterConfig { storage: 1, replication: 1, frontends: 1, ..Default::default() }).await;
+    let cluster =
+        Cluster::start(ClusterConfig { storage: 1, replication: 1, frontends: 1, ..Default::default() })
+            .await;
     for i in 0..30 {
         assert_eq!(cluster.set(0, format!("a/{i}").as_bytes(), "v").await.0, StatusCode::OK);
     }
@@ -118,7 +135,10 @@ async fn bad_listings_are_refused_with_a_reason() {
         ("after=".to_owned(), "malformed cursor in `after`"),
         (format!("prefix=a%2F&after={damaged}"), "does not belong to this listing"),
         (format!("prefix=b%2F&after={cursor}"), "does not belong to this listing"),
-        ("prefix=a%2F&cursor=x".to_owned(), "unknown parameter `cursor` (this endpoint takes: prefix, limit, after)"),
+        (
+            "prefix=a%2F&cursor=x".to_owned(),
+            "unknown parameter `cursor` (this endpoint takes: prefix, limit, after)",
+        ),
         ("prefix=%zz".to_owned(), "malformed percent-escape"),
     ];
     for (query, reason) in cases {
@@ -127,12 +147,14 @@ async fn bad_listings_are_refused_with_a_reason() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {message}");
         assert!(message.contains(reason), "{query}: {message}");
     }
-    let (status, body) = cluster.client.call(Method::POST, cluster.frontend(0), "/kv/", Bytes::new()).await.unwrap();
+    let (status, body) =
+        cluster.client.call(Method::POST, cluster.frontend(0), "/kv/", Bytes::new()).await.unwrap();
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body:?}");
     let (status, body) = list(&cluster, 0, &format!("prefix=a%2F&limit=100&after={cursor}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(decode_page(&body).0.len(), 28, "the rest of the listing after the first page");
-    let (status, _) = cluster.client.call(Method::GET, cluster.frontend(0), "/kv", Bytes::new()).await.unwrap();
+    let (status, _) =
+        cluster.client.call(Method::GET, cluster.frontend(0), "/kv", Bytes::new()).await.unwrap();
     assert_eq!(status, StatusCode::OK, "without the slash");
 
     // The storage endpoint is internal: the cluster secret or 401.
@@ -148,13 +170,19 @@ async fn bad_listings_are_refused_with_a_reason() {
     let body = Bytes::from(serde_json::to_vec(&request).unwrap());
     let storage = &cluster.storage[0].addr;
     let stranger = testkit::TestClient::new();
-    let (status, _) = stranger.call(Method::POST, storage, common::proto::KEYS_PATH, body.clone()).await.unwrap();
+    let (status, _) =
+        stranger.call(Method::POST, storage, common::proto::KEYS_PATH, body.clone()).await.unwrap();
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, answer) = cluster.client.call(Method::POST, storage, common::proto::KEYS_PATH, body).await.unwrap();
+    let (status, answer) =
+        cluster.client.call(Method::POST, storage, common::proto::KEYS_PATH, body).await.unwrap();
     assert_eq!(status, StatusCode::OK, "{answer:?}");
     let bad = Bytes::from_static(br#"{"digits":1,"partition":0,"limit":0,"max_bytes":1,"max_scan":1}"#);
-    let (status, answer) = cluster.client.call(Method::POST, storage, common::proto::KEYS_PATH, bad).await.unwrap();
-    assert_eq!((status, String::from_utf8_lossy(&answer).trim()), (StatusCode::BAD_REQUEST, "`limit` must be 1 to 10000"));
+    let (status, answer) =
+        cluster.client.call(Method::POST, storage, common::proto::KEYS_PATH, bad).await.unwrap();
+    assert_eq!(
+        (status, String::from_utf8_lossy(&answer).trim()),
+        (StatusCode::BAD_REQUEST, "`limit` must be 1 to 10000")
+    );
 }
 
 /// Runs `velourfog --frontends <frontends> keys <args>`: exit code, standard output, standard error.
@@ -195,7 +223,8 @@ async fn velourfog_keys_prints_every_key_with_the_prefix_in_each_format() {
     // Raw bytes, one line each (none of these keys holds a newline).
     let (code, stdout, _) = velourfog_keys(&frontends, &["cli/"]).await;
     assert_eq!(code, Some(0));
-    let raw: BTreeSet<Vec<u8>> = stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
+    let raw: BTreeSet<Vec<u8>> =
+        stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
     assert_eq!(raw, expected);
 
     let (code, stdout, _) = velourfog_keys(&frontends, &["--json", "--hex-prefix", "636c692fff"]).await;
@@ -203,7 +232,10 @@ async fn velourfog_keys_prints_every_key_with_the_prefix_in_each_format() {
     assert_eq!(String::from_utf8(stdout).unwrap(), "{\"key_hex\":\"636c692fff0020263d25\"}\n");
 
     let (code, stdout, _) = velourfog_keys(&frontends, &[]).await;
-    assert_eq!((code, stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count()), (Some(0), expected.len() + 2));
+    assert_eq!(
+        (code, stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count()),
+        (Some(0), expected.len() + 2)
+    );
 
     let (code, stdout, stderr) = velourfog_keys(&frontends, &["--json", "--escaped"]).await;
     assert_eq!((code, stdout.len()), (Some(1), 0));

@@ -56,7 +56,10 @@ pub(crate) fn unhex(text: &std::ffi::OsStr, flag: &str) -> Result<Vec<u8>, Error
     let raw = text.as_bytes();
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
     if !raw.len().is_multiple_of(2) {
-        return Err(Error::Usage(format!("{flag}: `{}` has an odd number of digits", text.to_string_lossy())));
+        return Err(Error::Usage(format!(
+            "{flag}: `{}` has an odd number of digits",
+            text.to_string_lossy()
+        )));
     }
     raw.chunks(2)
         .map(|pair| match (digit(pair[0]), digit(pair[1])) {

@@ -73,7 +73,12 @@ pub fn line(key: &[u8], format: Format, out: &mut Vec<u8>) {
 }
 
 /// `keys`: every key with the prefix to `out`, a page at a time.
-pub async fn keys(client: &client::Client, args: &KeysArgs, json: bool, out: &mut dyn Write) -> Result<(), Error> {
+pub async fn keys(
+    client: &client::Client,
+    args: &KeysArgs,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
     use futures_util::TryStreamExt;
     let format = Format::of(json, args.escaped)?;
     let prefix = match &args.prefix {
