@@ -5,9 +5,52 @@
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use http::{Method, StatusCode};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 use testkit::{Cluster, ClusterConfig};
+
+/// After which page of the big listing a storage node is killed.
+const KILL_AFTER_PAGE: usize = 20;
+
+/// Listing calls each storage node (by id) answered for frontend `f`, from its metrics.
+async fn answered(cluster: &Cluster, f: usize) -> BTreeMap<String, u64> {
+    list_calls(cluster, f)
+        .await
+        .into_iter()
+        .filter(|(_, outcome, _)| outcome == "answered")
+        .map(|(node, _, n)| (node, n))
+        .collect()
+}
+
+/// Listing calls to `node` that frontend `f` made in vain, from its metrics.
+async fn answered_or_not(cluster: &Cluster, f: usize, node: &str) -> u64 {
+    let calls = list_calls(cluster, f).await.into_iter();
+    calls.filter(|(n, outcome, _)| n == node && outcome != "answered").map(|(_, _, n)| n).sum()
+}
+
+/// Every `(node, outcome, count)` of frontend `f`'s listing calls to storage nodes.
+async fn list_calls(cluster: &Cluster, f: usize) -> Vec<(String, String, u64)> {
+    let (status, body) = cluster
+        .client
+        .call(Method::GET, cluster.frontend(f), "/metrics", Bytes::new())
+        .await
+        .expect("metrics");
+    assert_eq!(status, StatusCode::OK);
+    let label = |line: &str, name: &str| {
+        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+        Some(line[start..start + line[start..].find('"')?].to_owned())
+    };
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|line| {
+            line.starts_with("velourfog_frontend_replica_calls_total{") && line.contains("op=\"list\"")
+        })
+        .map(|line| {
+            let count = line.rsplit(' ').next().and_then(|n| n.parse().ok()).expect("a count");
+            (label(line, "node").expect("node"), label(line, "outcome").expect("outcome"), count)
+        })
+        .collect()
+}
 
 /// `GET /kv/?{query}` through frontend `f`: the status and the body.
 async fn list(cluster: &Cluster, f: usize, query: &str) -> (StatusCode, Bytes) {
@@ -72,17 +115,33 @@ async fn twenty_thousand_keys_are_listed_once_each_with_a_node_killed_between_pa
     let expected: BTreeSet<Vec<u8>> = keys.iter().filter(|k| !deleted.contains(*k)).cloned().collect();
 
     let started = Instant::now();
-    let (mut listed, mut pages, mut cursor) = (Vec::new(), 0, None::<String>);
+    let (mut listed, mut pages, mut cursor, mut killed) = (Vec::new(), 0, None::<String>, None);
     loop {
+        let f = pages % 2;
+        let before = if pages + 1 == KILL_AFTER_PAGE { Some(answered(&cluster, f).await) } else { None };
         let after = cursor.as_ref().map_or(String::new(), |c| format!("&after={c}"));
-        let (status, body) = list(&cluster, pages % 2, &format!("prefix=list%2F&limit=333{after}")).await;
+        let (status, body) = list(&cluster, f, &format!("prefix=list%2F&limit=333{after}")).await;
         assert_eq!(status, StatusCode::OK, "page {pages}: {}", String::from_utf8_lossy(&body));
         let (keys, next) = decode_page(&body);
         assert!(keys.len() <= 333, "page {pages} holds {} keys", keys.len());
         listed.extend(keys);
         pages += 1;
-        if pages == 20 {
-            cluster.storage[1].kill(); // SIGKILL, between two pages
+        if let Some(before) = before {
+            // SIGKILL, between two pages, a node that answered the last one: the next page
+            // goes on from a position that node named.
+            let node =
+                answered(&cluster, f).await.into_iter().find(|(node, calls)| before.get(node) != Some(calls));
+            let node = node.expect("a storage node answered the page").0;
+            let status = cluster.status().await;
+            let members = status["storage"].as_array().expect("storage members");
+            let member = members
+                .iter()
+                .find(|m| m["node_id"] == node.parse::<u64>().expect("an id"))
+                .expect("a member");
+            let addr = member["addr"].as_str().expect("an address");
+            let s = cluster.storage.iter().position(|p| p.addr == addr).expect("a storage process");
+            cluster.storage[s].kill();
+            killed = Some(node);
         }
         match next {
             Some(next) => cursor = Some(next),
@@ -90,11 +149,16 @@ async fn twenty_thousand_keys_are_listed_once_each_with_a_node_killed_between_pa
         }
     }
     let elapsed = started.elapsed();
+    let killed = killed.expect("a node was killed before the last page");
+    let failed: u64 =
+        [answered_or_not(&cluster, 0, &killed).await, answered_or_not(&cluster, 1, &killed).await]
+            .iter()
+            .sum();
     eprintln!(
-        "listed {} keys in {pages} pages of at most 333 in {elapsed:?}, a node killed after page 20",
+        "listed {} keys in {pages} pages of at most 333 in {elapsed:?}; node {killed} killed after page \
+         {KILL_AFTER_PAGE}, then asked {failed} times in vain",
         listed.len()
     );
-    assert!(pages > 20, "the node was killed before the last page");
     let unique: BTreeSet<Vec<u8>> = listed.iter().cloned().collect();
     assert_eq!(unique.len(), listed.len(), "a key listed twice");
     let missing: Vec<String> =
@@ -109,6 +173,14 @@ async fn twenty_thousand_keys_are_listed_once_each_with_a_node_killed_between_pa
     eprintln!("listed {} keys again through the client library in {:?}", again.len(), started.elapsed());
     let again: BTreeSet<Vec<u8>> = again.iter().map(|k| k.to_vec()).collect();
     assert_eq!(again, expected);
+    let started = Instant::now();
+    let pages: Vec<client::KeyPage> = client.pages("none/", None).try_collect().await.unwrap();
+    assert!(pages.iter().all(|page| page.keys.is_empty()));
+    eprintln!(
+        "a prefix no key has: {} page(s), every record examined, in {:?}",
+        pages.len(),
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
