@@ -109,13 +109,19 @@ impl Position {
 /// Why a cursor was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CursorError {
-    #[error("malformed cursor in `after`: not an even number of hex digits (pass the `next` of the page before, as it was given)")]
+    #[error(
+        "malformed cursor in `after`: not an even number of hex digits (pass the `next` of the page \
+         before, as it was given)"
+    )]
     NotHex,
     #[error("malformed cursor in `after`: too short to be a cursor")]
     TooShort,
     #[error("malformed cursor in `after`: unknown version {0} (made by a newer frontend?)")]
     Version(u8),
-    #[error("cursor in `after` does not belong to this listing: it is damaged, or comes from a listing with another prefix")]
+    #[error(
+        "cursor in `after` does not belong to this listing: it is damaged, or comes from a listing \
+         with another prefix"
+    )]
     Mismatch,
 }
 

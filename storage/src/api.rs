@@ -1,8 +1,8 @@
 //! The storage node's HTTP API (see `common::proto` for the protocol): record reads and writes
-//! and key listings for frontends, digests and diffs for peers (see `repair`), stats and a health check. Every bad
-//! request gets a 4xx naming what was wrong. With a cluster secret, only `/health`, `/metrics`
-//! and `/v1/stats` (counters, no records) are open; everything else answers 401 to a caller
-//! without it, before its body is read (see `common::auth`).
+//! and key listings for frontends, digests and diffs for peers (see `repair`), stats and a
+//! health check. Every bad request gets a 4xx naming what was wrong. With a cluster secret,
+//! only `/health`, `/metrics` and `/v1/stats` (counters, no records) are open; everything else
+//! answers 401 to a caller without it, before its body is read (see `common::auth`).
 //!
 //! Two rules keep reads fresh: a record is served to a frontend only while this node is up and
 //! holds a valid lease (else 503, and the frontend asks another replica); and a write routed by

@@ -569,11 +569,12 @@ pub struct ScannedKeys {
     pub key_bytes: usize,
 }
 
-/// The shortest byte string `s` with `last < s <= next`, for `last < next`: the first byte
-/// where they differ, taken from `next`. A position named this way is usually a few bytes long
+/// The shortest byte string `s` with `last < s <= next`, for `last < next`: `next` up to the
+/// first byte where the two differ. A position named this way is usually a few bytes long
 /// whatever the keys' length, since neighbouring stored keys mostly differ within their
-/// 4-byte hash prefix. Any record between `last` and `next` would sort at or after it, so
-/// resuming there skips nothing that was not examined.
+/// 4-byte hash prefix. For neighbours `last` and `next` of one store, resuming at `s` skips no
+/// record that store holds; a record another replica holds between them is one this store
+/// did not have when it scanned.
 pub fn separator(last: &[u8], next: &[u8]) -> Vec<u8> {
     debug_assert!(last < next, "separator of keys out of order");
     let common = last.iter().zip(next).take_while(|(a, b)| a == b).count();

@@ -5,12 +5,12 @@
 //!
 //! `get`, `set` and `delete` go through the [`client`] library over `--frontends` (failover,
 //! bounded retries, `--timeout` for the whole call); [`data`] has them, byte-exact on standard
-//! input and output. `keys` lists keys page by page through the same library ([`mod@keys`]). The admin commands go through the controller's HTTP API
-//! (`common::proto`): [`Admin`] has one method per endpoint, [`format`](mod@format) turns the
-//! answers into text, and [`execute`] ties a parsed [`Cli`] to both. `--wait` is a plain poll
-//! of `GET /v1/status` every [`POLL_INTERVAL`]; the controller drives the moves whether or not
-//! anyone waits, so interrupting a wait (or losing the connection) changes nothing in the
-//! cluster.
+//! input and output; `keys` lists keys page by page through the same library ([`mod@keys`]).
+//! The admin commands go through the controller's HTTP API (`common::proto`): [`Admin`] has
+//! one method per endpoint, [`format`](mod@format) turns the answers into text, and
+//! [`execute`] ties a parsed [`Cli`] to both. `--wait` is a plain poll of `GET /v1/status`
+//! every [`POLL_INTERVAL`]; the controller drives the moves whether or not anyone waits, so
+//! interrupting a wait (or losing the connection) changes nothing in the cluster.
 //!
 //! Exit codes: 0 success, 1 an error (a frontend or the controller unreachable, a change
 //! refused, bad arguments) or, for `get`, a key with no value (`key not found` on standard
