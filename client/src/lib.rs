@@ -1,4 +1,5 @@
-//! A Rust client for Velour Fog: `get`, `set` and `delete` over any number of frontends.
+//! A Rust client for Velour Fog: `get`, `set`, `delete` and key listings ([`Client::list`],
+//! [`Client::keys`]) over any number of frontends.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -34,6 +35,8 @@
 //!   have been stored. Values of 1 MiB or more with a declared length are forwarded by the
 //!   frontend to the replicas while they arrive.
 //! - **A missing key is an answer, not an error**: [`Client::get`] returns `Ok(None)`.
+//! - **Listings go page by page**: each page is one call, retried like a get; the cursor
+//!   between pages is valid on any frontend (see [`Client::pages`]).
 //!
 //! Consistency levels ([`Level`]) are per request: [`Client::with_read_level`] and
 //! [`Client::with_write_level`] give a handle on the same connections whose calls carry them;
@@ -43,11 +46,13 @@ mod body;
 mod call;
 pub mod endpoint;
 mod error;
+mod list;
 pub mod retry;
 
 pub use body::{ChunkStream, ValueStream};
 pub use endpoint::{parse_list, BadEndpoint, Endpoint};
 pub use error::Error;
+pub use list::KeyPage;
 pub use retry::Policy;
 
 use body::{RequestBody, SharedStream};

@@ -36,6 +36,16 @@
 //!
 //! Storage nodes also serve peers: `GET /v1/digests?digits=D` and `POST /v1/diff` (see the
 //! storage crate's `repair` module), and `POST /v1/batch` (see [`crate::batch`]).
+//!
+//! And frontends listing keys: `POST /v1/keys` with [`ListKeys`] → [`ListedKeys`]: the live
+//! keys of one partition that start with a prefix, in stored order (the key's 4-byte SHA-1
+//! prefix, then its bytes), from an inclusive position, within budgets of keys, bytes and
+//! records examined (at most [`MAX_LISTED_KEYS`] and [`MAX_SCANNED_RECORDS`] per call).
+//! Tombstones are left out. The answer says where to resume, or that the partition has no
+//! record left. Served under the rules of a leased read: only by an up node holding a read
+//! lease that is a read replica of every partition of its own map the requested one overlaps
+//! (the maps' digit counts may differ), else 503. A POST so that long prefixes and positions
+//! travel in the body, not in the URL.
 
 use crate::partition::Partition;
 use crate::placement::{Epoch, NodeId, NodeState, PartitionMap};
@@ -65,6 +75,13 @@ pub const FENCE_PATH: &str = "/v1/fence";
 pub const DIGESTS_PATH: &str = "/v1/digests";
 pub const DIFF_PATH: &str = "/v1/diff";
 pub const BATCH_PATH: &str = "/v1/batch";
+/// Listing the keys of a partition (see the module docs and [`ListKeys`]).
+pub const KEYS_PATH: &str = "/v1/keys";
+/// The most keys one [`KEYS_PATH`] call answers, and the bound of the public `limit`.
+pub const MAX_LISTED_KEYS: usize = 10_000;
+/// The most records one [`KEYS_PATH`] call examines, so a prefix that matches few keys cannot
+/// make a call long.
+pub const MAX_SCANNED_RECORDS: usize = 100_000;
 pub const ADMIN_NODE_ADD_PATH: &str = "/v1/admin/node/add";
 pub const ADMIN_NODE_REMOVE_PATH: &str = "/v1/admin/node/remove";
 pub const ADMIN_REPLICATION_PATH: &str = "/v1/admin/replication";
@@ -157,6 +174,43 @@ pub struct CaughtUp {
     pub token: Option<String>,
     /// The epoch at which it started catching up (its `joined`), so a stale report is ignored.
     pub joined: Epoch,
+}
+
+/// A frontend asking a storage node for keys of one partition ([`KEYS_PATH`]). Byte strings
+/// are percent-encoded as in a query string (`crate::query`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListKeys {
+    /// The partition, in a map of `digits` hex digits (the caller's map).
+    pub digits: u8,
+    pub partition: Partition,
+    /// Only keys that start with these bytes (empty: all).
+    #[serde(default)]
+    pub prefix: String,
+    /// Where to start, inclusive, in the order of stored keys (4-byte hash prefix, then key):
+    /// a [`ListedKeys::next`] of an earlier call; `None`: the partition's start.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// The most keys to answer, 1 to [`MAX_LISTED_KEYS`].
+    pub limit: usize,
+    /// Stop once the keys answered add up to this many bytes (unescaped), at least 1.
+    pub max_bytes: usize,
+    /// The most records to examine, 1 to [`MAX_SCANNED_RECORDS`].
+    pub max_scan: usize,
+}
+
+/// A storage node's answer to [`ListKeys`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedKeys {
+    /// Live keys with the prefix, percent-encoded, in stored order.
+    pub keys: Vec<String>,
+    /// Where the next call resumes (inclusive, percent-encoded): after every record this call
+    /// examined and at or before the next one the node holds. `None`: the partition has no
+    /// record after those examined.
+    pub next: Option<String>,
+    /// Records examined, matching or not.
+    pub scanned: usize,
+    /// Bytes of the keys, unescaped.
+    pub key_bytes: usize,
 }
 
 /// An operator naming a storage node: its id or its `host:port`.

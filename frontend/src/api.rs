@@ -132,6 +132,13 @@ async fn route(
             Method::GET | Method::POST | Method::DELETE => delete(frontend, query).await,
             _ => not_allowed("GET, POST, DELETE"),
         },
+        "/kv/" | "/kv" => match *method {
+            Method::GET => match parse_query(query, crate::listing::PARAMETERS) {
+                Ok(query) => crate::listing::list(frontend, &query).await,
+                Err(e) => Err(e),
+            },
+            _ => not_allowed("GET"),
+        },
         "/health" => match *method {
             Method::GET => Ok(health(frontend)),
             _ => not_allowed("GET"),

@@ -13,6 +13,7 @@ pub mod affinity;
 pub mod api;
 pub mod batcher;
 pub mod consistency;
+pub mod listing;
 pub mod metrics;
 pub mod replica;
 pub mod rest;

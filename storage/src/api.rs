@@ -1,8 +1,8 @@
 //! The storage node's HTTP API (see `common::proto` for the protocol): record reads and writes
-//! for frontends, digests and diffs for peers (see `repair`), stats and a health check. Every bad
-//! request gets a 4xx naming what was wrong. With a cluster secret, only `/health`, `/metrics`
-//! and `/v1/stats` (counters, no records) are open; everything else answers 401 to a caller
-//! without it, before its body is read (see `common::auth`).
+//! and key listings for frontends, digests and diffs for peers (see `repair`), stats and a
+//! health check. Every bad request gets a 4xx naming what was wrong. With a cluster secret,
+//! only `/health`, `/metrics` and `/v1/stats` (counters, no records) are open; everything else
+//! answers 401 to a caller without it, before its body is read (see `common::auth`).
 //!
 //! Two rules keep reads fresh: a record is served to a frontend only while this node is up and
 //! holds a valid lease (else 503, and the frontend asks another replica); and a write routed by
@@ -15,6 +15,7 @@ use crate::Node;
 use bytes::Bytes;
 use common::auth::Access;
 use common::http::{self as h, Body, ReadBodyError};
+use common::placement::NodeId;
 use common::proto;
 use common::query::{Query, QueryError};
 use common::version::Record;
@@ -85,6 +86,7 @@ const ROUTES: &[(&str, &str, Access)] = &[
     (proto::BATCH_PATH, "POST", Access::Cluster),
     (proto::DIGESTS_PATH, "GET", Access::Cluster),
     (proto::DIFF_PATH, "POST", Access::Cluster),
+    (proto::KEYS_PATH, "POST", Access::Cluster),
     ("/v1/stats", "GET", Access::Open),
     ("/metrics", "GET", Access::Open),
     ("/health", "GET", Access::Open),
@@ -111,6 +113,7 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
         (&Method::POST, proto::BATCH_PATH) => batch(&node, req).await,
         (&Method::GET, proto::DIGESTS_PATH) => digests(&node, &req),
         (&Method::POST, proto::DIFF_PATH) => diff(&node, req).await,
+        (&Method::POST, proto::KEYS_PATH) => keys(&node, req).await,
         (&Method::GET, "/v1/stats") => Ok(h::json(StatusCode::OK, &stats(&node))),
         (&Method::GET, "/metrics") => {
             crate::metrics::refresh(&node);
@@ -311,6 +314,93 @@ async fn diff(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Api
         .header(http::header::CONTENT_TYPE, "application/octet-stream")
         .body(h::full(answer))
         .expect("valid response parts"))
+}
+
+/// The largest [`proto::ListKeys`] body: a prefix and a position of up to a key each, escaped.
+const LIST_REQUEST_BYTES: usize = 3 * 2 * proto::MAX_KEY_BYTES + 4096;
+
+/// `POST /v1/keys`: live keys of one partition for a frontend's listing (see
+/// [`proto::ListKeys`]), under the rules of a leased read, since a listing must hold every
+/// acknowledged write: only while this node holds a lease and is a read replica of the range.
+async fn keys(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let body = h::read_body(req.into_body(), LIST_REQUEST_BYTES)
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("key listing request: {e}")))?;
+    let request: proto::ListKeys = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid key listing request: {e}")))?;
+    let decode = |name: &str, text: &str| {
+        common::query::decode(text.as_bytes()).map(|b| b.into_owned()).map_err(|escape| {
+            ApiError::BadRequest(format!("malformed percent-escape {escape:?} in `{name}`"))
+        })
+    };
+    let prefix = decode("prefix", &request.prefix)?;
+    let from = request.from.as_deref().map(|from| decode("from", from)).transpose()?;
+    let scan = key_scan(&request, &prefix, from.as_deref()).map_err(ApiError::BadRequest)?;
+    node.read_permission().map_err(ApiError::NotServing)?;
+    if let Some(why) = not_serving_range(&node.view(), scan.partition, scan.digits, node.id()) {
+        return Err(ApiError::NotServing(why));
+    }
+    // Up to MAX_SCANNED_RECORDS index entries: off the worker thread's other tasks.
+    let found = tokio::task::block_in_place(|| node.store.scan_keys(&scan))?;
+    let listed = proto::ListedKeys {
+        keys: found.keys.iter().map(|key| common::query::encode(key)).collect(),
+        next: found.next.as_deref().map(common::query::encode),
+        scanned: found.scanned,
+        key_bytes: found.key_bytes,
+    };
+    Ok(h::json(StatusCode::OK, &listed))
+}
+
+/// The scan a [`proto::ListKeys`] asks for, or what is wrong with it.
+fn key_scan<'a>(
+    request: &proto::ListKeys,
+    prefix: &'a [u8],
+    from: Option<&'a [u8]>,
+) -> Result<crate::store::KeyScan<'a>, String> {
+    use common::partition::{count, prefix_range, MAX_DIGITS};
+    let (digits, partition) = (request.digits, request.partition);
+    if !(1..=MAX_DIGITS).contains(&digits) {
+        return Err(format!("`digits` must be 1 to {MAX_DIGITS}"));
+    }
+    if partition >= count(digits) {
+        return Err(format!("no partition {partition} with {digits} digits"));
+    }
+    let (start, end) = prefix_range(partition, digits);
+    if let Some(from) = from {
+        // A position shorter than 4 bytes names the same point as padded with zeros.
+        let mut at = from.to_vec();
+        at.resize(at.len().max(4), 0);
+        let after_end = end.checked_add(1).is_some_and(|next| at[..] >= next.to_be_bytes()[..]);
+        if at[..] < start.to_be_bytes()[..] || after_end {
+            return Err(format!("`from` is outside partition {partition} with {digits} digits"));
+        }
+    }
+    let bounded = |name: &str, value: usize, most: usize| {
+        (1..=most).contains(&value).then_some(value).ok_or_else(|| format!("`{name}` must be 1 to {most}"))
+    };
+    Ok(crate::store::KeyScan {
+        partition,
+        digits,
+        prefix,
+        from,
+        limit: bounded("limit", request.limit, proto::MAX_LISTED_KEYS)?,
+        max_bytes: bounded("max_bytes", request.max_bytes, usize::MAX)?,
+        max_scan: bounded("max_scan", request.max_scan, proto::MAX_SCANNED_RECORDS)?,
+    })
+}
+
+/// Why this node (`me`) may not serve a leased listing of `partition` in a map of `digits`
+/// digits, if it may not: it must be a read replica of every partition of its own map that
+/// overlaps it (its map may have more or fewer digits than the caller's).
+fn not_serving_range(view: &crate::View, partition: u32, digits: u8, me: Option<NodeId>) -> Option<String> {
+    use common::partition::{of_prefix, prefix_range};
+    let (Some(map), Some(me)) = (view.map.as_ref(), me) else {
+        return Some("this node has no map or id yet".into());
+    };
+    let (start, end) = prefix_range(partition, digits);
+    (of_prefix(start, map.digits)..=of_prefix(end, map.digits))
+        .find(|&p| !map.replicas_of(p).contains(&me))
+        .map(|p| format!("not a replica of partition {p} in map epoch {}", map.epoch))
 }
 
 fn stats(node: &Node) -> serde_json::Value {
@@ -569,6 +659,102 @@ mod tests {
     use common::placement::NodeState;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
+
+    fn list_request(
+        digits: u8,
+        partition: u32,
+        limit: usize,
+        max_bytes: usize,
+        max_scan: usize,
+    ) -> proto::ListKeys {
+        proto::ListKeys { digits, partition, prefix: String::new(), from: None, limit, max_bytes, max_scan }
+    }
+
+    #[test]
+    fn key_listing_requests_are_checked_before_any_scan() {
+        let max = proto::MAX_LISTED_KEYS;
+        let scans = proto::MAX_SCANNED_RECORDS;
+        /// A request, its `from`, and the reason it is refused (if it is).
+        type Case = (proto::ListKeys, Option<&'static [u8]>, Result<(), &'static str>);
+        let cases: &[Case] = &[
+            (list_request(1, 15, max, 1, scans), None, Ok(())),
+            (list_request(2, 0x5a, 1, usize::MAX, 1), Some(b"\x5a"), Ok(())),
+            (list_request(2, 0x5a, 1, 1, 1), Some(b"\x5a\xff\xff\xff\xffkey"), Ok(())),
+            (list_request(1, 15, 1, 1, 1), Some(b"\xff\xff\xff\xff\xff"), Ok(())),
+            (list_request(0, 0, 1, 1, 1), None, Err("`digits` must be 1 to 6")),
+            (list_request(7, 0, 1, 1, 1), None, Err("`digits` must be 1 to 6")),
+            (list_request(1, 16, 1, 1, 1), None, Err("no partition 16 with 1 digits")),
+            (list_request(1, 0, 0, 1, 1), None, Err("`limit` must be 1 to 10000")),
+            (list_request(1, 0, max + 1, 1, 1), None, Err("`limit` must be 1 to 10000")),
+            (list_request(1, 0, 1, 0, 1), None, Err("`max_bytes` must be 1 to")),
+            (list_request(1, 0, 1, 1, 0), None, Err("`max_scan` must be 1 to 100000")),
+            (list_request(1, 0, 1, 1, scans + 1), None, Err("`max_scan` must be 1 to 100000")),
+            (list_request(2, 0x5a, 1, 1, 1), Some(b"\x59\xff"), Err("`from` is outside partition 90")),
+            (list_request(2, 0x5a, 1, 1, 1), Some(b"\x59\xff\xff\xff\xff"), Err("`from` is outside")),
+            (list_request(2, 0x5a, 1, 1, 1), Some(b""), Err("`from` is outside partition 90")),
+            (list_request(2, 0x5a, 1, 1, 1), Some(b"\x5b"), Err("`from` is outside partition 90")),
+        ];
+        for (request, from, expected) in cases {
+            let result = key_scan(request, b"p", *from);
+            match (result, expected) {
+                (Ok(scan), Ok(())) => {
+                    assert_eq!(
+                        (scan.partition, scan.digits, scan.from),
+                        (request.partition, request.digits, *from)
+                    );
+                    assert_eq!(
+                        (scan.limit, scan.max_bytes, scan.max_scan),
+                        (request.limit, request.max_bytes, request.max_scan)
+                    );
+                }
+                (Err(message), Err(expected)) => {
+                    assert!(message.contains(expected), "{request:?}: {message}")
+                }
+                (result, expected) => panic!("{request:?} {from:?}: {result:?}, expected {expected:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_listing_is_served_only_by_a_read_replica_of_the_whole_range() {
+        use common::placement::{Assignment, Member, PartitionMap};
+        // 16 partitions over nodes 1-3, node 1 a replica of all but 0x3 (whose move to it is
+        // still copying).
+        let members = (1..=3).map(|id| Member::up(id, format!("s{id}:1"))).collect();
+        let mut map = PartitionMap::build(5, members, 3).unwrap();
+        map.partitions[3] = Assignment { next: Some(vec![1, 2, 3]), ..Assignment::settled(vec![2, 3]) };
+        let mut split = map.clone();
+        split.digits = 2;
+        split.partitions = map.partitions.iter().flat_map(|a| std::iter::repeat_n(a.clone(), 16)).collect();
+        let view =
+            |map: &PartitionMap| crate::View { map: Some(Arc::new(map.clone())), ..Default::default() };
+        /// The node's map, the partition and digit count asked for, the node, why it refuses.
+        type Case<'a> = (&'a PartitionMap, u32, u8, Option<NodeId>, Option<&'static str>);
+        let cases: &[Case] = &[
+            (&map, 2, 1, Some(1), None),
+            (&map, 3, 1, Some(1), Some("not a replica of partition 3 in map epoch 5")),
+            (&map, 3, 1, Some(2), None),
+            (&map, 0x21, 2, Some(1), None),
+            (&map, 0x35, 2, Some(1), Some("not a replica of partition 3 ")),
+            (&map, 0, 1, None, Some("no map or id")),
+            // The node's map has split (more digits than the caller's): every child counts.
+            (&split, 2, 1, Some(1), None),
+            (&split, 3, 1, Some(1), Some("not a replica of partition 48 ")),
+        ];
+        for &(map, partition, digits, me, expected) in cases {
+            let why = not_serving_range(&view(map), partition, digits, me);
+            match (why, expected) {
+                (None, None) => {}
+                (Some(why), Some(expected)) => {
+                    assert!(why.contains(expected), "{partition:x}/{digits}: {why}")
+                }
+                (why, expected) => {
+                    panic!("{partition:x}/{digits} for {me:?}: {why:?}, expected {expected:?}")
+                }
+            }
+        }
+        assert!(not_serving_range(&crate::View::default(), 0, 1, Some(1)).is_some(), "no map yet");
+    }
 
     #[test]
     fn stats_report_engine_memory_against_its_bounds() {

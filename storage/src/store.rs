@@ -14,6 +14,11 @@
 //! [`Store::apply`] returns, so a killed process loses nothing. Surviving a machine crash needs
 //! an fsync: [`crate::durability`] batches the fsyncs of concurrent writers (group commit).
 //! Memory is bounded by the block cache (`cache_bytes`); nothing is loaded whole at start.
+//!
+//! Listing keys ([`Store::scan_keys`]) walks one partition's range in stored order and reads
+//! keys only, never values; budgets on keys, bytes and records examined bound each call, and
+//! the position it stopped at is a short byte string ([`separator`]) that stays meaningful
+//! whatever the map's digit count, since it names a point in the (hash prefix, key) order.
 
 use crate::digest::{self, Digests, Fingerprint};
 use crate::value_files::{FileId, FinishedValue, ValueFiles};
@@ -24,6 +29,7 @@ use common::version::Record;
 use fjall::{
     CompressionType, Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode, Slice,
 };
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -436,6 +442,63 @@ impl Store {
         Ok(out)
     }
 
+    /// The live keys of one partition that start with `scan.prefix`, in stored order (hash
+    /// prefix, then key bytes), from the inclusive position `scan.from`, until a budget of
+    /// [`KeyScan`] runs out or the partition ends. Tombstones are skipped. Values are never read:
+    /// only the keys of the index, and for a key that matches the prefix the size of its
+    /// record (a tombstone is exactly its header), so a value kept in a blob file or a value
+    /// file costs nothing. Memory holds the keys returned, nothing else.
+    ///
+    /// The records are not read from one snapshot: a write applied during the scan may or may
+    /// not be seen, as with any read that overlaps a write.
+    pub fn scan_keys(&self, scan: &KeyScan<'_>) -> Result<ScannedKeys, StoreError> {
+        let (start, end) = partition::prefix_range(scan.partition, scan.digits);
+        let start = start.to_be_bytes();
+        let lower = scan.from.filter(|from| *from > &start[..]).unwrap_or(&start[..]).to_vec();
+        let upper = end.checked_add(1).map(u32::to_be_bytes);
+        let mut found = ScannedKeys { keys: Vec::new(), next: None, scanned: 0, key_bytes: 0 };
+        if upper.is_some_and(|upper| lower.as_slice() >= &upper[..]) {
+            return Ok(found);
+        }
+        let upper = upper.map_or(Bound::Unbounded, |upper| Bound::Excluded(upper.to_vec()));
+        let mut records = self.records.range((Bound::Included(lower), upper));
+        let stopped_after = loop {
+            let Some(item) = records.next() else { break None };
+            let stored_key = item.key()?;
+            found.scanned += 1;
+            let key = &stored_key[4..];
+            if key.starts_with(scan.prefix) && self.is_live(&stored_key)? {
+                found.key_bytes += key.len();
+                found.keys.push(Bytes::copy_from_slice(key));
+            }
+            if found.keys.len() >= scan.limit
+                || found.key_bytes >= scan.max_bytes
+                || found.scanned >= scan.max_scan
+            {
+                break Some(stored_key);
+            }
+        };
+        if let Some(last) = stopped_after {
+            if let Some(item) = records.next() {
+                found.next = Some(separator(&last, &item.key()?));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Whether the record under `stored_key` is a live value, read without its value: a
+    /// tombstone is exactly [`HEADER_BYTES`] long, so only a record of that size is read (an
+    /// empty value has that size too).
+    fn is_live(&self, stored_key: &[u8]) -> Result<bool, StoreError> {
+        Ok(match self.records.size_of(stored_key)? {
+            None => false,
+            Some(size) if size as usize == HEADER_BYTES => {
+                self.records.get(stored_key)?.is_some_and(|raw| raw[0] != FLAG_TOMBSTONE)
+            }
+            Some(_) => true,
+        })
+    }
+
     /// The versions of every record of `partition`, in key-hash order (values are not kept).
     pub fn versions(&self, partition: Partition, digits: u8) -> Result<Vec<VersionEntry>, StoreError> {
         let mut out = Vec::new();
@@ -481,6 +544,55 @@ impl Store {
             approximate_records: self.approximate_len(),
         }
     }
+}
+
+/// What [`Store::scan_keys`] looks for, and when it stops. Each budget stops the scan after
+/// the record that reached it, so a scan examines at least one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyScan<'a> {
+    /// The partition scanned, in a map of `digits` hex digits.
+    pub partition: Partition,
+    pub digits: u8,
+    /// Only keys that start with these bytes are returned (empty: every key).
+    pub prefix: &'a [u8],
+    /// Where to start, inclusive: a position in the order of stored keys (hash prefix, then
+    /// key), such as a [`ScannedKeys::next`]; `None`: the partition's start. A position before
+    /// the partition is its start; one after it finds nothing.
+    pub from: Option<&'a [u8]>,
+    /// The most keys returned.
+    pub limit: usize,
+    /// Stop once the keys returned add up to this many bytes.
+    pub max_bytes: usize,
+    /// The most records examined, whether they match, are live or not: a prefix that matches
+    /// few keys cannot make one scan long.
+    pub max_scan: usize,
+}
+
+/// What a [`KeyScan`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScannedKeys {
+    /// Live keys with the prefix, in stored order.
+    pub keys: Vec<Bytes>,
+    /// Where to resume (inclusive) when a budget stopped the scan before the partition's end:
+    /// a short position after every record examined and at or before the next record (see
+    /// [`separator`]). `None`: the partition has no record left after those examined.
+    pub next: Option<Vec<u8>>,
+    /// Records examined.
+    pub scanned: usize,
+    /// Bytes of the keys returned.
+    pub key_bytes: usize,
+}
+
+/// The shortest byte string `s` with `last < s <= next`, for `last < next`: `next` up to the
+/// first byte where the two differ. A position named this way is usually a few bytes long
+/// whatever the keys' length, since neighbouring stored keys mostly differ within their
+/// 4-byte hash prefix. For neighbours `last` and `next` of one store, resuming at `s` skips no
+/// record that store holds; a record another replica holds between them is one this store
+/// did not have when it scanned.
+pub fn separator(last: &[u8], next: &[u8]) -> Vec<u8> {
+    debug_assert!(last < next, "separator of keys out of order");
+    let common = last.iter().zip(next).take_while(|(a, b)| a == b).count();
+    next[..(common + 1).min(next.len())].to_vec()
 }
 
 fn stored_key(prefix: u32, key: &[u8]) -> Vec<u8> {
@@ -771,6 +883,134 @@ mod tests {
             }
             assert_eq!(seen, 500, "digits {digits}: every record in exactly one partition");
         }
+    }
+
+    #[test]
+    fn separators_are_short_and_between_their_neighbours() {
+        let cases: &[(&[u8], &[u8], &[u8])] = &[
+            (b"\x12\x34\x56\x78key", b"\x12\x34\x56\x99other", b"\x12\x34\x56\x99"),
+            (b"\x12\xff\xff\xffzz", b"\x13\x00\x00\x00a", b"\x13"),
+            (b"\x00\x00\x00\x01abc", b"\x00\x00\x00\x01abd", b"\x00\x00\x00\x01abd"),
+            (b"\x00\x00\x00\x01ab", b"\x00\x00\x00\x01abc", b"\x00\x00\x00\x01abc"),
+            (b"\x00\x00\x00\x01ab", b"\x00\x00\x00\x01b", b"\x00\x00\x00\x01b"),
+            (b"", b"\x00", b"\x00"),
+        ];
+        for &(last, next, expected) in cases {
+            let between = separator(last, next);
+            assert_eq!(between, expected, "{last:?} .. {next:?}");
+            assert!(last < between.as_slice() && between.as_slice() <= next, "{last:?} .. {next:?}");
+        }
+    }
+
+    /// Keys from `scan_keys` over every partition, resuming at each `next`, with `budgets`.
+    fn list_all(store: &Store, digits: u8, prefix: &[u8], budgets: (usize, usize, usize)) -> Vec<Bytes> {
+        let (limit, max_bytes, max_scan) = budgets;
+        let mut keys = Vec::new();
+        for partition in 0..partition::count(digits) {
+            let mut from: Option<Vec<u8>> = None;
+            loop {
+                let scan =
+                    KeyScan { partition, digits, prefix, from: from.as_deref(), limit, max_bytes, max_scan };
+                let found = store.scan_keys(&scan).unwrap();
+                assert!(found.keys.len() <= limit && found.scanned <= max_scan, "{budgets:?}");
+                assert_eq!(found.key_bytes, found.keys.iter().map(Bytes::len).sum::<usize>());
+                for key in &found.keys {
+                    assert_eq!(partition::of(key, digits), partition, "a key outside its partition");
+                }
+                keys.extend(found.keys);
+                match found.next {
+                    Some(next) => {
+                        assert!(from.as_ref().is_none_or(|from| next > *from), "no progress");
+                        from = Some(next);
+                    }
+                    None => break,
+                }
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn key_scans_list_each_live_key_with_the_prefix_once_whatever_the_budgets() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), CACHE, MEMTABLE).unwrap();
+        let mut live = std::collections::BTreeSet::new();
+        for i in 0..300u64 {
+            let key = format!("p/{i}");
+            store.apply(key.as_bytes(), &value(i + 1, "v")).unwrap();
+            store.apply(format!("q/{i}").as_bytes(), &value(i + 1, "v")).unwrap();
+            if i.is_multiple_of(7) {
+                store.apply(key.as_bytes(), &Record::tombstone(1000)).unwrap();
+            } else {
+                live.insert(Bytes::from(key));
+            }
+        }
+        // Binary keys; an empty value (the size of a tombstone); a value in a blob file and
+        // one in a value file; a tombstone alone; and a key equal to the prefix.
+        let odd: [&[u8]; 4] = [b"p/\x00\xff/%&\n", b"p/empty", b"p/blob", b"p/"];
+        store.apply(odd[0], &value(1, "bin")).unwrap();
+        store.apply(odd[1], &value(1, "")).unwrap();
+        store.apply(odd[2], &Record::value(1, Bytes::from(vec![1u8; 256 << 10]))).unwrap();
+        store.apply(odd[3], &value(1, "v")).unwrap();
+        store.apply_file(b"p/file", 1, value_file(&store, &[2; 5000])).unwrap();
+        store.apply(b"p/deleted", &Record::tombstone(5)).unwrap();
+        live.extend(odd.iter().map(|k| Bytes::copy_from_slice(k)).chain([Bytes::from_static(b"p/file")]));
+        let stored_order = |keys: &[Bytes]| {
+            keys.windows(2).all(|w| {
+                (partition::hash_prefix(&w[0]), &w[0][..]) < (partition::hash_prefix(&w[1]), &w[1][..])
+            })
+        };
+        let unlimited = usize::MAX;
+        let budgets = [
+            (unlimited, unlimited, unlimited),
+            (1, unlimited, unlimited),
+            (7, unlimited, 5),
+            (unlimited, 10, unlimited),
+            (unlimited, unlimited, 1),
+        ];
+        for digits in [1u8, 2] {
+            for budget in budgets {
+                let keys = list_all(&store, digits, b"p/", budget);
+                assert!(stored_order(&keys), "digits {digits} {budget:?}: not in stored order");
+                let listed: std::collections::BTreeSet<Bytes> = keys.iter().cloned().collect();
+                assert_eq!(listed.len(), keys.len(), "digits {digits} {budget:?}: a key twice");
+                assert_eq!(listed, live, "digits {digits} {budget:?}");
+            }
+        }
+        assert_eq!(list_all(&store, 1, b"", (50, unlimited, unlimited)).len(), live.len() + 300);
+        assert!(list_all(&store, 1, b"nothing", (10, unlimited, 100)).is_empty());
+    }
+
+    #[test]
+    fn a_key_scan_starts_where_it_is_told_and_stays_in_its_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), CACHE, MEMTABLE).unwrap();
+        for i in 0..200u64 {
+            store.apply(format!("k{i}").as_bytes(), &value(i + 1, "v")).unwrap();
+        }
+        let scan = |partition, from: Option<&[u8]>| {
+            let unlimited = usize::MAX;
+            let scan = KeyScan {
+                partition,
+                digits: 1,
+                prefix: b"",
+                from,
+                limit: unlimited,
+                max_bytes: unlimited,
+                max_scan: unlimited,
+            };
+            store.scan_keys(&scan).unwrap()
+        };
+        let whole = scan(5, None);
+        assert!(whole.next.is_none() && whole.keys.len() == whole.scanned && !whole.keys.is_empty());
+        assert_eq!(scan(5, Some(b"\x00")), whole, "a position before the partition is its start");
+        assert_eq!(scan(5, Some(b"\x50")), whole, "a short position: the same as padded with zeros");
+        assert!(scan(5, Some(b"\x60")).keys.is_empty(), "a position after the partition");
+        assert!(scan(15, Some(b"\xff\xff\xff\xff\xff")).keys.is_empty(), "after the last partition");
+        let second = &whole.keys[1];
+        let mut position = partition::hash_prefix(second).to_be_bytes().to_vec();
+        position.extend_from_slice(second);
+        assert_eq!(scan(5, Some(&position)).keys, whole.keys[1..], "inclusive of its position");
     }
 
     #[test]

@@ -43,24 +43,30 @@ pub struct KeyArgs {
 impl KeyArgs {
     /// The key's bytes.
     pub fn bytes(&self) -> Result<Vec<u8>, Error> {
-        let raw = self.key.as_bytes();
-        if !self.hex_key {
-            return Ok(raw.to_vec());
+        if self.hex_key {
+            unhex(&self.key, "--hex-key")
+        } else {
+            Ok(self.key.as_bytes().to_vec())
         }
-        let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-        if !raw.len().is_multiple_of(2) {
-            return Err(Error::Usage(format!(
-                "--hex-key: `{}` has an odd number of digits",
-                self.key.to_string_lossy()
-            )));
-        }
-        raw.chunks(2)
-            .map(|pair| match (digit(pair[0]), digit(pair[1])) {
-                (Some(hi), Some(lo)) => Ok(hi << 4 | lo),
-                _ => Err(Error::Usage(format!("--hex-key: `{}` is not hex", self.key.to_string_lossy()))),
-            })
-            .collect()
     }
+}
+
+/// The bytes that the hex digits of `text` (given with `flag`) name.
+pub(crate) fn unhex(text: &std::ffi::OsStr, flag: &str) -> Result<Vec<u8>, Error> {
+    let raw = text.as_bytes();
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    if !raw.len().is_multiple_of(2) {
+        return Err(Error::Usage(format!(
+            "{flag}: `{}` has an odd number of digits",
+            text.to_string_lossy()
+        )));
+    }
+    raw.chunks(2)
+        .map(|pair| match (digit(pair[0]), digit(pair[1])) {
+            (Some(hi), Some(lo)) => Ok(hi << 4 | lo),
+            _ => Err(Error::Usage(format!("{flag}: `{}` is not hex", text.to_string_lossy()))),
+        })
+        .collect()
 }
 
 /// `velourfog get`.
@@ -169,7 +175,7 @@ fn found(key: &[u8], value: Option<&[u8]>) -> serde_json::Value {
     object.into()
 }
 
-fn put_bytes(object: &mut serde_json::Map<String, serde_json::Value>, name: &str, bytes: &[u8]) {
+pub(crate) fn put_bytes(object: &mut serde_json::Map<String, serde_json::Value>, name: &str, bytes: &[u8]) {
     match std::str::from_utf8(bytes) {
         Ok(text) => object.insert(name.to_owned(), text.into()),
         Err(_) => object.insert(format!("{name}_hex"), hex(bytes).into()),

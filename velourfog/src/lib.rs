@@ -5,12 +5,12 @@
 //!
 //! `get`, `set` and `delete` go through the [`client`] library over `--frontends` (failover,
 //! bounded retries, `--timeout` for the whole call); [`data`] has them, byte-exact on standard
-//! input and output. The admin commands go through the controller's HTTP API
-//! (`common::proto`): [`Admin`] has one method per endpoint, [`format`](mod@format) turns the
-//! answers into text, and [`execute`] ties a parsed [`Cli`] to both. `--wait` is a plain poll
-//! of `GET /v1/status` every [`POLL_INTERVAL`]; the controller drives the moves whether or not
-//! anyone waits, so interrupting a wait (or losing the connection) changes nothing in the
-//! cluster.
+//! input and output; `keys` lists keys page by page through the same library ([`mod@keys`]).
+//! The admin commands go through the controller's HTTP API (`common::proto`): [`Admin`] has
+//! one method per endpoint, [`format`](mod@format) turns the answers into text, and
+//! [`execute`] ties a parsed [`Cli`] to both. `--wait` is a plain poll of `GET /v1/status`
+//! every [`POLL_INTERVAL`]; the controller drives the moves whether or not anyone waits, so
+//! interrupting a wait (or losing the connection) changes nothing in the cluster.
 //!
 //! Exit codes: 0 success, 1 an error (a frontend or the controller unreachable, a change
 //! refused, bad arguments) or, for `get`, a key with no value (`key not found` on standard
@@ -19,6 +19,7 @@
 pub mod admin;
 pub mod data;
 pub mod format;
+pub mod keys;
 
 pub use admin::Admin;
 
@@ -40,6 +41,8 @@ Examples:
   velourfog --frontends 10.0.0.5:8000,10.0.0.6:8000 set -w all config v2
   velourfog get -r quorum greeting
   velourfog delete greeting
+  velourfog keys user/                              # every key starting with user/, one per line
+  velourfog keys --escaped                          # every key, percent-encoded (binary-safe)
   velourfog status                                  # members, partition health, moves
   velourfog --controller 10.0.0.5:7000 --json status
   VF_CONTROLLER=10.0.0.5:7000 velourfog status
@@ -56,7 +59,7 @@ arguments) or a key not found by get, 2 --wait gave up after --wait-timeout.";
 #[command(
     name = "velourfog",
     version,
-    about = "Velour Fog CLI: get, set and delete keys; cluster status, adding and removing storage nodes, replication.",
+    about = "Velour Fog CLI: get, set, delete and list keys; cluster status, adding and removing storage nodes, replication.",
     after_help = EXAMPLES
 )]
 pub struct Cli {
@@ -72,8 +75,9 @@ pub struct Cli {
         value_parser = |s: &str| Ok::<_, String>(Frontends(s.to_owned()))
     )]
     pub frontends: Frontends,
-    /// Deadline of a whole get, set or delete, retries included (a value of known size gets
-    /// 125 ms more per MiB): seconds (`30`) or with a unit (`500ms`, `2m`).
+    /// Deadline of a whole get, set or delete, or of each page of `keys`, retries included (a
+    /// value of known size gets 125 ms more per MiB): seconds (`30`) or with a unit (`500ms`,
+    /// `2m`).
     #[arg(long, global = true, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
     pub timeout: Duration,
     /// The controller's HOST:PORT.
@@ -128,6 +132,9 @@ pub enum Command {
     Set(data::SetArgs),
     /// Delete a key (deleting a key that has no value succeeds).
     Delete(data::DeleteArgs),
+    /// List the keys that start with PREFIX (every key without one), one per line, in the
+    /// cluster's order (by hash, not sorted); as raw bytes, --escaped or --json.
+    Keys(keys::KeysArgs),
     /// Show members, pending nodes, partition health and every partition move.
     Status,
     /// Approve or remove storage nodes.
@@ -269,6 +276,7 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write, poll: Duration) -> Result<(
         Command::Get(args) => data::get(&data_client(cli)?, args, output, out).await?,
         Command::Set(args) => data::set(&data_client(cli)?, args, output, out).await?,
         Command::Delete(args) => data::delete(&data_client(cli)?, args, output, out).await?,
+        Command::Keys(args) => keys::keys(&data_client(cli)?, args, json, out).await?,
         Command::Status => {
             let status = admin.status().await?;
             if json {
@@ -439,6 +447,10 @@ mod tests {
         WaitArgs { wait: true, wait_timeout: Duration::from_secs(timeout) }
     }
 
+    fn keys_command(prefix: Option<&str>, hex_prefix: bool, escaped: bool, page_size: u16) -> Command {
+        Command::Keys(keys::KeysArgs { prefix: prefix.map(Into::into), hex_prefix, escaped, page_size })
+    }
+
     const NO_WAIT: WaitArgs = WaitArgs { wait: false, wait_timeout: Duration::from_secs(3600) };
 
     #[test]
@@ -474,6 +486,9 @@ mod tests {
                 &["delete", "k", "-w", "quorum"],
                 Command::Delete(data::DeleteArgs { key: key("k", false), write_level: Some(Level::Quorum) }),
             ),
+            (&["keys"], keys_command(None, false, false, 1000)),
+            (&["keys", "user/", "--page-size", "333"], keys_command(Some("user/"), false, false, 333)),
+            (&["keys", "--hex-prefix", "00ff", "--escaped"], keys_command(Some("00ff"), true, true, 1000)),
             (&["status"], Command::Status),
             (
                 &["node", "add", "10.0.0.9:7001"],
@@ -542,6 +557,9 @@ mod tests {
             (&["set", "k"], "<VALUE>"),
             (&["set", "k", "v", "--file", "f"], "cannot be used with"),
             (&["delete"], "<KEY>"),
+            (&["keys", "--page-size", "0"], "0 is not in 1..=10000"),
+            (&["keys", "--page-size", "10001"], "10001 is not in 1..=10000"),
+            (&["keys", "--hex-prefix"], "<PREFIX>"),
             (&["--controller", "ctl", "status"], "`ctl` is not HOST:PORT"),
             (&["frobnicate"], "unrecognized subcommand"),
             (&[], "Usage"),
@@ -575,6 +593,7 @@ mod tests {
             "get",
             "set",
             "delete",
+            "keys",
             "--frontends",
             "VF_FRONTENDS",
             "--timeout",
