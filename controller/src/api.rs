@@ -1,5 +1,5 @@
 //! The controller's HTTP API (see `common::proto`): registration, the map long poll, fencing,
-//! status, and the admin endpoints the `velourfog` CLI calls. [`ROUTES`] is the one list of
+//! status, and the admin endpoints the `velourfog` CLI calls. `ROUTES` is the one list of
 //! endpoints: dispatch, who may call each (see `common::auth`), 404 and 405 (with `Allow`) all
 //! come from it. Open to all: `/health`, `/metrics`, `/v1/status` and the dashboard (`/`,
 //! `/dashboard`, `/v1/dashboard`), all read-only and without records; everything else needs the

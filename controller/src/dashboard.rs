@@ -2,7 +2,7 @@
 //! `GET /v1/dashboard` every two seconds, and the collector behind that JSON.
 //!
 //! Every [`SCRAPE_INTERVAL`] the collector reads the `/metrics` of every storage node and
-//! frontend the controller knows (open endpoints, each call bounded by [`SCRAPE_TIMEOUT`]) and
+//! frontend the controller knows (open endpoints, each call bounded by `SCRAPE_TIMEOUT`) and
 //! keeps, for the last [`WINDOW`] points, the cluster's request rates by operation and its
 //! latency quantiles, computed from the frontends' own counters and histogram buckets (deltas
 //! between scrapes, so a restarted frontend's reset counters count from zero, never negative);

@@ -1,5 +1,6 @@
-//! The public API: `/get/`, `/set/`, `/delete/`, and for operators `/health` and `/metrics`.
-//! Nothing internal is served here.
+//! The public API: the original `/get/`, `/set/`, `/delete/`; the REST paths `/kv/<key>` (see
+//! `crate::rest`) and `/kv/` (listing, see `crate::listing`); and for operators `/health` and
+//! `/metrics`. Nothing internal is served here.
 //!
 //! Keys and values are byte strings, percent-decoded strictly (see `common::query`). Every
 //! misuse is a 4xx with a one-line message; 503 means the cluster could not do what was asked.
@@ -20,7 +21,7 @@ use std::sync::Arc;
 const USAGE: &str =
     "use GET /get/?key=K[&r=one|quorum|all], GET or POST /set/?key=K&value=V[&w=one|quorum|all] \
 (or the value as POST body), GET, POST or DELETE /delete/?key=K[&w=...]; or GET, HEAD, PUT and DELETE \
-on /kv/<key>";
+on /kv/<key>, GET /kv/<key>?wait=30s&newer_than=V, GET /kv/?prefix=P&limit=N[&after=C]";
 
 /// The REST paths: `/kv/<key>` (see `crate::rest`).
 pub const KV_PREFIX: &str = "/kv/";
@@ -105,7 +106,8 @@ pub async fn answer(
 ) -> Response<Body> {
     let started = std::time::Instant::now();
     let response = route(frontend, method, path, query, conditions, body).await;
-    crate::metrics::request(crate::metrics::operation(path), response.status(), started.elapsed());
+    let op = crate::metrics::operation(method, path, query);
+    crate::metrics::request(op, response.status(), started.elapsed());
     response
 }
 

@@ -48,14 +48,26 @@ pub fn describe() {
     describe_gauge!(CLOCK_SKEW, Unit::Seconds, "How far this frontend's clock is ahead of the controller's.");
 }
 
-/// The operation a public path names.
-pub fn operation(path: &str) -> &'static str {
+/// The operation a public request is: the same label for both APIs (`/get/` and `GET /kv/K`
+/// are `get`), and `watch` and `list` for the REST API's own.
+pub fn operation(method: &http::Method, path: &str, query: Option<&str>) -> &'static str {
     match path {
         "/get/" | "/get" => "get",
         "/set/" | "/set" => "set",
         "/delete/" | "/delete" => "delete",
         "/health" => "health",
         "/metrics" => "metrics",
+        "/kv/" | "/kv" => "list",
+        path if path.starts_with("/kv/") => match *method {
+            http::Method::GET if query.is_some_and(|q| q.split('&').any(|p| p.starts_with("wait="))) => {
+                "watch"
+            }
+            http::Method::GET => "get",
+            http::Method::HEAD => "head",
+            http::Method::PUT => "set",
+            http::Method::DELETE => "delete",
+            _ => "other",
+        },
         _ => "other",
     }
 }
@@ -146,10 +158,21 @@ mod tests {
 
     #[test]
     fn labels_are_few_and_fixed() {
+        let get = |path| operation(&http::Method::GET, path, None);
         assert_eq!(
-            ["/get/", "/set", "/delete/", "/health", "/metrics", "/v1/record"].map(operation),
-            ["get", "set", "delete", "health", "metrics", "other"]
+            ["/get/", "/set", "/delete/", "/health", "/metrics", "/v1/record", "/kv/", "/kv/k"].map(get),
+            ["get", "set", "delete", "health", "metrics", "other", "list", "get"]
         );
+        let rest = [
+            (http::Method::PUT, None, "set"),
+            (http::Method::DELETE, None, "delete"),
+            (http::Method::HEAD, None, "head"),
+            (http::Method::GET, Some("newer_than=1&wait=5s"), "watch"),
+            (http::Method::POST, None, "other"),
+        ];
+        for (method, query, op) in rest {
+            assert_eq!(operation(&method, "/kv/a/b", query), op);
+        }
         let statuses = [200, 404, 418, 503, 502, 302].map(|s| status_label(StatusCode::from_u16(s).unwrap()));
         assert_eq!(statuses, ["200", "404", "4xx", "503", "5xx", "other"]);
         assert_eq!(node_label(7), "7");

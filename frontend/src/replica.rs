@@ -247,7 +247,7 @@ impl Replicas {
     /// each chunk `chunks` yields goes to all of them at once (a replica that falls behind by
     /// more than a few chunks holds the others back until its deadline). Returns the chunks
     /// (to write again the ordinary way if this did not fully succeed) and each replica's
-    /// result (as for [`stored`]); `Err` if `chunks` failed, in which case every replica's
+    /// result (as for `stored`); `Err` if `chunks` failed, in which case every replica's
     /// request was aborted and none stored anything.
     pub async fn write_streamed<E: std::fmt::Display>(
         &self,

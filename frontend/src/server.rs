@@ -21,7 +21,7 @@
 //! Content-Length body up to `--max-value-bytes`; a chunked one is refused with 414.
 //!
 //! Shutdown: the listener closes at once; an idle connection closes after a request that
-//! arrives within [`SHUTDOWN_IDLE_DRAIN`] (answered with `connection: close`, where a client
+//! arrives within `SHUTDOWN_IDLE_DRAIN` (answered with `connection: close`, where a client
 //! that sent it just before seeing the close would otherwise get a reset), one in the middle of a
 //! request answers it first (with `connection: close`); after `SHUTDOWN_GRACE` the rest are
 //! dropped.

@@ -607,7 +607,7 @@ fn stored_key(prefix: u32, key: &[u8]) -> Vec<u8> {
 pub struct StoredValue(ByteView);
 
 impl StoredValue {
-    /// Room for a value of `length` bytes with `timestamp`; fill it through [`StoredValue::value_mut`].
+    /// Room for a value of `length` bytes with `timestamp`; fill it through [`StoredValue::write_at`].
     pub fn with_length(timestamp: u64, length: usize) -> Self {
         let mut view = ByteView::with_size(HEADER_BYTES + length);
         {
