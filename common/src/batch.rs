@@ -7,7 +7,9 @@
 //! key`, then for a read `u8 leased`; for a write `u64 timestamp, u8 tombstone, u64 epoch (0:
 //! none), u32 value_len, value`. Response: repeated outcomes, each `u8 kind` then, for `Found`,
 //! `u64 timestamp, u8 tombstone, u32 value_len, value`; for `StaleEpoch`, `u64 needed`; for
-//! `Superseded`, `u64 by`; for `NotServing`, `Failed`, `FutureTimestamp`, `u32 len, message`.
+//! `Superseded`, `u64 by`; for `NotServing`, `Failed`, `FutureTimestamp`, `DiskFull`,
+//! `u32 len, message`. `DiskFull` (kind 10) is newer than the others: a frontend of an older
+//! version decodes a batch holding one as malformed, which it treats as a failed replica call.
 
 use crate::placement::Epoch;
 use crate::version::Record;
@@ -50,6 +52,9 @@ pub enum Outcome {
     /// A write whose timestamp is further ahead of the node's clock than it accepts (the
     /// writer's clock is wrong): refused, nothing stored.
     FutureTimestamp(String),
+    /// A write refused because the node's free disk space is below its floor (the node's
+    /// message names it, the free space and the floor): nothing stored; the node is alive.
+    DiskFull(String),
 }
 
 /// A malformed batch.
@@ -68,6 +73,7 @@ const NOT_SERVING: u8 = 6;
 const FAILED: u8 = 7;
 const FUTURE: u8 = 8;
 const SUPERSEDED: u8 = 9;
+const DISK_FULL: u8 = 10;
 
 fn need(buf: &Bytes, n: usize, what: &'static str) -> Result<(), BatchError> {
     if buf.remaining() < n {
@@ -176,6 +182,7 @@ pub fn encode_outcomes(outcomes: &[Outcome]) -> Bytes {
             Outcome::NotServing(why) => text(&mut out, NOT_SERVING, why),
             Outcome::Failed(why) => text(&mut out, FAILED, why),
             Outcome::FutureTimestamp(why) => text(&mut out, FUTURE, why),
+            Outcome::DiskFull(why) => text(&mut out, DISK_FULL, why),
         }
     }
     out.freeze()
@@ -212,6 +219,7 @@ pub fn decode_outcomes(mut buf: Bytes) -> Result<Vec<Outcome>, BatchError> {
             NOT_SERVING => Outcome::NotServing(text(&mut buf)?),
             FAILED => Outcome::Failed(text(&mut buf)?),
             FUTURE => Outcome::FutureTimestamp(text(&mut buf)?),
+            DISK_FULL => Outcome::DiskFull(text(&mut buf)?),
             _ => return Err(BatchError("unknown outcome")),
         });
     }
@@ -246,6 +254,7 @@ mod tests {
             Outcome::Failed("disk full".into()),
             Outcome::FutureTimestamp("an hour ahead".into()),
             Outcome::Superseded { by: u64::MAX },
+            Outcome::DiskFull("node 2 refuses writes".into()),
         ];
         assert_eq!(decode_outcomes(encode_outcomes(&outcomes)).unwrap(), outcomes);
     }

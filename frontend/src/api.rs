@@ -3,7 +3,11 @@
 //! `/metrics`. Nothing internal is served here.
 //!
 //! Keys and values are byte strings, percent-decoded strictly (see `common::query`). Every
-//! misuse is a 4xx with a one-line message; 503 means the cluster could not do what was asked.
+//! misuse is a 4xx with a one-line message; 503 means the cluster could not do what was asked;
+//! 507 means a write missed its quorum because replicas refused it for want of disk space (their
+//! free space is below `storage --min-free-disk-mib`): the message names them. Such replicas are
+//! alive, so a refused write fences nobody; but a replica that missed a write that others
+//! acknowledged is fenced out of reads like any other, so that no read can miss the write.
 
 use crate::consistency::Level;
 use crate::replica::{Found, ReplicaFailure, STREAMED_WRITE_BYTES};
@@ -43,6 +47,9 @@ pub enum ApiError {
     NoMap,
     #[error("{0}")]
     Unavailable(String),
+    /// A write missed its quorum because replicas are out of disk space (names them).
+    #[error("{0}")]
+    InsufficientStorage(String),
 }
 
 impl ApiError {
@@ -53,6 +60,7 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NoMap | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
 
@@ -537,17 +545,27 @@ async fn acknowledge(
     level: Level,
 ) -> Result<(), ApiError> {
     let stored = |node| targets.contains(&node) && !failures.iter().any(|f| f.node == node);
-    if let Some((stored, replicas, required)) = short_quorum(&routes.map, partition, level, stored) {
+    if let Some((stored_by, replicas, required)) = short_quorum(&routes.map, partition, level, stored) {
         let moving = if routes.map.assignment(partition).is_moving() {
             " (the partition is moving: a write needs a quorum of its old and of its new replicas)"
         } else {
             ""
         };
-        return Err(ApiError::Unavailable(format!(
-            "write not acknowledged: {stored} of {replicas} replicas of partition {partition} stored it, \
+        let message = format!(
+            "write not acknowledged: {stored_by} of {replicas} replicas of partition {partition} stored it, \
              w={level} needs {required}{moving} ({}); the write may be visible on some replicas",
             join(failures)
-        )));
+        );
+        let full: Vec<&ReplicaFailure> = failures.iter().filter(|f| f.is_disk_full()).collect();
+        let full_ids: Vec<NodeId> = full.iter().map(|f| f.node).collect();
+        if short_for_space(&routes.map, partition, level, stored, &full_ids) {
+            let named: Vec<String> = full.iter().map(|f| format!("{} ({})", f.node, f.addr)).collect();
+            return Err(ApiError::InsufficientStorage(format!(
+                "insufficient storage on node {}: {message}",
+                named.join(", node ")
+            )));
+        }
+        return Err(ApiError::Unavailable(message));
     }
     let fences = failures.iter().map(|f| frontend.fence(f.node, f.to_string()));
     let unfenced: Vec<String> = futures_util::future::join_all(fences)
@@ -591,6 +609,19 @@ fn short_quorum(
     })
 }
 
+/// Whether replicas out of disk space (`full`) are why a write that `stored` reports missed its
+/// quorum: it would have met it had they stored it. Then the answer is 507, not 503.
+fn short_for_space(
+    map: &common::placement::PartitionMap,
+    partition: u32,
+    level: Level,
+    stored: impl Fn(NodeId) -> bool,
+    full: &[NodeId],
+) -> bool {
+    !full.is_empty()
+        && short_quorum(map, partition, level, |node| stored(node) || full.contains(&node)).is_none()
+}
+
 fn health(frontend: &Frontend) -> Response<Body> {
     match frontend.router.current() {
         Some(routes) => h::text(
@@ -608,6 +639,30 @@ fn join(failures: &[ReplicaFailure]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_short_of_its_quorum_for_want_of_disk_space_is_507() {
+        use common::placement::{Member, PartitionMap};
+        let members = (1..=3).map(|id| Member::up(id, format!("s{id}:1"))).collect();
+        let map = PartitionMap::build(5, members, 3).unwrap();
+        // The level, the replicas that stored the write, those out of space (the rest failed
+        // otherwise), and whether the space is why the write missed its quorum.
+        let cases: &[(Level, &[NodeId], &[NodeId], bool)] = &[
+            (Level::Quorum, &[1], &[2], true),
+            (Level::Quorum, &[], &[1, 2], true),
+            (Level::Quorum, &[], &[1, 2, 3], true),
+            (Level::Quorum, &[], &[1], false),
+            (Level::Quorum, &[1], &[], false),
+            (Level::All, &[1, 2], &[3], true),
+            (Level::All, &[1], &[3], false),
+            (Level::One, &[], &[2], true),
+            (Level::One, &[], &[], false),
+        ];
+        for &(level, stored, full, expected) in cases {
+            let decided = short_for_space(&map, 0, level, |node| stored.contains(&node), full);
+            assert_eq!(decided, expected, "w={level}: stored on {stored:?}, full {full:?}");
+        }
+    }
 
     #[test]
     fn if_none_match_names_versions_strongly_weakly_or_all() {

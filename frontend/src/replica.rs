@@ -96,6 +96,12 @@ impl ReplicaFailure {
         matches!(&self.error, RpcError::Status { status, .. } if *status == StatusCode::UNPROCESSABLE_ENTITY)
     }
 
+    /// The replica refused the write because its free disk space is below its floor: it is
+    /// alive and stored nothing.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(&self.error, RpcError::Status { status, .. } if *status == StatusCode::INSUFFICIENT_STORAGE)
+    }
+
     /// The replica refused the write because it was routed by an outdated map.
     pub fn is_stale_epoch(&self) -> bool {
         matches!(&self.error, RpcError::Status { status, .. } if *status == StatusCode::CONFLICT)
@@ -190,6 +196,9 @@ impl Replicas {
                         }
                         Ok(Outcome::FutureTimestamp(message)) => {
                             Err(RpcError::Status { status: StatusCode::UNPROCESSABLE_ENTITY, message })
+                        }
+                        Ok(Outcome::DiskFull(message)) => {
+                            Err(RpcError::Status { status: StatusCode::INSUFFICIENT_STORAGE, message })
                         }
                         Ok(other) => {
                             Err(RpcError::Protocol(format!("unexpected outcome of a write: {other:?}")))

@@ -9,6 +9,7 @@
 //! a map older than its partition's [`min_write_epoch`](common::placement::PartitionMap::min_write_epoch)
 //! is refused with 409, so the frontend fetches the new map and writes to the replica it missed.
 
+use crate::disk::Write;
 use crate::store::{Applied, Bounded, StoreError, StoredValue};
 use crate::value_files::{FinishedValue, VALUE_FILE_BYTES};
 use crate::Node;
@@ -53,6 +54,9 @@ pub enum ApiError {
     BehindEpoch { have: u64, need: u64 },
     #[error(transparent)]
     Repair(#[from] crate::repair::RepairError),
+    /// Free disk space is below the floor (see [`crate::disk`]): 507, nothing stored.
+    #[error("insufficient storage: {who} {refusal}")]
+    DiskFull { who: String, refusal: crate::disk::Refusal },
 }
 
 impl ApiError {
@@ -68,6 +72,9 @@ impl ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             ApiError::NotServing(_) => StatusCode::SERVICE_UNAVAILABLE,
+            // 507: the node is alive and refuses to fill its disk; frontends never fence it for
+            // that alone (see `frontend::api`).
+            ApiError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::StaleEpoch { .. } | ApiError::BehindEpoch { .. } => StatusCode::CONFLICT,
         }
     }
@@ -131,7 +138,8 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
         },
     };
     result.unwrap_or_else(|e| {
-        if e.status().is_server_error() {
+        // Refusals for want of space are counted and logged when they start (`crate::disk`).
+        if e.status().is_server_error() && !matches!(e, ApiError::DiskFull { .. }) {
             log::error!("request failed: {e}");
         }
         let mut response = h::text(e.status(), &e);
@@ -246,13 +254,8 @@ async fn batch(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Ap
                     }
                 }
                 Op::Put { key, record, epoch } => {
-                    let too_far_ahead = node.limits.future_timestamp(record.timestamp);
-                    match view.stale_write(&key, epoch, me) {
-                        _ if key.len() > node.limits.max_key_bytes => Outcome::Failed("key too large".into()),
-                        _ if too_far_ahead.is_some() => {
-                            Outcome::FutureTimestamp(too_far_ahead.unwrap_or_default())
-                        }
-                        Some((_, needed)) => Outcome::StaleEpoch { needed },
+                    match refused_write(node, &view, me, &key, &record, epoch) {
+                        Some(refusal) => refusal,
                         None => {
                             pending.push((outcomes.len(), key, record));
                             Outcome::Stored // replaced by the flush below
@@ -279,6 +282,34 @@ async fn batch(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Ap
         .header(http::header::CONTENT_TYPE, "application/octet-stream")
         .body(h::full(batch::encode_outcomes(&outcomes)))
         .expect("valid response parts"))
+}
+
+/// Why a batched write of `record` to `key`, routed by map `epoch`, is refused before it is
+/// applied, if it is: a key too long, a timestamp too far ahead, a stale map, a full disk.
+fn refused_write(
+    node: &Node,
+    view: &crate::View,
+    me: Option<NodeId>,
+    key: &[u8],
+    record: &Record,
+    epoch: Option<u64>,
+) -> Option<common::batch::Outcome> {
+    use common::batch::Outcome;
+    if key.len() > node.limits.max_key_bytes {
+        return Some(Outcome::Failed("key too large".into()));
+    }
+    if let Some(why) = node.limits.future_timestamp(record.timestamp) {
+        return Some(Outcome::FutureTimestamp(why));
+    }
+    if let Some((_, needed)) = view.stale_write(key, epoch, me) {
+        return Some(Outcome::StaleEpoch { needed });
+    }
+    let write = match &record.value {
+        None => Write::Tombstone,
+        Some(value) => Write::Value(value.len() as u64),
+    };
+    let refusal = node.disk.check(write).err()?;
+    Some(Outcome::DiskFull(disk_full(node, refusal).to_string()))
 }
 
 fn digests(node: &Node, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
@@ -416,7 +447,16 @@ fn stats(node: &Node) -> serde_json::Value {
         "repair": node.repair.to_json(),
         "engine": node.store.engine_stats(),
         "heap": crate::heap::stats(),
+        "disk": disk_stats(node),
     })
+}
+
+/// The disk section of `/v1/stats`: the engine's files, the filesystem's free and total bytes,
+/// the floor, and whether writes are refused (see [`crate::disk`]).
+fn disk_stats(node: &Node) -> serde_json::Value {
+    let mut disk = serde_json::to_value(node.disk.report()).expect("a plain struct");
+    disk["used_bytes"] = node.store.disk_space().into();
+    disk
 }
 
 fn get(node: &Node, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
@@ -512,6 +552,13 @@ async fn put(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiE
     };
     let limit = node.limits.max_value_bytes;
     let declared = hyper::body::Body::size_hint(&body).exact().map(|n| n as usize);
+    // Before the body is read: a value that would take the disk below its floor is refused
+    // whole (a body of unknown length counts as empty here; the next reading sees it).
+    let write = match tombstone {
+        true => Write::Tombstone,
+        false => Write::Value(declared.unwrap_or(0) as u64),
+    };
+    node.disk.check(write).map_err(|refusal| disk_full(node, refusal))?;
     if let Some(length) = declared.filter(|&n| !tombstone && n >= VALUE_FILE_BYTES && n <= limit) {
         let epoch = epoch_of(&parts.headers)?;
         let value = read_into_value_file(node, body, length).await?;
@@ -554,6 +601,13 @@ async fn put(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiE
         }
     })
     .await
+}
+
+/// The error for a write refused for want of disk space, naming this node.
+fn disk_full(node: &Node, refusal: crate::disk::Refusal) -> ApiError {
+    let who =
+        node.id().map_or_else(|| "this node (not registered yet)".to_owned(), |id| format!("node {id}"));
+    ApiError::DiskFull { who, refusal }
 }
 
 /// Applies one write unless it was routed by a stale map, and answers once it is durable.
@@ -768,6 +822,10 @@ mod tests {
         let engine = stats(&node)["engine"].clone();
         assert_eq!(engine["approximate_records"], 1);
         assert!(engine["write_buffer_bytes"].as_u64().unwrap() >= 4096, "{engine}");
+        let disk = stats(&node)["disk"].clone();
+        assert!(disk["used_bytes"].as_u64().unwrap() > 0, "{disk}");
+        assert!(disk["free_bytes"].as_u64().unwrap() <= disk["total_bytes"].as_u64().unwrap(), "{disk}");
+        assert_eq!((disk["floor_bytes"].as_u64(), disk["refusing_writes"].as_bool()), (Some(0), Some(false)));
         if cfg!(all(target_os = "linux", target_env = "gnu")) {
             let heap = stats(&node)["heap"].clone();
             assert!(heap["in_use_bytes"].as_u64().unwrap() >= 4096, "{heap}");

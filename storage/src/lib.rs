@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod digest;
+pub mod disk;
 pub mod durability;
 pub mod heap;
 pub mod identity;
@@ -65,7 +66,13 @@ pub struct Config {
     /// last interval of acknowledged writes, a process crash loses nothing).
     #[arg(long, env = "VF_SYNC", default_value = "always")]
     pub sync: SyncPolicy,
-    /// Seconds between anti-entropy passes (digest comparison with every peer).
+    /// Free space to keep on the data directory's filesystem, in MiB: below it the node refuses
+    /// writes of values with 507 (reads go on; deletes are accepted down to half of it) and
+    /// takes them again by itself once space returns. The default leaves room for the engine's
+    /// flushes and compactions yet fits a laptop's or a CI runner's temp dir; 0: no floor.
+    #[arg(long, env = "VF_MIN_FREE_DISK_MIB", default_value_t = disk::DEFAULT_MIN_FREE_MIB)]
+    pub min_free_disk_mib: u64,
+    /// Milliseconds between anti-entropy passes (digest comparison with every peer).
     #[arg(long, env = "VF_ANTI_ENTROPY_MS", default_value_t = 10_000)]
     pub anti_entropy_ms: u64,
     /// Block cache of the storage engine, in MiB: the bound on memory used for cached data.
@@ -214,6 +221,8 @@ pub struct Node {
     pub clock: common::skew::ClockCheck,
     /// Where the node keeps its data.
     pub data_dir: PathBuf,
+    /// The free-space floor of the data directory's filesystem.
+    pub disk: Arc<disk::Disk>,
 }
 
 impl Node {
@@ -300,6 +309,7 @@ impl Node {
             client: common::http::Client::new(),
             clock: common::skew::ClockCheck::new(5_000_000),
             data_dir: dir.to_path_buf(),
+            disk: Arc::new(disk::Disk::new(dir.to_path_buf(), 0)),
         }
     }
 
@@ -391,6 +401,10 @@ impl Server {
             client: common::http::Client::with_secret(secret.as_ref()),
             gate: common::auth::Gate::new(secret),
             clock: common::skew::ClockCheck::new(config.max_clock_skew_ms.saturating_mul(1000)),
+            disk: Arc::new(disk::Disk::new(
+                data_dir.clone(),
+                config.min_free_disk_mib.saturating_mul(1 << 20),
+            )),
             data_dir: data_dir.clone(),
         });
         if let Some(map) = map {
@@ -438,6 +452,7 @@ impl Server {
             self.anti_entropy_interval,
             shutdown.clone(),
         ));
+        let disk = tokio::spawn(self.node.disk.clone().run(shutdown.clone()));
         let node = self.node.clone();
         let handler = move |req| api::handle(node.clone(), req);
         common::http::serve_with(self.listener, handler, shutdown, self.rules).await;
@@ -445,6 +460,7 @@ impl Server {
         map_follower.abort();
         anti_entropy.abort();
         moves.abort();
+        disk.abort();
         log::info!("storage node stopped");
         Ok(())
     }

@@ -13,6 +13,7 @@ const READS: &str = "velourfog_storage_reads_total";
 const FSYNC_SECONDS: &str = "velourfog_storage_fsync_duration_seconds";
 const FSYNC_WRITES: &str = "velourfog_storage_fsync_writes";
 const TRANSFER_BYTES: &str = "velourfog_storage_transfer_bytes_total";
+const WRITES_REFUSED: &str = "velourfog_storage_writes_refused_total";
 
 /// Gives every metric its help text and unit (called once at start).
 pub fn describe() {
@@ -43,6 +44,22 @@ pub fn describe() {
         Unit::Bytes,
         "Size of the data directory's filesystem."
     );
+    describe_gauge!(
+        "velourfog_storage_disk_floor_bytes",
+        Unit::Bytes,
+        "Free space below which writes are refused (--min-free-disk-mib; 0: none)."
+    );
+    describe_gauge!(
+        "velourfog_storage_refusing_writes",
+        "1 while free disk space is below the floor and writes of values are refused."
+    );
+    describe_counter!(
+        WRITES_REFUSED,
+        Unit::Count,
+        "Writes refused before touching the store, by reason (disk_floor: free space below the floor)."
+    );
+    // Present from the start, so that a rate over it is defined before the first refusal.
+    counter!(WRITES_REFUSED, "reason" => "disk_floor").increment(0);
     describe_gauge!(
         "velourfog_storage_records",
         Unit::Count,
@@ -89,6 +106,11 @@ pub fn fsync(elapsed: Duration, batches: u64) {
     histogram!(FSYNC_WRITES).record(batches as f64);
 }
 
+/// One write refused because free disk space is below the floor (see `crate::disk`).
+pub fn disk_floor_refusal() {
+    counter!(WRITES_REFUSED, "reason" => "disk_floor").increment(1);
+}
+
 pub fn transferred(bytes: u64) {
     counter!(TRANSFER_BYTES).increment(bytes);
 }
@@ -111,6 +133,8 @@ pub fn refresh(node: &Node) {
         gauge!("velourfog_storage_disk_free_bytes").set(free as f64);
         gauge!("velourfog_storage_disk_total_bytes").set(total as f64);
     }
+    gauge!("velourfog_storage_disk_floor_bytes").set(node.disk.floor_bytes() as f64);
+    gauge!("velourfog_storage_refusing_writes").set(if node.disk.refusing_writes() { 1.0 } else { 0.0 });
     counter!("velourfog_storage_repair_bytes_total")
         .absolute(node.repair.bytes_moved.load(Ordering::Relaxed));
     counter!("velourfog_storage_repair_records_total")

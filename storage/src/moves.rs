@@ -12,7 +12,8 @@
 //! directly. Once the whole partition is pulled, the node says so in its heartbeats; the
 //! controller then lets the new set serve reads (see `docs/membership.md`).
 //!
-//! Transfers share one rate limit per node (`--rebalance-mib-per-s`). A partition the node's
+//! Transfers share one rate limit per node (`--rebalance-mib-per-s`) and pause while the node's
+//! disk is below its free-space floor (see [`crate::disk`]). A partition the node's
 //! map no longer has it hold (its move to other nodes committed) is purged from the store, by a
 //! member of the cluster or by a node the controller says it removed; a node refused for any
 //! other reason (an unknown identity: pointed at the wrong cluster?) keeps its data.
@@ -183,6 +184,8 @@ async fn pull(
     let check = SourceCheck { min_epoch: since, leased: false };
     let mut progress = TransferProgress { partition: p, since, bytes_done: 0, bytes_total: 0 };
     for i in 0..slices {
+        // Paused, not failed, while the disk is below its floor: the pull goes on from here.
+        node.disk.wait_for_room(&format!("pulling partition {p}")).await;
         let slice = (p << shift) | i;
         let mut answered = 0;
         let mut errors = Vec::new();

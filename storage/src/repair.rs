@@ -19,6 +19,9 @@
 //!   differ, among those both are replicas of (a partition moving to a node is pulled by the
 //!   move, see `moves`). Equal partitions cost nothing more.
 //!
+//! Both pause while the node's disk is below its free-space floor (see `crate::disk`): they
+//! write what they pull, and resume once space returns.
+//!
 //! Wire formats (all integers big-endian):
 //! - versions list: repeated `u32 key_len, key, u64 timestamp, u8 tombstone, u64 value_fp`;
 //! - diff answer: repeated `u32 key_len, key, u64 timestamp, u8 tombstone, u64 value_len, value`.
@@ -290,6 +293,7 @@ pub async fn catch_up(node: Arc<Node>, client: Client, controller: String, joine
         if node.state() != NodeState::CatchingUp {
             return;
         }
+        node.disk.wait_for_room("catch-up").await;
         let mut complete = true;
         for partition in map.partitions_of(me).filter(|p| !done.contains(p)).collect::<Vec<_>>() {
             match catch_up_partition(&node, &client, &map, me, partition, joined).await {
@@ -383,8 +387,9 @@ pub async fn anti_entropy(
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.wait() => return,
         }
-        // Only a node that knows it is up (a valid lease, not a stale view after a pause).
-        if node.read_permission().is_err() {
+        // Only a node that knows it is up (a valid lease, not a stale view after a pause), and
+        // whose disk has room for what it would pull.
+        if node.read_permission().is_err() || node.disk.refusing_writes() {
             continue;
         }
         if let Err(e) = anti_entropy_pass(&node, &client).await {
