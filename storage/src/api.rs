@@ -55,7 +55,7 @@ pub enum ApiError {
     #[error(transparent)]
     Repair(#[from] crate::repair::RepairError),
     /// Free disk space is below the floor (see [`crate::disk`]): 507, nothing stored.
-    #[error("insufficient storage: {who} {refusal}")]
+    #[error("{who} {refusal}")]
     DiskFull { who: String, refusal: crate::disk::Refusal },
 }
 
@@ -451,11 +451,12 @@ fn stats(node: &Node) -> serde_json::Value {
     })
 }
 
-/// The disk section of `/v1/stats`: the engine's files, the filesystem's free and total bytes,
-/// the floor, and whether writes are refused (see [`crate::disk`]).
+/// The disk section of `/v1/stats`: the filesystem's used, free and total bytes, the floor,
+/// whether writes are refused (see [`crate::disk`]), and the size of the engine's files as the
+/// engine counts it (apparent sizes: a preallocated journal counts whole).
 fn disk_stats(node: &Node) -> serde_json::Value {
     let mut disk = serde_json::to_value(node.disk.report()).expect("a plain struct");
-    disk["used_bytes"] = node.store.disk_space().into();
+    disk["engine_bytes"] = node.store.disk_space().into();
     disk
 }
 
@@ -823,6 +824,7 @@ mod tests {
         assert_eq!(engine["approximate_records"], 1);
         assert!(engine["write_buffer_bytes"].as_u64().unwrap() >= 4096, "{engine}");
         let disk = stats(&node)["disk"].clone();
+        assert!(disk["engine_bytes"].as_u64().unwrap() > 0, "{disk}");
         assert!(disk["used_bytes"].as_u64().unwrap() > 0, "{disk}");
         assert!(disk["free_bytes"].as_u64().unwrap() <= disk["total_bytes"].as_u64().unwrap(), "{disk}");
         assert_eq!((disk["floor_bytes"].as_u64(), disk["refusing_writes"].as_bool()), (Some(0), Some(false)));

@@ -94,7 +94,10 @@ impl std::fmt::Display for Refusal {
 /// What the node reports of its disk (in `/v1/stats` and its heartbeats).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Report {
-    /// Free and total bytes of the data directory's filesystem (`None`: cannot be read).
+    /// Used, free and total bytes of the data directory's filesystem (`None`: cannot be read).
+    /// Free is what unprivileged users may still use (as `df` shows it), read at most
+    /// [`REFRESH_INTERVAL`] ago less what was admitted since; used is total less free.
+    pub used_bytes: Option<u64>,
     pub free_bytes: Option<u64>,
     pub total_bytes: Option<u64>,
     /// `--min-free-disk-mib`, in bytes (0: none).
@@ -197,6 +200,7 @@ impl Disk {
         let free = self.free.load(Ordering::Relaxed);
         let total = self.total.load(Ordering::Relaxed);
         Report {
+            used_bytes: (free != UNKNOWN).then(|| total.saturating_sub(free)),
             free_bytes: (free != UNKNOWN).then_some(free),
             total_bytes: (free != UNKNOWN).then_some(total),
             floor_bytes: self.floor,

@@ -757,3 +757,31 @@ impl Drop for NetworkNamespace {
 fn ip(args: &[&str]) -> bool {
     Command::new("ip").args(args).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
+
+/// A tmpfs of a few MiB, for tests of a full disk; unmounted on drop. Needs root.
+pub struct TinyFilesystem(tempfile::TempDir);
+
+impl TinyFilesystem {
+    /// `None` where mounting is not permitted (not root): the caller says so and skips.
+    pub fn mount(megabytes: u32) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then_some(Self(dir))
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for TinyFilesystem {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}

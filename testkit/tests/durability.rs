@@ -7,7 +7,7 @@ use http::StatusCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use testkit::{Cluster, ClusterConfig, Process};
+use testkit::{Cluster, ClusterConfig, Process, TinyFilesystem};
 
 fn value_of(i: usize) -> Bytes {
     Bytes::from(format!("value-{i}-{}", "x".repeat(i % 300)))
@@ -218,29 +218,6 @@ async fn an_unusable_data_directory_is_a_clear_error_at_start() {
     assert!(message.contains("in use by another process"), "{message}");
 }
 
-/// A tmpfs of a few MiB, unmounted on drop.
-struct TinyFilesystem(tempfile::TempDir);
-
-impl TinyFilesystem {
-    /// `None` where mounting is not permitted (not root): the caller says so and skips.
-    fn mount(megabytes: u32) -> Option<Self> {
-        let dir = tempfile::tempdir().unwrap();
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
-            .arg(dir.path())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .ok()?;
-        status.success().then_some(Self(dir))
-    }
-}
-
-impl Drop for TinyFilesystem {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(self.0.path()).status();
-    }
-}
-
 #[tokio::test]
 async fn a_full_disk_fails_writes_loudly_and_keeps_what_was_acknowledged() {
     let Some(disk) = TinyFilesystem::mount(6) else {
@@ -251,7 +228,10 @@ async fn a_full_disk_fails_writes_loudly_and_keeps_what_was_acknowledged() {
         storage: 1,
         replication: 1,
         frontends: 1,
-        data_root: Some(disk.0.path().to_path_buf()),
+        data_root: Some(disk.path().to_path_buf()),
+        // No free-space floor: this is what a disk that really fills up does (the floor is
+        // tested in tests/disk.rs).
+        storage_args: vec!["--min-free-disk-mib".into(), "0".into()],
         ..Default::default()
     })
     .await;
