@@ -137,6 +137,21 @@ pub struct StorageRegistration {
     pub synced: Vec<(Partition, Epoch)>,
     #[serde(default)]
     pub joined: Epoch,
+    /// The node's disk and its free-space floor (absent from nodes of older versions).
+    #[serde(default)]
+    pub disk: Option<DiskStatus>,
+}
+
+/// A storage node's disk as it reports it in heartbeats (see `storage --min-free-disk-mib`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskStatus {
+    /// Free and total bytes of the filesystem holding the node's data directory.
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+    /// The floor below which it refuses writes of values (0: none).
+    pub floor_bytes: u64,
+    /// Free space is below the floor: writes of values are refused with 507.
+    pub refusing_writes: bool,
 }
 
 /// How far a node got pulling one partition that is moving to it.
@@ -361,6 +376,9 @@ pub struct StorageStatus {
     pub leaving: bool,
     /// The newest map epoch the node reported having installed.
     pub map_epoch: Option<Epoch>,
+    /// Its disk, as its last heartbeat reported it (if it did).
+    #[serde(default)]
+    pub disk: Option<DiskStatus>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -156,6 +156,8 @@ struct StorageMember {
     synced: BTreeSet<(Partition, Epoch)>,
     synced_joined: Epoch,
     transfers: Vec<(TransferProgress, Instant)>,
+    /// Its disk, as its last heartbeat said.
+    disk: Option<common::proto::DiskStatus>,
 }
 
 impl StorageMember {
@@ -173,6 +175,7 @@ impl StorageMember {
             synced: BTreeSet::new(),
             synced_joined: 0,
             transfers: Vec::new(),
+            disk: None,
         }
     }
 
@@ -198,6 +201,7 @@ impl StorageMember {
     ) -> bool {
         self.last_seen = now;
         self.map_epoch = registration.map_epoch;
+        self.disk = registration.disk;
         let started = |t: &TransferProgress| {
             let same = |(old, _): &&(TransferProgress, Instant)| {
                 (old.partition, old.since) == (t.partition, t.since)
@@ -1005,6 +1009,7 @@ impl Cluster {
                     zone: m.zone.clone(),
                     leaving: m.leaving,
                     map_epoch: m.map_epoch,
+                    disk: m.disk,
                 })
                 .collect(),
             frontends: self
@@ -1116,6 +1121,7 @@ mod tests {
             transfers: Vec::new(),
             synced: Vec::new(),
             joined: 0,
+            disk: None,
         }
     }
 

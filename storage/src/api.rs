@@ -553,13 +553,18 @@ async fn put(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiE
     };
     let limit = node.limits.max_value_bytes;
     let declared = hyper::body::Body::size_hint(&body).exact().map(|n| n as usize);
-    // Before the body is read: a value that would take the disk below its floor is refused
+    // Before the body is stored: a value that would take the disk below its floor is refused
     // whole (a body of unknown length counts as empty here; the next reading sees it).
     let write = match tombstone {
         true => Write::Tombstone,
         false => Write::Value(declared.unwrap_or(0) as u64),
     };
-    node.disk.check(write).map_err(|refusal| disk_full(node, refusal))?;
+    if let Err(refusal) = node.disk.check(write) {
+        // The body is read and dropped: a sender still writing it when the connection closed
+        // would see a broken pipe, not this answer.
+        discard(body, limit).await;
+        return Err(disk_full(node, refusal));
+    }
     if let Some(length) = declared.filter(|&n| !tombstone && n >= VALUE_FILE_BYTES && n <= limit) {
         let epoch = epoch_of(&parts.headers)?;
         let value = read_into_value_file(node, body, length).await?;
@@ -602,6 +607,18 @@ async fn put(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiE
         }
     })
     .await
+}
+
+/// Reads and drops a body of up to `limit` bytes (stops early past it, or on an error).
+async fn discard(mut body: Incoming, limit: usize) {
+    use http_body_util::BodyExt;
+    let mut read = 0;
+    while let Some(Ok(frame)) = body.frame().await {
+        read += frame.data_ref().map_or(0, |data| data.len());
+        if read > limit {
+            return;
+        }
+    }
 }
 
 /// The error for a write refused for want of disk space, naming this node.

@@ -9,8 +9,9 @@
 //! floor is refused whole, before its body is read.
 //!
 //! The check is cheap: free space is read with `statvfs` every [`REFRESH_INTERVAL`] into an
-//! estimate that every admitted write lowers by its size at once, so a burst between two
-//! readings cannot overshoot by much. When the estimate says "refuse", the filesystem is read
+//! estimate that every admitted write lowers by its size at once, so a burst of small writes
+//! between two readings cannot overshoot by much; a large value ([`FRESH_READING_BYTES`] or
+//! more) is admitted on a fresh reading. When the estimate says "refuse", the filesystem is read
 //! again before the answer, so a refusal is always based on a fresh reading, and a node recovers
 //! by itself as soon as space returns (deleted files, a grown filesystem, a compaction).
 //!
@@ -32,6 +33,9 @@ pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 /// The default floor, in MiB: several memtables and a compaction's worth of room on a node with
 /// the default engine settings, yet small enough for a laptop's or a CI runner's temp dir.
 pub const DEFAULT_MIN_FREE_MIB: u64 = 256;
+/// Values at least this large are admitted on a fresh reading (one `statvfs`, small beside
+/// writing the value), so the engine's own writes since the last reading count too.
+pub const FRESH_READING_BYTES: u64 = 64 * 1024;
 /// Free space not known (the filesystem cannot be read): nothing is refused.
 const UNKNOWN: u64 = u64::MAX;
 
@@ -153,7 +157,8 @@ impl Disk {
     /// Admits `write` or says why not (counting the refusal). The estimate is lowered by what
     /// is admitted; a refusal is always checked against a fresh reading first.
     pub fn check(&self, write: Write) -> Result<(), Refusal> {
-        if admit(write, self.free.load(Ordering::Relaxed), self.floor).is_err() {
+        let large = matches!(write, Write::Value(bytes) if bytes >= FRESH_READING_BYTES);
+        if large || admit(write, self.free.load(Ordering::Relaxed), self.floor).is_err() {
             self.refresh();
         }
         match admit(write, self.free.load(Ordering::Relaxed), self.floor) {
@@ -207,6 +212,17 @@ impl Disk {
             refusing_writes: self.refusing_writes(),
             writes_refused: self.refused.load(Ordering::Relaxed),
         }
+    }
+
+    /// What heartbeats tell the controller (`None` if the filesystem cannot be read).
+    pub fn status(&self) -> Option<common::proto::DiskStatus> {
+        let report = self.report();
+        Some(common::proto::DiskStatus {
+            free_bytes: report.free_bytes?,
+            total_bytes: report.total_bytes?,
+            floor_bytes: report.floor_bytes,
+            refusing_writes: report.refusing_writes,
+        })
     }
 
     /// Reads the free space every [`REFRESH_INTERVAL`] until `shutdown`.

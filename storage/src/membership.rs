@@ -121,6 +121,7 @@ fn registration(node: &Node, advertise: &str, controller_epoch: Option<Epoch>) -
         transfers: node.moves.transfers(),
         synced: node.moves.synced(),
         joined,
+        disk: node.disk.status(),
     }
 }
 

@@ -33,8 +33,8 @@ fn value(seed: u64, len: usize) -> Bytes {
 }
 
 /// Writes values of every size in turn until even the smallest is refused; returns what was
-/// acknowledged and the first refusal's message. Any other failure fails the test.
-async fn fill_until_refused(cluster: &Cluster) -> (Vec<(String, Bytes)>, String) {
+/// acknowledged and the first and last refusals' messages. Any other failure fails the test.
+async fn fill_until_refused(cluster: &Cluster) -> (Vec<(String, Bytes)>, String, String) {
     let mut acknowledged = Vec::new();
     let mut first_refusal = None;
     for i in 0.. {
@@ -45,21 +45,35 @@ async fn fill_until_refused(cluster: &Cluster) -> (Vec<(String, Bytes)>, String)
         match status {
             StatusCode::OK => acknowledged.push((key, value)),
             StatusCode::INSUFFICIENT_STORAGE => {
-                first_refusal.get_or_insert(message);
+                let first = first_refusal.get_or_insert_with(|| message.clone()).clone();
                 if size == SIZES[0] {
-                    break;
+                    return (acknowledged, first, message);
                 }
             }
             other => panic!("set {key} of {size} bytes answered {other}, not 200 or 507: {message}"),
         }
         assert!(i < 2000, "{i} writes and no refusal from a {DISK_MIB} MiB disk");
     }
-    (acknowledged, first_refusal.expect("refused"))
+    unreachable!()
 }
 
 /// The storage node's disk section of `/v1/stats`.
 async fn disk_stats(cluster: &Cluster) -> serde_json::Value {
     cluster.storage_stats(0).await["disk"].clone()
+}
+
+/// Waits until the controller's status reports the node `refusing` writes (or not), as its
+/// heartbeats say; how long that took.
+async fn wait_reported_refusing(cluster: &Cluster, refusing: bool) -> Duration {
+    let started = Instant::now();
+    loop {
+        let status = cluster.status().await;
+        if status["storage"][0]["disk"]["refusing_writes"] == refusing {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "status never said {refusing}: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -86,18 +100,22 @@ async fn below_the_free_space_floor_writes_are_refused_reads_go_on_and_writes_re
     assert_eq!(before["refusing_writes"], false);
 
     let started = Instant::now();
-    let (mut acknowledged, refusal) = fill_until_refused(&cluster).await;
+    let (mut acknowledged, first, refusal) = fill_until_refused(&cluster).await;
     let bytes: usize = acknowledged.iter().map(|(_, v)| v.len()).sum();
     eprintln!(
-        "floor reached in {:.2?}: {} sets ({:.1} MiB) acknowledged; first refusal: {refusal}",
+        "floor reached in {:.2?}: {} sets ({:.1} MiB) acknowledged\nfirst refusal: {first}\nlast refusal: {refusal}",
         started.elapsed(),
         acknowledged.len(),
         bytes as f64 / MIB as f64
     );
     assert!(acknowledged.len() > 5, "the floor was reached almost at once: {refusal}");
-    for expected in ["insufficient storage on node 1 (", "bytes free", "--min-free-disk-mib 12"] {
+    for expected in ["insufficient storage on node 1 (", "node 1 refuses writes", "--min-free-disk-mib 12"] {
+        assert!(first.contains(expected), "the 507 says {expected:?}: {first}");
         assert!(refusal.contains(expected), "the 507 says {expected:?}: {refusal}");
     }
+    assert!(
+        refusal.contains("bytes free on its data directory's filesystem, below its floor of 12582912 bytes")
+    );
     let refusing = disk_stats(&cluster).await;
     eprintln!("refusing: {refusing}");
     assert_eq!(refusing["refusing_writes"], true);
@@ -112,6 +130,9 @@ async fn below_the_free_space_floor_writes_are_refused_reads_go_on_and_writes_re
     ] {
         assert!(metrics.contains(expected), "/metrics has {expected}");
     }
+
+    let controller_sees = wait_reported_refusing(&cluster, true).await;
+    eprintln!("the controller's status shows the node refusing writes after {controller_sees:.2?}");
 
     // While refusing: every acknowledged set reads back exactly; deletes are accepted.
     let reads = Instant::now();
@@ -148,6 +169,8 @@ async fn below_the_free_space_floor_writes_are_refused_reads_go_on_and_writes_re
     for (key, value) in &acknowledged {
         assert_eq!(cluster.get(0, key.as_bytes()).await, (StatusCode::OK, value.clone()), "{key}");
     }
+    let controller_sees = wait_reported_refusing(&cluster, false).await;
+    eprintln!("the controller's status shows the node taking writes after {controller_sees:.2?}");
     let after = disk_stats(&cluster).await;
     eprintln!("after: {after}");
     assert_eq!(after["refusing_writes"], false);

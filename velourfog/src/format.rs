@@ -159,11 +159,17 @@ fn members_table(status: &ClusterStatus) -> String {
         .storage
         .iter()
         .map(|s| {
-            let state = state_name(s.state);
+            let mut state = state_name(s.state).to_owned();
+            if s.leaving {
+                state.push_str(" (leaving)");
+            }
+            if s.disk.is_some_and(|d| d.refusing_writes) {
+                state.push_str(" (disk full)");
+            }
             vec![
                 s.node_id.to_string(),
                 s.addr.clone(),
-                if s.leaving { format!("{state} (leaving)") } else { state.to_owned() },
+                state,
                 s.zone.clone().unwrap_or_else(|| "-".to_owned()),
                 s.partitions.to_string(),
                 format!("{} ago", human_duration(s.last_seen_ms as f64 / 1000.0)),
@@ -359,6 +365,7 @@ mod tests {
             zone: None,
             leaving: false,
             map_epoch: Some(12),
+            disk: None,
         }
     }
 
@@ -379,6 +386,13 @@ mod tests {
     fn removing_node_2() -> ClusterStatus {
         let mut leaving = node(2, 7002, 0);
         leaving.leaving = true;
+        let mut full = node(3, 7003, 12);
+        full.disk = Some(common::proto::DiskStatus {
+            free_bytes: 100 << 20,
+            total_bytes: 10 << 30,
+            floor_bytes: 256 << 20,
+            refusing_writes: true,
+        });
         let mut zoned = node(4, 7010, 12);
         zoned.zone = Some("rack-b".to_owned());
         zoned.state = NodeState::CatchingUp;
@@ -387,7 +401,7 @@ mod tests {
             replication: 3,
             epoch: Some(12),
             partitions: Some(16),
-            storage: vec![node(1, 7001, 12), leaving, node(3, 7003, 12), zoned],
+            storage: vec![node(1, 7001, 12), leaving, full, zoned],
             frontends: vec![FrontendStatus {
                 frontend_id: 1,
                 addr: "127.0.0.1:8000".to_owned(),
@@ -415,11 +429,11 @@ mod tests {
     fn status_shows_members_pending_health_and_moves() {
         let expected = "\
 cluster: map epoch 12, 4 storage nodes, 16 partitions, 3 replicas each, join manual
-  id  addr            state         zone    partitions  last seen
-   1  127.0.0.1:7001  up            -               12  0.3 s ago
-   2  127.0.0.1:7002  up (leaving)  -                0  0.3 s ago
-   3  127.0.0.1:7003  up            -               12  0.3 s ago
-   4  127.0.0.1:7010  catching up   rack-b          12  0.3 s ago
+  id  addr            state           zone    partitions  last seen
+   1  127.0.0.1:7001  up              -               12  0.3 s ago
+   2  127.0.0.1:7002  up (leaving)    -                0  0.3 s ago
+   3  127.0.0.1:7003  up (disk full)  -               12  0.3 s ago
+   4  127.0.0.1:7010  catching up     rack-b          12  0.3 s ago
 pending (approve with `velourfog node add ADDR`):
   127.0.0.1:7020  zone -, last seen 1.2 s ago
 frontends: 127.0.0.1:8000

@@ -65,6 +65,7 @@ fn member(node_id: NodeId) -> StorageStatus {
         zone: None,
         leaving: false,
         map_epoch: Some(5),
+        disk: None,
     }
 }
 
