@@ -531,7 +531,7 @@ async fn watch(node: &Node, req: &Request<Incoming>) -> Result<Response<Body>, A
 }
 
 async fn put(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let (parts, body) = req.into_parts();
+    let (parts, mut body) = req.into_parts();
     let query = Query::parse(parts.uri.query().unwrap_or(""))?;
     let key = key_of(&query, &parts.headers, node.limits.max_key_bytes)?;
     let key = key.as_ref();
@@ -553,18 +553,8 @@ async fn put(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiE
     };
     let limit = node.limits.max_value_bytes;
     let declared = hyper::body::Body::size_hint(&body).exact().map(|n| n as usize);
-    // Before the body is stored: a value that would take the disk below its floor is refused
-    // whole (a body of unknown length counts as empty here; the next reading sees it).
-    let write = match tombstone {
-        true => Write::Tombstone,
-        false => Write::Value(declared.unwrap_or(0) as u64),
-    };
-    if let Err(refusal) = node.disk.check(write) {
-        // The body is read and dropped: a sender still writing it when the connection closed
-        // would see a broken pipe, not this answer.
-        discard(body, limit).await;
-        return Err(disk_full(node, refusal));
-    }
+    let write = if tombstone { Write::Tombstone } else { Write::Value(declared.unwrap_or(0) as u64) };
+    room_for(node, write, &mut body, limit).await?;
     if let Some(length) = declared.filter(|&n| !tombstone && n >= VALUE_FILE_BYTES && n <= limit) {
         let epoch = epoch_of(&parts.headers)?;
         let value = read_into_value_file(node, body, length).await?;
@@ -609,8 +599,18 @@ async fn put(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiE
     .await
 }
 
+/// Refuses `write` if the disk has no room for it (see [`crate::disk`]), before its `body` is
+/// stored (a body of unknown length counts as empty; the next reading of the disk sees it).
+/// The body of a refused write is read and dropped first: a sender still writing it when the
+/// connection closed would see a broken pipe, not the 507.
+async fn room_for(node: &Node, write: Write, body: &mut Incoming, limit: usize) -> Result<(), ApiError> {
+    let Err(refusal) = node.disk.check(write) else { return Ok(()) };
+    discard(body, limit).await;
+    Err(disk_full(node, refusal))
+}
+
 /// Reads and drops a body of up to `limit` bytes (stops early past it, or on an error).
-async fn discard(mut body: Incoming, limit: usize) {
+async fn discard(body: &mut Incoming, limit: usize) {
     use http_body_util::BodyExt;
     let mut read = 0;
     while let Some(Ok(frame)) = body.frame().await {

@@ -130,6 +130,16 @@ pub struct Limits {
     pub max_clock_skew_us: u64,
 }
 
+impl From<&Config> for Limits {
+    fn from(config: &Config) -> Self {
+        Limits {
+            max_key_bytes: config.max_key_bytes,
+            max_value_bytes: config.max_value_bytes,
+            max_clock_skew_us: config.max_clock_skew_ms.saturating_mul(1000),
+        }
+    }
+}
+
 impl Limits {
     /// Why a write stamped `timestamp` is refused, if it is: too far in the future.
     pub fn future_timestamp(&self, timestamp: u64) -> Option<String> {
@@ -384,11 +394,7 @@ impl Server {
         let node = Arc::new(Node {
             durability: Durability::start(store.clone(), config.sync),
             store,
-            limits: Limits {
-                max_key_bytes: config.max_key_bytes,
-                max_value_bytes: config.max_value_bytes,
-                max_clock_skew_us: config.max_clock_skew_ms.saturating_mul(1000),
-            },
+            limits: Limits::from(&config),
             identity,
             node_id: Mutex::new(node_id),
             view: RwLock::new(View::default()),

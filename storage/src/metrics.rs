@@ -17,6 +17,7 @@ const WRITES_REFUSED: &str = "velourfog_storage_writes_refused_total";
 
 /// Gives every metric its help text and unit (called once at start).
 pub fn describe() {
+    describe_disk_floor();
     describe_counter!(WRITES, Unit::Count, "Record writes applied or found already superseded.");
     describe_counter!(READS, Unit::Count, "Record reads served.");
     describe_histogram!(FSYNC_SECONDS, Unit::Seconds, "Time one fsync of the store took.");
@@ -44,22 +45,6 @@ pub fn describe() {
         Unit::Bytes,
         "Size of the data directory's filesystem."
     );
-    describe_gauge!(
-        "velourfog_storage_disk_floor_bytes",
-        Unit::Bytes,
-        "Free space below which writes are refused (--min-free-disk-mib; 0: none)."
-    );
-    describe_gauge!(
-        "velourfog_storage_refusing_writes",
-        "1 while free disk space is below the floor and writes of values are refused."
-    );
-    describe_counter!(
-        WRITES_REFUSED,
-        Unit::Count,
-        "Writes refused before touching the store, by reason (disk_floor: free space below the floor)."
-    );
-    // Present from the start, so that a rate over it is defined before the first refusal.
-    counter!(WRITES_REFUSED, "reason" => "disk_floor").increment(0);
     describe_gauge!(
         "velourfog_storage_records",
         Unit::Count,
@@ -90,6 +75,26 @@ pub fn describe() {
         Unit::Seconds,
         "How far this node's clock is ahead of the controller's."
     );
+}
+
+/// The free-space floor's metrics (see `crate::disk`).
+fn describe_disk_floor() {
+    describe_gauge!(
+        "velourfog_storage_disk_floor_bytes",
+        Unit::Bytes,
+        "Free space below which writes are refused (--min-free-disk-mib; 0: none)."
+    );
+    describe_gauge!(
+        "velourfog_storage_refusing_writes",
+        "1 while free disk space is below the floor and writes of values are refused."
+    );
+    describe_counter!(
+        WRITES_REFUSED,
+        Unit::Count,
+        "Writes refused before touching the store, by reason (disk_floor: free space below the floor)."
+    );
+    // Present from the start, so that a rate over it is defined before the first refusal.
+    counter!(WRITES_REFUSED, "reason" => "disk_floor").increment(0);
 }
 
 pub fn writes(count: usize) {

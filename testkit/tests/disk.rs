@@ -76,6 +76,40 @@ async fn wait_reported_refusing(cluster: &Cluster, refusing: bool) -> Duration {
     }
 }
 
+/// Checks that the node says it refuses writes: in `/v1/stats` and in `/metrics`.
+async fn refusal_is_reported(cluster: &Cluster) {
+    let refusing = disk_stats(cluster).await;
+    eprintln!("refusing: {refusing}");
+    assert_eq!(refusing["refusing_writes"], true);
+    assert!(refusing["writes_refused"].as_u64().unwrap() >= 1, "{refusing}");
+    assert!(refusing["free_bytes"].as_u64().unwrap() >= (FLOOR_MIB * MIB / 2) as u64, "{refusing}");
+    let scrape =
+        TestClient::new().call(Method::GET, &cluster.storage[0].addr, "/metrics", Bytes::new()).await;
+    let metrics = String::from_utf8_lossy(&scrape.expect("metrics").1).into_owned();
+    for expected in [
+        "velourfog_storage_writes_refused_total{reason=\"disk_floor\"}",
+        "velourfog_storage_disk_floor_bytes",
+    ] {
+        assert!(metrics.contains(expected), "/metrics has {expected}");
+    }
+}
+
+/// Sets a key until the node takes it (space was just freed): how long that took. Nothing
+/// is restarted; any answer but 200 or 507 fails the test.
+async fn wait_writes_accepted(cluster: &Cluster) -> Duration {
+    let freed = Instant::now();
+    loop {
+        let (status, body) = cluster.set(0, b"after", value(2, SIZES[1])).await;
+        match status {
+            StatusCode::OK => return freed.elapsed(),
+            StatusCode::INSUFFICIENT_STORAGE => {}
+            other => panic!("set after freeing space answered {other}: {}", String::from_utf8_lossy(&body)),
+        }
+        assert!(freed.elapsed() < Duration::from_secs(10), "writes still refused 10 s after freeing space");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn below_the_free_space_floor_writes_are_refused_reads_go_on_and_writes_resume_by_themselves() {
     let Some(disk) = TinyFilesystem::mount(DISK_MIB) else {
@@ -116,21 +150,7 @@ async fn below_the_free_space_floor_writes_are_refused_reads_go_on_and_writes_re
     assert!(
         refusal.contains("bytes free on its data directory's filesystem, below its floor of 12582912 bytes")
     );
-    let refusing = disk_stats(&cluster).await;
-    eprintln!("refusing: {refusing}");
-    assert_eq!(refusing["refusing_writes"], true);
-    assert!(refusing["writes_refused"].as_u64().unwrap() >= 1, "{refusing}");
-    assert!(refusing["free_bytes"].as_u64().unwrap() >= (FLOOR_MIB * MIB / 2) as u64, "{refusing}");
-    let scrape =
-        TestClient::new().call(Method::GET, &cluster.storage[0].addr, "/metrics", Bytes::new()).await;
-    let metrics = String::from_utf8_lossy(&scrape.expect("metrics").1).into_owned();
-    for expected in [
-        "velourfog_storage_writes_refused_total{reason=\"disk_floor\"}",
-        "velourfog_storage_disk_floor_bytes",
-    ] {
-        assert!(metrics.contains(expected), "/metrics has {expected}");
-    }
-
+    refusal_is_reported(&cluster).await;
     let controller_sees = wait_reported_refusing(&cluster, true).await;
     eprintln!("the controller's status shows the node refusing writes after {controller_sees:.2?}");
 
@@ -147,19 +167,8 @@ async fn below_the_free_space_floor_writes_are_refused_reads_go_on_and_writes_re
     let (status, body) = cluster.set(0, b"still-refused", value(1, SIZES[0])).await;
     assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{}", String::from_utf8_lossy(&body));
 
-    // Space returns: writes resume by themselves, nothing restarted.
     std::fs::remove_file(&filler).unwrap();
-    let freed = Instant::now();
-    let recovered = loop {
-        let (status, body) = cluster.set(0, b"after", value(2, SIZES[1])).await;
-        match status {
-            StatusCode::OK => break freed.elapsed(),
-            StatusCode::INSUFFICIENT_STORAGE => {}
-            other => panic!("set after freeing space answered {other}: {}", String::from_utf8_lossy(&body)),
-        }
-        assert!(freed.elapsed() < Duration::from_secs(10), "writes still refused 10 s after freeing space");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let recovered = wait_writes_accepted(&cluster).await;
     eprintln!("{FILLER_MIB} MiB freed: writes accepted again after {recovered:.2?}");
     for i in 0..SIZES.len() * 2 {
         let (key, value) = (format!("again-{i}"), value(10_000 + i as u64, SIZES[i % SIZES.len()]));
