@@ -186,3 +186,56 @@ async fn below_the_free_space_floor_writes_are_refused_reads_go_on_and_writes_re
     drop(cluster);
     drop(disk);
 }
+
+#[tokio::test]
+async fn replicas_on_a_full_disk_answer_507_naming_the_nodes_and_take_writes_again() {
+    let Some(disk) = TinyFilesystem::mount(DISK_MIB + 16) else {
+        eprintln!("SKIPPED: mounting a tmpfs needs root; this test runs in CI, which is root");
+        return;
+    };
+    // Three replicas of every write on one filesystem: they reach the floor together.
+    let filler = disk.path().join("filler");
+    std::fs::write(&filler, vec![1u8; FILLER_MIB * MIB]).unwrap();
+    let flags = ["--min-free-disk-mib", &FLOOR_MIB.to_string(), "--memtable-mib", "2", "--cache-mib", "8"];
+    let cluster = Cluster::start(ClusterConfig {
+        storage: 3,
+        replication: 3,
+        frontends: 1,
+        data_root: Some(disk.path().to_path_buf()),
+        storage_args: flags.iter().map(|f| f.to_string()).collect(),
+        ..Default::default()
+    })
+    .await;
+    let started = Instant::now();
+    let (mut acknowledged, _, refusal) = fill_until_refused(&cluster).await;
+    eprintln!(
+        "3 replicas: floor reached in {:.2?} after {} sets\nrefusal: {refusal}",
+        started.elapsed(),
+        acknowledged.len()
+    );
+    assert!(refusal.starts_with("insufficient storage on node "), "{refusal}");
+    let named = refusal.split(": write not acknowledged").next().unwrap_or_default();
+    assert!(named.matches(", node ").count() >= 1, "a quorum's worth of full nodes named: {refusal}");
+    for (key, value) in &acknowledged {
+        assert_eq!(cluster.get(0, key.as_bytes()).await, (StatusCode::OK, value.clone()), "{key}");
+    }
+    for (key, _) in acknowledged.drain(..2) {
+        assert_eq!(cluster.delete(0, key.as_bytes()).await.0, StatusCode::OK, "delete {key} while refusing");
+    }
+    std::fs::remove_file(&filler).unwrap();
+    let recovered = wait_writes_accepted(&cluster).await;
+    eprintln!("3 replicas: {FILLER_MIB} MiB freed, writes accepted again after {recovered:.2?}");
+    for (key, value) in &acknowledged {
+        assert_eq!(cluster.get(0, key.as_bytes()).await, (StatusCode::OK, value.clone()), "{key}");
+    }
+    // Refused writes fence nobody (a replica that missed an acknowledged write would be).
+    let states: Vec<String> = cluster.status().await["storage"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| format!("node {}: {}", m["node_id"], m["state"]))
+        .collect();
+    eprintln!("3 replicas afterwards: {}", states.join(", "));
+    drop(cluster);
+    drop(disk);
+}
