@@ -48,7 +48,7 @@ pub enum ApiError {
     #[error("stale map: the write was routed by epoch {given}, but partition {partition} needs epoch {needed} or newer")]
     StaleEpoch { given: u64, needed: u64, partition: u32 },
     #[error("{0}")]
-    FutureTimestamp(String),
+    RefusedTimestamp(String),
     #[error("this node has seen map epoch {have}, not {need} yet")]
     BehindEpoch { have: u64, need: u64 },
     #[error(transparent)]
@@ -60,7 +60,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             // 422: well-formed, refused for what it says; frontends never fence a node for it.
-            ApiError::FutureTimestamp(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RefusedTimestamp(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound | ApiError::UnknownPath(_) => StatusCode::NOT_FOUND,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -87,6 +87,7 @@ const ROUTES: &[(&str, &str, Access)] = &[
     (proto::DIGESTS_PATH, "GET", Access::Cluster),
     (proto::DIFF_PATH, "POST", Access::Cluster),
     (proto::KEYS_PATH, "POST", Access::Cluster),
+    (proto::REAP_PATH, "POST", Access::Cluster),
     ("/v1/stats", "GET", Access::Open),
     ("/metrics", "GET", Access::Open),
     ("/health", "GET", Access::Open),
@@ -114,6 +115,7 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, proto::DIGESTS_PATH) => digests(&node, &req),
         (&Method::POST, proto::DIFF_PATH) => diff(&node, req).await,
         (&Method::POST, proto::KEYS_PATH) => keys(&node, req).await,
+        (&Method::POST, proto::REAP_PATH) => reap(&node, req).await,
         (&Method::GET, "/v1/stats") => Ok(h::json(StatusCode::OK, &stats(&node))),
         (&Method::GET, "/metrics") => {
             crate::metrics::refresh(&node);
@@ -246,12 +248,10 @@ async fn batch(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Ap
                     }
                 }
                 Op::Put { key, record, epoch } => {
-                    let too_far_ahead = node.limits.future_timestamp(record.timestamp);
+                    let refused = node.limits.refused_timestamp(record.timestamp, epoch.is_none());
                     match view.stale_write(&key, epoch, me) {
                         _ if key.len() > node.limits.max_key_bytes => Outcome::Failed("key too large".into()),
-                        _ if too_far_ahead.is_some() => {
-                            Outcome::FutureTimestamp(too_far_ahead.unwrap_or_default())
-                        }
+                        _ if refused.is_some() => Outcome::FutureTimestamp(refused.unwrap_or_default()),
                         Some((_, needed)) => Outcome::StaleEpoch { needed },
                         None => {
                             pending.push((outcomes.len(), key, record));
@@ -309,6 +309,24 @@ async fn diff(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Api
     }
     let theirs = h::read_body(body, usize::MAX).await.map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let answer = crate::repair::serve_diff(node, partition, digits, theirs)?;
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/octet-stream")
+        .body(h::full(answer))
+        .expect("valid response parts"))
+}
+
+/// `POST /v1/reap?phase=check|drop`: one step of reaping tombstones (see [`crate::reaper`]).
+async fn reap(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let (parts, body) = req.into_parts();
+    let query = Query::parse(parts.uri.query().unwrap_or(""))?;
+    let phase = query
+        .get("phase")
+        .and_then(|p| crate::reaper::Phase::parse(&String::from_utf8_lossy(p)))
+        .ok_or_else(|| ApiError::BadRequest("parameter `phase` must be `check` or `drop`".into()))?;
+    let limit = crate::reaper::PASS_BUDGET * (node.limits.max_key_bytes + 32);
+    let body = h::read_body(body, limit).await.map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let answer = crate::reaper::serve(node, phase, body).map_err(ApiError::BadRequest)?;
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(http::header::CONTENT_TYPE, "application/octet-stream")
@@ -502,8 +520,10 @@ async fn put(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiE
         .ok_or_else(|| {
             ApiError::BadRequest(format!("header `{}` must be a decimal timestamp", proto::TIMESTAMP))
         })?;
-    if let Some(why) = node.limits.future_timestamp(timestamp) {
-        return Err(ApiError::FutureTimestamp(why));
+    // A write without the epoch it was routed by is a repair (see `crate::repair`).
+    let repair = epoch_of(&parts.headers)?.is_none();
+    if let Some(why) = node.limits.refused_timestamp(timestamp, repair) {
+        return Err(ApiError::RefusedTimestamp(why));
     }
     let tombstone = match parts.headers.get(proto::TOMBSTONE).map(|v| v.as_bytes()) {
         None | Some(b"0") => false,

@@ -13,6 +13,7 @@ const READS: &str = "velourfog_storage_reads_total";
 const FSYNC_SECONDS: &str = "velourfog_storage_fsync_duration_seconds";
 const FSYNC_WRITES: &str = "velourfog_storage_fsync_writes";
 const TRANSFER_BYTES: &str = "velourfog_storage_transfer_bytes_total";
+const TOMBSTONES_REAPED: &str = "velourfog_storage_tombstones_reaped_total";
 
 /// Gives every metric its help text and unit (called once at start).
 pub fn describe() {
@@ -21,6 +22,7 @@ pub fn describe() {
     describe_histogram!(FSYNC_SECONDS, Unit::Seconds, "Time one fsync of the store took.");
     describe_histogram!(FSYNC_WRITES, Unit::Count, "Write batches made durable by one fsync (group commit).");
     describe_counter!(TRANSFER_BYTES, Unit::Bytes, "Bytes pulled for partitions moving to this node.");
+    describe_counter!(TOMBSTONES_REAPED, Unit::Count, "Tombstones of deleted keys removed once every replica held them.");
     describe_gauge!("velourfog_storage_cache_bytes", Unit::Bytes, "Block cache in use.");
     describe_gauge!(
         "velourfog_storage_cache_capacity_bytes",
@@ -87,6 +89,10 @@ pub fn reads(count: usize) {
 pub fn fsync(elapsed: Duration, batches: u64) {
     histogram!(FSYNC_SECONDS).record(elapsed.as_secs_f64());
     histogram!(FSYNC_WRITES).record(batches as f64);
+}
+
+pub fn tombstones_reaped(count: u64) {
+    counter!(TOMBSTONES_REAPED).increment(count);
 }
 
 pub fn transferred(bytes: u64) {

@@ -56,6 +56,8 @@ pub struct RepairStats {
     pub bytes_moved: AtomicU64,
     /// Key and value bytes of the pulled records that superseded ours.
     pub bytes_differing: AtomicU64,
+    /// Tombstones removed by reaping (see `crate::reaper`).
+    pub tombstones_reaped: AtomicU64,
 }
 
 impl RepairStats {
@@ -68,6 +70,7 @@ impl RepairStats {
             "records_pulled": get(&self.records_pulled),
             "bytes_moved": get(&self.bytes_moved),
             "bytes_differing": get(&self.bytes_differing),
+            "tombstones_reaped": get(&self.tombstones_reaped),
         })
     }
 }
@@ -132,10 +135,17 @@ fn index(theirs: Vec<VersionEntry>) -> HashMap<Bytes, VersionEntry> {
 
 /// Whether our `record` of `key` must be sent to a node whose versions are `theirs`: it has
 /// nothing for the key, or an older version. At equal timestamps with different values both
-/// sides send theirs, and `supersedes` settles it on each.
-fn newer_than_theirs(theirs: &HashMap<Bytes, VersionEntry>, key: &Bytes, record: &Record) -> bool {
+/// sides send theirs, and `supersedes` settles it on each. A tombstone stamped before
+/// `reapable_before` is not sent to a node that has nothing for the key: nothing reads the same
+/// as the tombstone there, and that node may have reaped it (see `crate::reaper`).
+fn newer_than_theirs(
+    theirs: &HashMap<Bytes, VersionEntry>,
+    key: &Bytes,
+    record: &Record,
+    reapable_before: u64,
+) -> bool {
     match theirs.get(key) {
-        None => true,
+        None => !(record.is_tombstone() && record.timestamp < reapable_before),
         Some(their) => {
             let mine = VersionEntry::of(key.clone(), record);
             mine != *their && (mine.timestamp, mine.tombstone) >= (their.timestamp, their.tombstone)
@@ -259,11 +269,12 @@ pub fn serve_diff(
     theirs: Bytes,
 ) -> Result<Bytes, RepairError> {
     let theirs = index(decode_versions(theirs)?);
+    let reapable_before = common::version::now_micros().saturating_sub(node.limits.tombstone_grace_us);
     // Only the records to send are kept in memory, not the whole partition.
     let mut send = Vec::new();
     tokio::task::block_in_place(|| {
         node.store.for_each_in_partition(partition, digits, |key, record| {
-            if newer_than_theirs(&theirs, &key, &record) {
+            if newer_than_theirs(&theirs, &key, &record, reapable_before) {
                 send.push((key, record));
             }
         })
@@ -495,7 +506,7 @@ mod tests {
     /// What `serve_diff` sends, for records held in memory.
     fn diff(ours: Vec<(Bytes, Record)>, theirs: Vec<VersionEntry>) -> Vec<(Bytes, Record)> {
         let theirs = index(theirs);
-        ours.into_iter().filter(|(key, record)| newer_than_theirs(&theirs, key, record)).collect()
+        ours.into_iter().filter(|(key, record)| newer_than_theirs(&theirs, key, record, 0)).collect()
     }
 
     fn entries(records: &[(&'static str, Record)]) -> Vec<VersionEntry> {

@@ -33,6 +33,8 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+pub mod reaping;
+
 /// Independent locks that serialise read-compare-write per key without one global lock.
 const WRITE_STRIPES: usize = 256;
 const HEADER_BYTES: usize = 9;
@@ -77,6 +79,8 @@ pub struct Store {
     garbage: Mutex<Vec<FileId>>,
     /// Watchers of keys, woken when a record of their key is applied.
     pub watchers: Arc<crate::watch::Watchers>,
+    /// The tombstones held, oldest first: see [`reaping`].
+    tombstones: Keyspace,
 }
 
 /// What [`Store::get_bounded`] found.
@@ -147,6 +151,8 @@ impl Store {
                 .max_memtable_size(memtable_bytes)
                 .with_kv_separation(Some(KvSeparationOptions::default().compression(CompressionType::None)))
         })?;
+        let tombstones = db.keyspace("tombstones", KeyspaceCreateOptions::default)?;
+        let index_built = tombstones.contains_key(reaping::INDEX_BUILT)?;
         let stripes = (0..WRITE_STRIPES).map(|_| Mutex::new(())).collect();
         let values = ValueFiles::open(&dir.join("values"))?;
         let store = Self {
@@ -157,6 +163,7 @@ impl Store {
             values,
             garbage: Mutex::default(),
             watchers: Default::default(),
+            tombstones,
         };
         let mut named = std::collections::HashSet::new();
         for item in store.records.iter() {
@@ -166,7 +173,13 @@ impl Store {
             store.digests.toggle(partition::hash_prefix(key), stored.fingerprint(key));
             if let Stored::InFile { file, .. } = stored {
                 named.insert(file.id);
+            } else if !index_built && stored.is_tombstone() {
+                // A data directory from before the index: every tombstone is indexed once.
+                store.tombstones.insert(reaping::index_key(stored.timestamp(), &stored_key), [])?;
             }
+        }
+        if !index_built {
+            store.tombstones.insert(reaping::INDEX_BUILT, [])?;
         }
         for id in store.values.ids()? {
             if !named.contains(&id) {
@@ -237,7 +250,15 @@ impl Store {
                 return Ok(kept);
             }
         }
-        self.records.insert(stored_key, raw())?;
+        if candidate.is_tombstone() {
+            // The record and its index entry in one journal write.
+            let mut batch = self.db.batch();
+            batch.insert(&self.tombstones, reaping::index_key(candidate.timestamp(), &stored_key), []);
+            batch.insert(&self.records, stored_key, raw());
+            batch.commit()?;
+        } else {
+            self.records.insert(stored_key, raw())?;
+        }
         if let Some(held) = &held {
             self.digests.toggle(prefix, held.fingerprint(key));
             self.discard_after_sync(held);
@@ -312,6 +333,9 @@ impl Store {
                     applied.push(kept);
                     continue;
                 }
+            }
+            if record.is_tombstone() {
+                batch.insert(&self.tombstones, reaping::index_key(record.timestamp, &stored_key), []);
             }
             batch.insert(&self.records, stored_key, encode(record));
             if let Some(held) = held {
@@ -659,6 +683,10 @@ enum Stored {
 }
 
 impl Stored {
+    fn is_tombstone(&self) -> bool {
+        matches!(self, Stored::Inline(record) if record.is_tombstone())
+    }
+
     fn timestamp(&self) -> u64 {
         match self {
             Stored::Inline(record) => record.timestamp,
