@@ -22,7 +22,11 @@ pub fn describe() {
     describe_histogram!(FSYNC_SECONDS, Unit::Seconds, "Time one fsync of the store took.");
     describe_histogram!(FSYNC_WRITES, Unit::Count, "Write batches made durable by one fsync (group commit).");
     describe_counter!(TRANSFER_BYTES, Unit::Bytes, "Bytes pulled for partitions moving to this node.");
-    describe_counter!(TOMBSTONES_REAPED, Unit::Count, "Tombstones of deleted keys removed once every replica held them.");
+    describe_counter!(
+        TOMBSTONES_REAPED,
+        Unit::Count,
+        "Tombstones of deleted keys removed once every replica held them."
+    );
     describe_gauge!("velourfog_storage_cache_bytes", Unit::Bytes, "Block cache in use.");
     describe_gauge!(
         "velourfog_storage_cache_capacity_bytes",

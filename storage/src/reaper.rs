@@ -115,7 +115,8 @@ pub fn serve(node: &Node, phase: Phase, body: Bytes) -> Result<Bytes, String> {
             Phase::Check => {
                 for &i in &chosen {
                     let (key, timestamp) = (&entries[i].key, entries[i].timestamp);
-                    let held = node.store.holds_tombstone_or_nothing(key, timestamp).map_err(|e| e.to_string())?;
+                    let held =
+                        node.store.holds_tombstone_or_nothing(key, timestamp).map_err(|e| e.to_string())?;
                     answer[i] = held as u8;
                 }
             }
@@ -140,7 +141,12 @@ fn count_reaped(node: &Node, removed: usize) {
 }
 
 /// Reaps tombstones every `interval` while the node is up, until `shutdown`.
-pub async fn run(node: Arc<Node>, client: Client, interval: Duration, mut shutdown: common::shutdown::Shutdown) {
+pub async fn run(
+    node: Arc<Node>,
+    client: Client,
+    interval: Duration,
+    mut shutdown: common::shutdown::Shutdown,
+) {
     let mut cursor = None;
     loop {
         tokio::select! {
@@ -260,7 +266,10 @@ mod tests {
         let members: Vec<Member> = states
             .iter()
             .enumerate()
-            .map(|(i, &state)| Member { state, ..Member::up(i as NodeId + 1, format!("127.0.0.1:{}", 7001 + i)) })
+            .map(|(i, &state)| Member {
+                state,
+                ..Member::up(i as NodeId + 1, format!("127.0.0.1:{}", 7001 + i))
+            })
             .collect();
         let mut map = PartitionMap::build(1, members, 3).expect("valid map");
         for p in 0..map.partition_count() {
@@ -275,7 +284,8 @@ mod tests {
         let settled = Assignment::settled(vec![1, 2, 3]);
         let moving = Assignment { next: Some(vec![1, 2, 4]), ..settled.clone() };
         let retiring = Assignment { retiring: vec![4], ..settled.clone() };
-        let cases: &[(&[NodeState], &Assignment, NodeId, Result<Vec<NodeId>, &str>)] = &[
+        type Case<'a> = (&'a [NodeState], &'a Assignment, NodeId, Result<Vec<NodeId>, &'a str>);
+        let cases: &[Case] = &[
             (&[Up, Up, Up], &settled, 1, Ok(vec![2, 3])),
             (&[Up, Up, Up], &settled, 3, Ok(vec![1, 2])),
             (&[Up, Up, Up, Up], &settled, 4, Err("not a replica")),

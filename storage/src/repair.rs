@@ -536,6 +536,28 @@ mod tests {
     }
 
     #[test]
+    fn tombstones_old_enough_to_reap_are_not_sent_to_a_caller_holding_nothing() {
+        let theirs =
+            index(entries(&[("held-value", value(1, "old")), ("held-tombstone", Record::tombstone(2))]));
+        let reapable_before = 10;
+        let cases: &[(&'static str, Record, bool)] = &[
+            ("absent", Record::tombstone(9), false),
+            ("absent", Record::tombstone(10), true),
+            ("absent", value(1, "v"), true),
+            ("held-value", Record::tombstone(9), true),
+            ("held-tombstone", Record::tombstone(9), true),
+        ];
+        for (key, record, sent) in cases {
+            let key = Bytes::from_static(key.as_bytes());
+            assert_eq!(
+                newer_than_theirs(&theirs, &key, record, reapable_before),
+                *sent,
+                "{key:?} {record:?}"
+            );
+        }
+    }
+
+    #[test]
     fn wire_formats_round_trip_and_reject_truncation() {
         let list = entries(&[("k", value(1, "v")), ("", Record::tombstone(2))]);
         assert_eq!(decode_versions(encode_versions(&list)).unwrap(), list);

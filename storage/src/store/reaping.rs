@@ -215,7 +215,11 @@ mod tests {
         assert_eq!(reaped, Reaped { gone: vec![true, true, false, false, true], removed: 1 });
         assert_eq!(store.get(b"gone").unwrap(), None);
         assert_eq!(store.get(b"newer").unwrap(), Some(Record::tombstone(9)));
-        assert_eq!(store.digests().all(1), reference.digests().all(1), "reaped once, digest as if never written");
+        assert_eq!(
+            store.digests().all(1),
+            reference.digests().all(1),
+            "reaped once, digest as if never written"
+        );
         assert_eq!(keys(&store.reapable(100, None, 100).unwrap()), vec![(&b"newer"[..], 9)]);
     }
 
@@ -226,7 +230,10 @@ mod tests {
             let store = open(dir.path());
             store.apply(b"old", &Record::tombstone(3)).unwrap();
             // As a store from before the index would be: the tombstone without its entry.
-            store.tombstones.remove(index_key(3, &super::super::stored_key(partition::hash_prefix(b"old"), b"old"))).unwrap();
+            store
+                .tombstones
+                .remove(index_key(3, &super::super::stored_key(partition::hash_prefix(b"old"), b"old")))
+                .unwrap();
             store.tombstones.remove(INDEX_BUILT).unwrap();
             assert!(store.reapable(100, None, 100).unwrap().found.is_empty());
         }
