@@ -15,6 +15,10 @@
 //! an fsync: [`crate::durability`] batches the fsyncs of concurrent writers (group commit).
 //! Memory is bounded by the block cache (`cache_bytes`); nothing is loaded whole at start.
 //!
+//! Tombstones are indexed by age in a second keyspace, in the same journal write as the
+//! tombstone, so the ones old enough to reap are found without scanning the records
+//! ([`reaping`]; when they may go is `crate::reaper`'s decision).
+//!
 //! Listing keys ([`Store::scan_keys`]) walks one partition's range in stored order and reads
 //! keys only, never values; budgets on keys, bytes and records examined bound each call, and
 //! the position it stopped at is a short byte string ([`separator`]) that stays meaningful
