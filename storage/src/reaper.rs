@@ -14,19 +14,20 @@
 //!    it is back and has caught up, so it can never spread a value the others deleted. A node
 //!    removed from the map purges its data before it could serve any.
 //!
-//! Any replica that finds one of its tombstones old enough coordinates (pure rules in
-//! [`reapable_in`]): it asks every other replica whether it holds the tombstone or nothing
-//! (`POST /v1/reap?phase=check`), then asks them to drop it (`phase=drop`), then drops its own.
-//! A replica drops only the exact tombstone it is asked about, and only once it is older than G
-//! by its own clock too; a node whose drop failed still holds the tombstone and reaps it on its
-//! own later (the others then answer "nothing"). Anti-entropy never sends a tombstone older
-//! than G to a node that holds nothing for the key (`crate::repair`): for that node, nothing and
-//! the tombstone read the same, and it may have reaped it.
+//! The partition's first replica coordinates (the others take over the tombstones it left
+//! once they are older than 2G); pure rules in [`reapable_in`]. It asks every other replica
+//! whether it holds the tombstone or nothing (`POST /v1/reap?phase=check`), then asks them to
+//! drop it (`phase=drop`), then drops its own. A replica drops only the exact tombstone it is
+//! asked about, and only once it is older than G by its own clock too; a node whose drop failed
+//! still holds the tombstone and reaps it later (the others then answer "nothing").
+//! Anti-entropy never sends a tombstone older than G to a node that holds nothing for the key
+//! (`crate::repair`): for that node, nothing and the tombstone read the same, and it may have
+//! reaped it.
 //!
 //! Cost: the store keeps an index of its tombstones by age (`crate::store::reaping`), so a pass
-//! examines at most [`PASS_BUDGET`] index entries, continuing where the last pass stopped; work
-//! is proportional to the deletes, not to the data. What a reaped key loses: its 404 no longer
-//! carries the deletion's version.
+//! examines at most [`PASS_BUDGET`] index entries, continuing where the last pass stopped (and
+//! the next comes at once while a backlog lasts); work is proportional to the deletes, not to
+//! the data. What a reaped key loses: its 404 no longer carries the deletion's version.
 
 use crate::repair::{decode_versions, encode_versions};
 use crate::store::VersionEntry;
@@ -45,6 +46,14 @@ use std::time::Duration;
 
 /// Index entries examined per pass.
 pub const PASS_BUDGET: usize = 4096;
+/// The pause between passes while a backlog lasts (a million deletes at once, say): a pass
+/// then takes tens of milliseconds, so reaping takes a bounded share of the node.
+const BACKLOG_PAUSE: Duration = Duration::from_millis(20);
+/// Tombstones removed after which the store is compacted once the backlog is done: removing a
+/// record writes a deletion marker into the engine, and the space comes back only when a
+/// compaction merges the two (measured with `bench/reap.sh`: after reaping 1 M tombstones the
+/// data directory kept growing until compacted).
+const COMPACT_AFTER: usize = 100_000;
 /// Deadline of one check or drop call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -140,7 +149,8 @@ fn count_reaped(node: &Node, removed: usize) {
     crate::metrics::tombstones_reaped(removed as u64);
 }
 
-/// Reaps tombstones every `interval` while the node is up, until `shutdown`.
+/// Reaps tombstones while the node is up, until `shutdown`: a pass every `interval`, or after
+/// [`BACKLOG_PAUSE`] while the last pass left old enough tombstones unexamined.
 pub async fn run(
     node: Arc<Node>,
     client: Client,
@@ -148,25 +158,51 @@ pub async fn run(
     mut shutdown: common::shutdown::Shutdown,
 ) {
     let mut cursor = None;
+    let mut removed_since_compaction = 0;
     loop {
+        if cursor.is_none() && removed_since_compaction >= COMPACT_AFTER {
+            // The backlog is done: reclaim the space of what it removed now, not whenever
+            // later writes happen to compact that part of the tree.
+            removed_since_compaction = 0;
+            let store = node.store.clone();
+            let started = std::time::Instant::now();
+            match tokio::task::spawn_blocking(move || store.compact()).await {
+                Ok(Ok(())) => log::info!("compacted the store after reaping, in {:.1?}", started.elapsed()),
+                Ok(Err(e)) => log::warn!("compaction after reaping failed: {e}"),
+                Err(e) => log::warn!("compaction after reaping failed: {e}"),
+            }
+        }
+        let pause = if cursor.is_some() { BACKLOG_PAUSE } else { interval };
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = shutdown.wait() => return,
         }
         if node.read_permission().is_err() {
             continue;
         }
         match pass(&node, &client, cursor.take()).await {
-            Ok(next) => cursor = next,
+            Ok(pass) => {
+                cursor = pass.next;
+                removed_since_compaction += pass.removed;
+            }
             Err(e) => log::warn!("reaping tombstones failed: {e}"),
         }
     }
 }
 
+/// What one [`pass`] did.
+#[derive(Debug, Default)]
+pub struct Pass {
+    /// Where the next pass continues; `None`: from the oldest tombstone, after `interval`.
+    pub next: Option<Vec<u8>>,
+    /// Tombstones this node removed.
+    pub removed: usize,
+}
+
 /// One pass: the tombstones past the grace period from `cursor` on, reaped where every
-/// replica agrees. Returns where the next pass continues.
-pub async fn pass(node: &Node, client: &Client, cursor: Option<Vec<u8>>) -> Result<Option<Vec<u8>>, String> {
-    let Some((map, me)) = node.map_and_id() else { return Ok(cursor) };
+/// replica agrees.
+pub async fn pass(node: &Node, client: &Client, cursor: Option<Vec<u8>>) -> Result<Pass, String> {
+    let Some((map, me)) = node.map_and_id() else { return Ok(Pass { next: cursor, removed: 0 }) };
     let before = common::version::now_micros().saturating_sub(node.limits.tombstone_grace_us);
     let scan = tokio::task::block_in_place(|| node.store.reapable(before, cursor.as_deref(), PASS_BUDGET))
         .map_err(|e| e.to_string())?;
@@ -174,27 +210,40 @@ pub async fn pass(node: &Node, client: &Client, cursor: Option<Vec<u8>>) -> Resu
     for (key, timestamp) in scan.found {
         by_partition.entry(partition::of(&key, map.digits)).or_default().push((key, timestamp));
     }
-    for (partition, tombstones) in by_partition {
+    let now = common::version::now_micros();
+    let mut removed = 0;
+    for (partition, mut tombstones) in by_partition {
+        // The partition's first replica reaps its tombstones; the others only those it left
+        // (it was down, or reaped its own copy while a drop here failed), so the K replicas do
+        // not all do the same work.
+        if map.replicas_of(partition).first() != Some(&me) {
+            let grace = node.limits.tombstone_grace_us;
+            tombstones.retain(|&(_, timestamp)| past_grace(timestamp, now, grace.saturating_mul(2)));
+        }
+        if tombstones.is_empty() {
+            continue;
+        }
         match reapable_in(&map, partition, me) {
-            Ok(peers) => reap_partition(node, client, &map, &peers, tombstones).await?,
+            Ok(peers) => removed += reap_partition(node, client, &map, &peers, tombstones).await?,
             Err(why) => log::debug!("not reaping {} tombstones: {why}", tombstones.len()),
         }
     }
-    Ok(scan.next)
+    Ok(Pass { next: scan.next, removed })
 }
 
-/// Reaps `tombstones` (of one partition) on `peers` and here, those every peer agrees on.
+/// Reaps `tombstones` (of one partition) on `peers` and here, those every peer agrees on;
+/// returns how many this node removed.
 async fn reap_partition(
     node: &Node,
     client: &Client,
     map: &PartitionMap,
     peers: &[NodeId],
     tombstones: Vec<(Bytes, u64)>,
-) -> Result<(), String> {
+) -> Result<usize, String> {
     let body = encode_tombstones(&tombstones);
     let mut agreed = vec![true; tombstones.len()];
     for answer in ask_all(client, map, peers, Phase::Check, &body).await {
-        let Ok(answer) = answer else { return Ok(()) }; // a replica did not answer: not now
+        let Ok(answer) = answer else { return Ok(0) }; // a replica did not answer: not now
         for (agreed, &held) in agreed.iter_mut().zip(answer.iter()) {
             *agreed &= held == 1;
         }
@@ -202,14 +251,14 @@ async fn reap_partition(
     let agreed: Vec<(Bytes, u64)> =
         tombstones.into_iter().zip(agreed).filter(|(_, agreed)| *agreed).map(|(t, _)| t).collect();
     if agreed.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     // The peers' answers do not matter: every one of them held the tombstone or nothing, so
     // none holds an older value; a peer that did not drop it reaps it itself later.
     let _ = ask_all(client, map, peers, Phase::Drop, &encode_tombstones(&agreed)).await;
     let reaped = tokio::task::block_in_place(|| node.store.reap(&agreed)).map_err(|e| e.to_string())?;
     count_reaped(node, reaped.removed);
-    Ok(())
+    Ok(reaped.removed)
 }
 
 /// The body of a reap call: the tombstones as a versions list.
