@@ -281,9 +281,47 @@ async fn batch(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Ap
         .expect("valid response parts"))
 }
 
+/// `GET /v1/digests?digits=D`: every partition's digest in a map of `D` digits; with
+/// `within=P&within_digits=d`, only those of the parts of partition `P` of a map of `d` digits
+/// (for a catch-up, which then also passes the checks of a catch-up source, as for a diff).
 fn digests(node: &Node, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let query = Query::parse(req.uri().query().unwrap_or(""))?;
-    Ok(crate::repair::digests_response(node, digits_of(&query, crate::digest::BUCKET_DIGITS)?))
+    let digits = digits_of(&query, crate::digest::BUCKET_DIGITS)?;
+    let Some(within) = query.parsed::<u32>("within")? else {
+        return Ok(crate::repair::digests_response(node, digits));
+    };
+    let within_digits: u8 = query.parsed("within_digits")?.unwrap_or(0);
+    if within_digits > digits || within >= common::partition::count(within_digits) {
+        return Err(ApiError::BadRequest(format!(
+            "no partition {within} with {within_digits} digits, or not coarser than {digits} digits"
+        )));
+    }
+    check_source(node, &query)?;
+    let mut out = Vec::new();
+    for digest in node.store.digests().within(within, within_digits, digits) {
+        out.extend_from_slice(&digest.to_be_bytes());
+    }
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/octet-stream")
+        .body(h::full(out))
+        .expect("valid response parts"))
+}
+
+/// The checks a catch-up asks of its source (`min_epoch`, `leased`): past the epoch from which
+/// writes that skip the caller are refused, and, for a sole source, holding every acknowledged
+/// write (up and leased).
+fn check_source(node: &Node, query: &Query<'_>) -> Result<(), ApiError> {
+    if let Some(need) = query.parsed::<u64>("min_epoch")? {
+        if query.parsed::<u8>("leased")? == Some(1) {
+            node.read_permission().map_err(ApiError::NotServing)?;
+        }
+        let have = node.view().map.as_ref().map_or(0, |m| m.epoch);
+        if have < need {
+            return Err(ApiError::BehindEpoch { have, need });
+        }
+    }
+    Ok(())
 }
 
 async fn diff(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
@@ -296,17 +334,7 @@ async fn diff(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Api
     if partition >= common::partition::count(digits) {
         return Err(ApiError::BadRequest(format!("no partition {partition} with {digits} digits")));
     }
-    if let Some(need) = query.parsed::<u64>("min_epoch")? {
-        // A catch-up source must be past the epoch from which writes that skip the caller are
-        // refused; a sole source must also hold every acknowledged write (up and leased).
-        if query.parsed::<u8>("leased")? == Some(1) {
-            node.read_permission().map_err(ApiError::NotServing)?;
-        }
-        let have = node.view().map.as_ref().map_or(0, |m| m.epoch);
-        if have < need {
-            return Err(ApiError::BehindEpoch { have, need });
-        }
-    }
+    check_source(node, &query)?;
     let theirs = h::read_body(body, usize::MAX).await.map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let answer = crate::repair::serve_diff(node, partition, digits, theirs)?;
     Ok(Response::builder()

@@ -482,12 +482,18 @@ impl Server {
         let node = self.node.clone();
         let handler = move |req| api::handle(node.clone(), req);
         common::http::serve_with(self.listener, handler, shutdown, self.rules).await;
-        heartbeat.abort();
-        map_follower.abort();
-        anti_entropy.abort();
-        reaper.abort();
-        moves.abort();
-        log::info!("storage node stopped");
+        let tasks = [heartbeat, map_follower, anti_entropy, reaper, moves];
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await; // stopped: no more writes from repair, moves or reaping
+        }
+        // Saved so the next start need not scan every record (see `store`).
+        match tokio::task::block_in_place(|| self.node.store.close()) {
+            Ok(()) => log::info!("storage node stopped cleanly"),
+            Err(e) => log::warn!("storage node stopped, but its store could not be closed cleanly: {e}"),
+        }
         Ok(())
     }
 }

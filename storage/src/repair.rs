@@ -357,8 +357,8 @@ async fn catch_up_partition(
         m.state == NodeState::Up && map.replicas_of(partition).contains(&m.id)
     };
     for peer in peers.iter().filter(serving) {
-        match sync_partition(node, client, &peer.addr, partition, map.digits, Some(leased)).await {
-            Ok(pulled) => return Some(pulled.records),
+        match sync_changed_parts(node, client, &peer.addr, partition, map.digits, leased).await {
+            Ok(pulled) => return Some(pulled),
             Err(e) => log::debug!("catch-up of partition {partition} from node {}: {e}", peer.id),
         }
     }
@@ -381,6 +381,52 @@ async fn catch_up_partition(
     }
     (merged >= peers_needed).then_some(pulled)
 }
+
+/// Pulls `partition` from `peer` for a catch-up, part by part where only a few of its parts
+/// differ (parts of [`CATCH_UP_PART_DIGITS`] more digits, compared by digest first), else
+/// whole: a node back from a short absence pulls in proportion to what changed, not to what it
+/// holds. Returns the records pulled.
+async fn sync_changed_parts(
+    node: &Node,
+    client: &Client,
+    peer: &str,
+    partition: Partition,
+    digits: u8,
+    check: SourceCheck,
+) -> Result<u64, RepairError> {
+    let finer = (digits + CATCH_UP_PART_DIGITS).min(crate::digest::BUCKET_DIGITS);
+    if finer == digits {
+        return Ok(sync_partition(node, client, peer, partition, digits, Some(check)).await?.records);
+    }
+    let url = format!(
+        "http://{peer}{}?digits={finer}&within={partition}&within_digits={digits}&min_epoch={}&leased={}",
+        proto::DIGESTS_PATH,
+        check.min_epoch,
+        u8::from(check.leased)
+    );
+    let make = || Request::get(url.as_str()).body(Full::new(Bytes::new())).expect("valid request");
+    let (parts, mut theirs) = client.send_collect(make, REPAIR_TIMEOUT).await?;
+    let ours = node.store.digests().within(partition, digits, finer);
+    if parts.status != StatusCode::OK || theirs.len() != ours.len() * 16 {
+        let message = String::from_utf8_lossy(&theirs).trim().to_owned();
+        return Err(RpcError::Status { status: parts.status, message }.into());
+    }
+    node.repair.bytes_moved.fetch_add(theirs.len() as u64, Ordering::Relaxed);
+    let first = partition << (4 * (finer - digits) as u32);
+    let differing: Vec<Partition> =
+        (0..ours.len()).filter(|&i| ours[i] != theirs.get_u128()).map(|i| first + i as u32).collect();
+    if differing.len() * 4 > ours.len() {
+        return Ok(sync_partition(node, client, peer, partition, digits, Some(check)).await?.records);
+    }
+    let mut pulled = 0;
+    for part in differing {
+        pulled += sync_partition(node, client, peer, part, finer, Some(check)).await?.records;
+    }
+    Ok(pulled)
+}
+
+/// How much finer than a partition the parts are that a catch-up compares (256 per partition).
+const CATCH_UP_PART_DIGITS: u8 = 2;
 
 /// Compares digests with every peer and syncs the partitions that differ, every `interval`.
 pub async fn anti_entropy(

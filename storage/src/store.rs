@@ -38,6 +38,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 pub mod reaping;
+mod snapshot;
 
 /// Independent locks that serialise read-compare-write per key without one global lock.
 const WRITE_STRIPES: usize = 256;
@@ -85,6 +86,10 @@ pub struct Store {
     pub watchers: Arc<crate::watch::Watchers>,
     /// The tombstones held, oldest first: see [`reaping`].
     tombstones: Keyspace,
+    /// The store's directory.
+    dir: std::path::PathBuf,
+    /// Whether the last open restored the digests of a clean stop instead of scanning.
+    pub opened_clean: bool,
 }
 
 /// What [`Store::get_bounded`] found.
@@ -168,7 +173,25 @@ impl Store {
             garbage: Mutex::default(),
             watchers: Default::default(),
             tombstones,
+            dir: dir.to_owned(),
+            opened_clean: false,
         };
+        let started = std::time::Instant::now();
+        let mut store = store;
+        if store.restore_snapshot(index_built)? {
+            store.opened_clean = true;
+            log::info!("digests restored from the last clean stop: no scan needed");
+            return Ok(store);
+        }
+        store.scan_at_open(index_built)?;
+        log::info!("scanned every record at open in {:.1?} (the last stop was not clean)", started.elapsed());
+        Ok(store)
+    }
+
+    /// Rebuilds the digests, indexes the tombstones of a store from before the index, and
+    /// removes the value files no record names (left by a crash): one scan of every record.
+    fn scan_at_open(&self, index_built: bool) -> Result<(), StoreError> {
+        let store = self;
         let mut named = std::collections::HashSet::new();
         for item in store.records.iter() {
             let (stored_key, raw) = item.into_inner()?;
@@ -191,7 +214,7 @@ impl Store {
                 store.values.remove(id)?;
             }
         }
-        Ok(store)
+        Ok(())
     }
 
     /// A new value file, for a large value arriving (see [`Store::apply_file`]).
