@@ -158,12 +158,16 @@ pub async fn run(
     mut shutdown: common::shutdown::Shutdown,
 ) {
     let mut cursor = None;
-    let mut removed_since_compaction = 0;
+    // Removals counted here include those other replicas asked for (`serve`).
+    let removed = || node.repair.tombstones_reaped.load(Ordering::Relaxed);
+    let (mut at_last_compaction, mut at_last_pass) = (removed(), removed());
     loop {
-        if cursor.is_none() && removed_since_compaction >= COMPACT_AFTER {
+        let quiet = removed() == at_last_pass;
+        at_last_pass = removed();
+        if cursor.is_none() && quiet && removed() - at_last_compaction >= COMPACT_AFTER as u64 {
             // The backlog is done: reclaim the space of what it removed now, not whenever
             // later writes happen to compact that part of the tree.
-            removed_since_compaction = 0;
+            at_last_compaction = removed();
             let store = node.store.clone();
             let started = std::time::Instant::now();
             match tokio::task::spawn_blocking(move || store.compact()).await {
@@ -172,6 +176,7 @@ pub async fn run(
                 Err(e) => log::warn!("compaction after reaping failed: {e}"),
             }
         }
+        // While a backlog lasts, the next pass comes at once.
         let pause = if cursor.is_some() { BACKLOG_PAUSE } else { interval };
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
@@ -181,10 +186,7 @@ pub async fn run(
             continue;
         }
         match pass(&node, &client, cursor.take()).await {
-            Ok(pass) => {
-                cursor = pass.next;
-                removed_since_compaction += pass.removed;
-            }
+            Ok(pass) => cursor = pass.next,
             Err(e) => log::warn!("reaping tombstones failed: {e}"),
         }
     }
