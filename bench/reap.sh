@@ -62,3 +62,6 @@ for ((t = 0; t <= WATCH; t += 15)); do
   [ "$t" -lt "$WATCH" ] && sleep 15
 done
 echo "before deleting: $before MiB; $(( $(date +%s) - deleted_at )) s after: $(disk) MiB"
+grep -h "compacted the store\|reaping tombstones failed\|compaction after reaping" "$work"/storage*.log || echo "no compaction logged"
+echo "what node 1's data directory holds (KiB):"
+du -ak "$work/storage1" | sort -n | tail -12
