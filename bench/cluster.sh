@@ -60,6 +60,6 @@ start_velourfog() { # base port
   done
   start frontend "$BIN/frontend" "127.0.0.1:$base" "$frontend_addr" --listen "$frontend_addr" --worker-threads "$node_workers"
   frontend_pid=${pids[-1]}
-  wait_http "http://$frontend_addr/health"
+  wait_http "http://$frontend_addr/health" || { for f in "$work"/*.log; do echo "--- $f" >&2; tail -n 5 "$f" >&2; done; return 1; }
   sleep 1 # leases granted
 }

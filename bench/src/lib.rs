@@ -166,6 +166,10 @@ pub struct Config {
     /// Write every key once before measuring, so reads find values.
     #[arg(long)]
     pub preload: bool,
+    /// After the measured load, delete every key once through the client library (Velour
+    /// Fog's API only), and report how long it took.
+    #[arg(long)]
+    pub delete_all: bool,
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -184,10 +188,10 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.concurrency > 0, "--concurrency must be at least 1");
         anyhow::ensure!(self.keys > 0, "--keys must be at least 1");
-        let velourfog_only = self.driver != DriverChoice::One(Driver::Raw) || self.verify;
+        let velourfog_only = self.driver != DriverChoice::One(Driver::Raw) || self.verify || self.delete_all;
         anyhow::ensure!(
             self.api == Api::VelourFog || !velourfog_only,
-            "--driver client|both and --verify use the client library, which speaks Velour Fog's API only"
+            "--driver client|both, --verify and --delete-all use the client library, which speaks Velour Fog's API only"
         );
         Ok(())
     }
@@ -394,6 +398,32 @@ pub async fn preload(config: &Config) -> anyhow::Result<()> {
         task.await.context("preload task")?.map_err(|e| anyhow::anyhow!("preload failed: {e}"))?;
     }
     Ok(())
+}
+
+/// Deletes every key once through the client library, with `concurrency` deleters. Returns
+/// how many keys were deleted.
+pub async fn delete_all(config: &Config) -> anyhow::Result<u64> {
+    let library = library_client(config);
+    let next = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..config.concurrency)
+        .map(|_| {
+            let (library, next, keys) = (library.clone(), next.clone(), config.keys);
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= keys {
+                        return Ok::<_, String>(());
+                    }
+                    let key = workload::key_name(n);
+                    library.delete(&key).await.map_err(|e| format!("deleting {key}: {e}"))?;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.context("delete task")?.map_err(|e| anyhow::anyhow!("delete failed: {e}"))?;
+    }
+    Ok(config.keys)
 }
 
 /// Reads every preloaded key back through the client library; fails on the first few keys

@@ -42,5 +42,10 @@ async fn measure(config: bench::Config) -> anyhow::Result<()> {
     if let Some(path) = &config.plot {
         std::fs::write(path, bench::report::svg(&config, &outcome))?;
     }
+    if config.delete_all {
+        let started = std::time::Instant::now();
+        let deleted = bench::delete_all(&config).await?;
+        println!("deleted all {deleted} keys in {:.1} s", started.elapsed().as_secs_f64());
+    }
     Ok(())
 }

@@ -49,8 +49,9 @@ pub enum Outcome {
     NotServing(String),
     /// The operation failed on the node, and why.
     Failed(String),
-    /// A write whose timestamp is further ahead of the node's clock than it accepts (the
-    /// writer's clock is wrong): refused, nothing stored.
+    /// A write whose timestamp is further ahead of the node's clock than it accepts, or
+    /// further behind than its tombstone grace (the writer's clock is wrong, or the write was
+    /// held up on the way): refused, nothing stored.
     FutureTimestamp(String),
     /// A write refused because the node's free disk space is below its floor (the node's
     /// message names it, the free space and the floor): nothing stored; the node is alive.

@@ -74,6 +74,9 @@ pub const CAUGHT_UP_PATH: &str = "/v1/storage/caught-up";
 pub const FENCE_PATH: &str = "/v1/fence";
 pub const DIGESTS_PATH: &str = "/v1/digests";
 pub const DIFF_PATH: &str = "/v1/diff";
+/// Storage node to storage node: reaping tombstones (`?phase=check|drop`, body a versions
+/// list; see the storage crate's `reaper`).
+pub const REAP_PATH: &str = "/v1/reap";
 pub const BATCH_PATH: &str = "/v1/batch";
 /// Listing the keys of a partition (see the module docs and [`ListKeys`]).
 pub const KEYS_PATH: &str = "/v1/keys";

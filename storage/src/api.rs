@@ -49,7 +49,7 @@ pub enum ApiError {
     #[error("stale map: the write was routed by epoch {given}, but partition {partition} needs epoch {needed} or newer")]
     StaleEpoch { given: u64, needed: u64, partition: u32 },
     #[error("{0}")]
-    FutureTimestamp(String),
+    RefusedTimestamp(String),
     #[error("this node has seen map epoch {have}, not {need} yet")]
     BehindEpoch { have: u64, need: u64 },
     #[error(transparent)]
@@ -64,7 +64,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             // 422: well-formed, refused for what it says; frontends never fence a node for it.
-            ApiError::FutureTimestamp(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RefusedTimestamp(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound | ApiError::UnknownPath(_) => StatusCode::NOT_FOUND,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -94,6 +94,7 @@ const ROUTES: &[(&str, &str, Access)] = &[
     (proto::DIGESTS_PATH, "GET", Access::Cluster),
     (proto::DIFF_PATH, "POST", Access::Cluster),
     (proto::KEYS_PATH, "POST", Access::Cluster),
+    (proto::REAP_PATH, "POST", Access::Cluster),
     ("/v1/stats", "GET", Access::Open),
     ("/metrics", "GET", Access::Open),
     ("/health", "GET", Access::Open),
@@ -121,6 +122,7 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, proto::DIGESTS_PATH) => digests(&node, &req),
         (&Method::POST, proto::DIFF_PATH) => diff(&node, req).await,
         (&Method::POST, proto::KEYS_PATH) => keys(&node, req).await,
+        (&Method::POST, proto::REAP_PATH) => reap(&node, req).await,
         (&Method::GET, "/v1/stats") => Ok(h::json(StatusCode::OK, &stats(&node))),
         (&Method::GET, "/metrics") => {
             crate::metrics::refresh(&node);
@@ -285,7 +287,7 @@ async fn batch(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Ap
 }
 
 /// Why a batched write of `record` to `key`, routed by map `epoch`, is refused before it is
-/// applied, if it is: a key too long, a timestamp too far ahead, a stale map, a full disk.
+/// applied, if it is: a key too long, a timestamp out of bounds, a stale map, a full disk.
 fn refused_write(
     node: &Node,
     view: &crate::View,
@@ -298,7 +300,7 @@ fn refused_write(
     if key.len() > node.limits.max_key_bytes {
         return Some(Outcome::Failed("key too large".into()));
     }
-    if let Some(why) = node.limits.future_timestamp(record.timestamp) {
+    if let Some(why) = node.limits.refused_timestamp(record.timestamp, epoch.is_none()) {
         return Some(Outcome::FutureTimestamp(why));
     }
     if let Some((_, needed)) = view.stale_write(key, epoch, me) {
@@ -312,9 +314,47 @@ fn refused_write(
     Some(Outcome::DiskFull(disk_full(node, refusal).to_string()))
 }
 
+/// `GET /v1/digests?digits=D`: every partition's digest in a map of `D` digits; with
+/// `within=P&within_digits=d`, only those of the parts of partition `P` of a map of `d` digits
+/// (for a catch-up, which then also passes the checks of a catch-up source, as for a diff).
 fn digests(node: &Node, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let query = Query::parse(req.uri().query().unwrap_or(""))?;
-    Ok(crate::repair::digests_response(node, digits_of(&query, crate::digest::BUCKET_DIGITS)?))
+    let digits = digits_of(&query, crate::digest::BUCKET_DIGITS)?;
+    let Some(within) = query.parsed::<u32>("within")? else {
+        return Ok(crate::repair::digests_response(node, digits));
+    };
+    let within_digits: u8 = query.parsed("within_digits")?.unwrap_or(0);
+    if within_digits > digits || within >= common::partition::count(within_digits) {
+        return Err(ApiError::BadRequest(format!(
+            "no partition {within} with {within_digits} digits, or not coarser than {digits} digits"
+        )));
+    }
+    check_source(node, &query)?;
+    let mut out = Vec::new();
+    for digest in node.store.digests().within(within, within_digits, digits) {
+        out.extend_from_slice(&digest.to_be_bytes());
+    }
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/octet-stream")
+        .body(h::full(out))
+        .expect("valid response parts"))
+}
+
+/// The checks a catch-up asks of its source (`min_epoch`, `leased`): past the epoch from which
+/// writes that skip the caller are refused, and, for a sole source, holding every acknowledged
+/// write (up and leased).
+fn check_source(node: &Node, query: &Query<'_>) -> Result<(), ApiError> {
+    if let Some(need) = query.parsed::<u64>("min_epoch")? {
+        if query.parsed::<u8>("leased")? == Some(1) {
+            node.read_permission().map_err(ApiError::NotServing)?;
+        }
+        let have = node.view().map.as_ref().map_or(0, |m| m.epoch);
+        if have < need {
+            return Err(ApiError::BehindEpoch { have, need });
+        }
+    }
+    Ok(())
 }
 
 async fn diff(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
@@ -327,19 +367,27 @@ async fn diff(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Api
     if partition >= common::partition::count(digits) {
         return Err(ApiError::BadRequest(format!("no partition {partition} with {digits} digits")));
     }
-    if let Some(need) = query.parsed::<u64>("min_epoch")? {
-        // A catch-up source must be past the epoch from which writes that skip the caller are
-        // refused; a sole source must also hold every acknowledged write (up and leased).
-        if query.parsed::<u8>("leased")? == Some(1) {
-            node.read_permission().map_err(ApiError::NotServing)?;
-        }
-        let have = node.view().map.as_ref().map_or(0, |m| m.epoch);
-        if have < need {
-            return Err(ApiError::BehindEpoch { have, need });
-        }
-    }
+    check_source(node, &query)?;
     let theirs = h::read_body(body, usize::MAX).await.map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let answer = crate::repair::serve_diff(node, partition, digits, theirs)?;
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/octet-stream")
+        .body(h::full(answer))
+        .expect("valid response parts"))
+}
+
+/// `POST /v1/reap?phase=check|drop`: one step of reaping tombstones (see [`crate::reaper`]).
+async fn reap(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let (parts, body) = req.into_parts();
+    let query = Query::parse(parts.uri.query().unwrap_or(""))?;
+    let phase = query
+        .get("phase")
+        .and_then(|p| crate::reaper::Phase::parse(&String::from_utf8_lossy(p)))
+        .ok_or_else(|| ApiError::BadRequest("parameter `phase` must be `check` or `drop`".into()))?;
+    let limit = crate::reaper::PASS_BUDGET * (node.limits.max_key_bytes + 32);
+    let body = h::read_body(body, limit).await.map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let answer = crate::reaper::serve(node, phase, body).map_err(ApiError::BadRequest)?;
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(http::header::CONTENT_TYPE, "application/octet-stream")
@@ -543,8 +591,10 @@ async fn put(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiE
         .ok_or_else(|| {
             ApiError::BadRequest(format!("header `{}` must be a decimal timestamp", proto::TIMESTAMP))
         })?;
-    if let Some(why) = node.limits.future_timestamp(timestamp) {
-        return Err(ApiError::FutureTimestamp(why));
+    // A write without the epoch it was routed by is a repair (see `crate::repair`).
+    let repair = epoch_of(&parts.headers)?.is_none();
+    if let Some(why) = node.limits.refused_timestamp(timestamp, repair) {
+        return Err(ApiError::RefusedTimestamp(why));
     }
     let tombstone = match parts.headers.get(proto::TOMBSTONE).map(|v| v.as_bytes()) {
         None | Some(b"0") => false,

@@ -5,7 +5,8 @@
 //! and value). XOR makes it order-independent and updatable in O(1): replacing a record XORs the
 //! old hash out and the new one in. Digests are kept for 65,536 buckets (the first 4 hex digits
 //! of the key hash); a partition of a map with `digits <= 4` is the XOR of its buckets. They live
-//! in memory (1 MiB) and are rebuilt by one scan when the node starts.
+//! in memory (1 MiB); a node that stopped cleanly saved them and restores them at start, any
+//! other start rebuilds them by one scan (see `crate::store`).
 
 use common::partition::{self, Partition};
 use common::version::Record;
@@ -94,6 +95,36 @@ impl Digests {
     /// Every partition's digest, in partition order.
     pub fn all(&self, digits: u8) -> Vec<Fingerprint> {
         (0..partition::count(digits)).map(|p| self.partition(p, digits)).collect()
+    }
+    /// The digests of the parts of `partition` (in a map of `digits` digits) in a map of
+    /// `finer` digits (`digits <= finer <= BUCKET_DIGITS`), in order.
+    pub fn within(&self, partition: Partition, digits: u8, finer: u8) -> Vec<Fingerprint> {
+        assert!(digits <= finer, "a partition's parts are finer than it");
+        let parts = 1u32 << (4 * (finer - digits) as u32);
+        (partition * parts..(partition + 1) * parts).map(|p| self.partition(p, finer)).collect()
+    }
+
+    /// Every bucket's digest, 16 bytes each in bucket order (for a snapshot).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(BUCKETS * 16);
+        for bucket in self.buckets.iter() {
+            out.extend_from_slice(&bucket[0].load(Ordering::Relaxed).to_be_bytes());
+            out.extend_from_slice(&bucket[1].load(Ordering::Relaxed).to_be_bytes());
+        }
+        out
+    }
+
+    /// Sets every bucket from [`Digests::to_bytes`]'s output; `false` (and nothing changed) if
+    /// `bytes` is not that long.
+    pub fn restore(&self, bytes: &[u8]) -> bool {
+        if bytes.len() != BUCKETS * 16 {
+            return false;
+        }
+        for (bucket, raw) in self.buckets.iter().zip(bytes.chunks_exact(16)) {
+            bucket[0].store(u64::from_be_bytes(raw[..8].try_into().expect("8 bytes")), Ordering::Relaxed);
+            bucket[1].store(u64::from_be_bytes(raw[8..].try_into().expect("8 bytes")), Ordering::Relaxed);
+        }
+        true
     }
 }
 

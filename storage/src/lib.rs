@@ -16,6 +16,7 @@ pub mod identity;
 pub mod membership;
 pub mod metrics;
 pub mod moves;
+pub mod reaper;
 pub mod repair;
 pub mod store;
 pub mod value_files;
@@ -99,6 +100,12 @@ pub struct Config {
     /// broken clock would otherwise pin keys until the clocks catch up), in milliseconds.
     #[arg(long, env = "VF_MAX_CLOCK_SKEW_MS", default_value_t = 5000)]
     pub max_clock_skew_ms: u64,
+    /// How long a deleted key's tombstone is kept at least (`10m`, `1h`): after it, and once
+    /// every replica of its partition holds it, it is removed. Writes stamped further behind
+    /// this node's clock than this are refused, so none older than a removed tombstone can
+    /// arrive; it must exceed `--max-clock-skew-ms` by a margin (see docs/failure-handling.md).
+    #[arg(long, env = "VF_TOMBSTONE_GRACE", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub tombstone_grace: Duration,
     /// File holding the cluster secret that node-to-node calls must carry (see
     /// docs/security.md); without one every endpoint is open.
     #[arg(long, env = "VF_CLUSTER_SECRET_FILE", value_name = "PATH")]
@@ -128,6 +135,9 @@ pub struct Limits {
     pub max_value_bytes: usize,
     /// How far ahead of this node's clock a write's timestamp may be, in microseconds.
     pub max_clock_skew_us: u64,
+    /// How long tombstones are kept at least, in microseconds; also how far behind this node's
+    /// clock a frontend's write may be stamped (see `crate::reaper`).
+    pub tombstone_grace_us: u64,
 }
 
 impl From<&Config> for Limits {
@@ -136,23 +146,36 @@ impl From<&Config> for Limits {
             max_key_bytes: config.max_key_bytes,
             max_value_bytes: config.max_value_bytes,
             max_clock_skew_us: config.max_clock_skew_ms.saturating_mul(1000),
+            tombstone_grace_us: config.tombstone_grace.as_micros() as u64,
         }
     }
 }
 
 impl Limits {
-    /// Why a write stamped `timestamp` is refused, if it is: too far in the future.
-    pub fn future_timestamp(&self, timestamp: u64) -> Option<String> {
+    /// Why a write stamped `timestamp` is refused, if it is: too far in the future, or, unless
+    /// it is a `repair` (which carries a record as it was stamped long ago), so far in the past
+    /// that a tombstone newer than it may have been reaped already.
+    pub fn refused_timestamp(&self, timestamp: u64, repair: bool) -> Option<String> {
         let now = common::version::now_micros();
         let ahead = timestamp.saturating_sub(now);
-        (ahead > self.max_clock_skew_us).then(|| {
-            format!(
+        let behind = now.saturating_sub(timestamp);
+        if ahead > self.max_clock_skew_us {
+            Some(format!(
                 "timestamp {timestamp} is {:.1} s ahead of this node's clock (the bound is --max-clock-skew-ms {}): \
                  the writer's clock (or this node's) is wrong",
                 ahead as f64 / 1e6,
                 self.max_clock_skew_us / 1000
-            )
-        })
+            ))
+        } else if !repair && behind > self.tombstone_grace_us {
+            Some(format!(
+                "timestamp {timestamp} is {:.1} s behind this node's clock, past the --tombstone-grace of {:.0} s: \
+                 the writer's clock (or this node's) is wrong, or the write was held up on the way",
+                behind as f64 / 1e6,
+                self.tombstone_grace_us as f64 / 1e6
+            ))
+        } else {
+            None
+        }
     }
 }
 
@@ -305,7 +328,12 @@ impl Node {
         Node {
             durability: Durability::start(store.clone(), SyncPolicy::Always),
             store,
-            limits: Limits { max_key_bytes: 1024, max_value_bytes: 1 << 20, max_clock_skew_us: 5_000_000 },
+            limits: Limits {
+                max_key_bytes: 1024,
+                max_value_bytes: 1 << 20,
+                max_clock_skew_us: 5_000_000,
+                tombstone_grace_us: 600_000_000,
+            },
             identity: IdentityFile::open(dir).expect("identity").0,
             node_id: Mutex::new(Some(1)),
             view: RwLock::new(View::default()),
@@ -361,6 +389,13 @@ impl Server {
     /// Validates `config` and binds the listening socket.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
         common::addr::split(&config.controller).context("invalid CONTROLLER_HOST:PORT")?;
+        let skew = Duration::from_millis(config.max_clock_skew_ms);
+        anyhow::ensure!(
+            config.tombstone_grace > 2 * skew,
+            "--tombstone-grace ({:?}) must be more than twice --max-clock-skew-ms ({skew:?}): writes from a frontend \
+             whose clock is behind within the bound would be refused",
+            config.tombstone_grace
+        );
         let listen =
             common::addr::listen_addr(&config.advertise, config.listen).context("invalid OWN_HOST:PORT")?;
         let listener =
@@ -458,16 +493,28 @@ impl Server {
             self.anti_entropy_interval,
             shutdown.clone(),
         ));
+        let reaper = tokio::spawn(reaper::run(
+            self.node.clone(),
+            self.node.client.clone(),
+            reaper::interval_for(Duration::from_micros(self.node.limits.tombstone_grace_us)),
+            shutdown.clone(),
+        ));
         let disk = tokio::spawn(self.node.disk.clone().run(shutdown.clone()));
         let node = self.node.clone();
         let handler = move |req| api::handle(node.clone(), req);
         common::http::serve_with(self.listener, handler, shutdown, self.rules).await;
-        heartbeat.abort();
-        map_follower.abort();
-        anti_entropy.abort();
-        moves.abort();
-        disk.abort();
-        log::info!("storage node stopped");
+        let tasks = [heartbeat, map_follower, anti_entropy, reaper, moves, disk];
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await; // stopped: no more writes from repair, moves or reaping
+        }
+        // Saved so the next start need not scan every record (see `store`).
+        match tokio::task::block_in_place(|| self.node.store.close()) {
+            Ok(()) => log::info!("storage node stopped cleanly"),
+            Err(e) => log::warn!("storage node stopped, but its store could not be closed cleanly: {e}"),
+        }
         Ok(())
     }
 }

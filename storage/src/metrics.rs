@@ -14,6 +14,7 @@ const FSYNC_SECONDS: &str = "velourfog_storage_fsync_duration_seconds";
 const FSYNC_WRITES: &str = "velourfog_storage_fsync_writes";
 const TRANSFER_BYTES: &str = "velourfog_storage_transfer_bytes_total";
 const WRITES_REFUSED: &str = "velourfog_storage_writes_refused_total";
+const TOMBSTONES_REAPED: &str = "velourfog_storage_tombstones_reaped_total";
 
 /// Gives every metric its help text and unit (called once at start).
 pub fn describe() {
@@ -23,6 +24,11 @@ pub fn describe() {
     describe_histogram!(FSYNC_SECONDS, Unit::Seconds, "Time one fsync of the store took.");
     describe_histogram!(FSYNC_WRITES, Unit::Count, "Write batches made durable by one fsync (group commit).");
     describe_counter!(TRANSFER_BYTES, Unit::Bytes, "Bytes pulled for partitions moving to this node.");
+    describe_counter!(
+        TOMBSTONES_REAPED,
+        Unit::Count,
+        "Tombstones of deleted keys removed once every replica held them."
+    );
     describe_gauge!("velourfog_storage_cache_bytes", Unit::Bytes, "Block cache in use.");
     describe_gauge!(
         "velourfog_storage_cache_capacity_bytes",
@@ -114,6 +120,10 @@ pub fn fsync(elapsed: Duration, batches: u64) {
 /// One write refused because free disk space is below the floor (see `crate::disk`).
 pub fn disk_floor_refusal() {
     counter!(WRITES_REFUSED, "reason" => "disk_floor").increment(1);
+}
+
+pub fn tombstones_reaped(count: u64) {
+    counter!(TOMBSTONES_REAPED).increment(count);
 }
 
 pub fn transferred(bytes: u64) {

@@ -59,6 +59,8 @@ pub struct RepairStats {
     pub bytes_moved: AtomicU64,
     /// Key and value bytes of the pulled records that superseded ours.
     pub bytes_differing: AtomicU64,
+    /// Tombstones removed by reaping (see `crate::reaper`).
+    pub tombstones_reaped: AtomicU64,
 }
 
 impl RepairStats {
@@ -71,6 +73,7 @@ impl RepairStats {
             "records_pulled": get(&self.records_pulled),
             "bytes_moved": get(&self.bytes_moved),
             "bytes_differing": get(&self.bytes_differing),
+            "tombstones_reaped": get(&self.tombstones_reaped),
         })
     }
 }
@@ -135,10 +138,17 @@ fn index(theirs: Vec<VersionEntry>) -> HashMap<Bytes, VersionEntry> {
 
 /// Whether our `record` of `key` must be sent to a node whose versions are `theirs`: it has
 /// nothing for the key, or an older version. At equal timestamps with different values both
-/// sides send theirs, and `supersedes` settles it on each.
-fn newer_than_theirs(theirs: &HashMap<Bytes, VersionEntry>, key: &Bytes, record: &Record) -> bool {
+/// sides send theirs, and `supersedes` settles it on each. A tombstone stamped before
+/// `reapable_before` is not sent to a node that has nothing for the key: nothing reads the same
+/// as the tombstone there, and that node may have reaped it (see `crate::reaper`).
+fn newer_than_theirs(
+    theirs: &HashMap<Bytes, VersionEntry>,
+    key: &Bytes,
+    record: &Record,
+    reapable_before: u64,
+) -> bool {
     match theirs.get(key) {
-        None => true,
+        None => !(record.is_tombstone() && record.timestamp < reapable_before),
         Some(their) => {
             let mine = VersionEntry::of(key.clone(), record);
             mine != *their && (mine.timestamp, mine.tombstone) >= (their.timestamp, their.tombstone)
@@ -262,11 +272,12 @@ pub fn serve_diff(
     theirs: Bytes,
 ) -> Result<Bytes, RepairError> {
     let theirs = index(decode_versions(theirs)?);
+    let reapable_before = common::version::now_micros().saturating_sub(node.limits.tombstone_grace_us);
     // Only the records to send are kept in memory, not the whole partition.
     let mut send = Vec::new();
     tokio::task::block_in_place(|| {
         node.store.for_each_in_partition(partition, digits, |key, record| {
-            if newer_than_theirs(&theirs, &key, &record) {
+            if newer_than_theirs(&theirs, &key, &record, reapable_before) {
                 send.push((key, record));
             }
         })
@@ -350,8 +361,8 @@ async fn catch_up_partition(
         m.state == NodeState::Up && map.replicas_of(partition).contains(&m.id)
     };
     for peer in peers.iter().filter(serving) {
-        match sync_partition(node, client, &peer.addr, partition, map.digits, Some(leased)).await {
-            Ok(pulled) => return Some(pulled.records),
+        match sync_changed_parts(node, client, &peer.addr, partition, map.digits, leased).await {
+            Ok(pulled) => return Some(pulled),
             Err(e) => log::debug!("catch-up of partition {partition} from node {}: {e}", peer.id),
         }
     }
@@ -374,6 +385,52 @@ async fn catch_up_partition(
     }
     (merged >= peers_needed).then_some(pulled)
 }
+
+/// Pulls `partition` from `peer` for a catch-up, part by part where only a few of its parts
+/// differ (parts of [`CATCH_UP_PART_DIGITS`] more digits, compared by digest first), else
+/// whole: a node back from a short absence pulls in proportion to what changed, not to what it
+/// holds. Returns the records pulled.
+async fn sync_changed_parts(
+    node: &Node,
+    client: &Client,
+    peer: &str,
+    partition: Partition,
+    digits: u8,
+    check: SourceCheck,
+) -> Result<u64, RepairError> {
+    let finer = (digits + CATCH_UP_PART_DIGITS).min(crate::digest::BUCKET_DIGITS);
+    if finer == digits {
+        return Ok(sync_partition(node, client, peer, partition, digits, Some(check)).await?.records);
+    }
+    let url = format!(
+        "http://{peer}{}?digits={finer}&within={partition}&within_digits={digits}&min_epoch={}&leased={}",
+        proto::DIGESTS_PATH,
+        check.min_epoch,
+        u8::from(check.leased)
+    );
+    let make = || Request::get(url.as_str()).body(Full::new(Bytes::new())).expect("valid request");
+    let (parts, mut theirs) = client.send_collect(make, REPAIR_TIMEOUT).await?;
+    let ours = node.store.digests().within(partition, digits, finer);
+    if parts.status != StatusCode::OK || theirs.len() != ours.len() * 16 {
+        let message = String::from_utf8_lossy(&theirs).trim().to_owned();
+        return Err(RpcError::Status { status: parts.status, message }.into());
+    }
+    node.repair.bytes_moved.fetch_add(theirs.len() as u64, Ordering::Relaxed);
+    let first = partition << (4 * (finer - digits) as u32);
+    let differing: Vec<Partition> =
+        (0..ours.len()).filter(|&i| ours[i] != theirs.get_u128()).map(|i| first + i as u32).collect();
+    if differing.len() * 4 > ours.len() {
+        return Ok(sync_partition(node, client, peer, partition, digits, Some(check)).await?.records);
+    }
+    let mut pulled = 0;
+    for part in differing {
+        pulled += sync_partition(node, client, peer, part, finer, Some(check)).await?.records;
+    }
+    Ok(pulled)
+}
+
+/// How much finer than a partition the parts are that a catch-up compares (256 per partition).
+const CATCH_UP_PART_DIGITS: u8 = 2;
 
 /// Compares digests with every peer and syncs the partitions that differ, every `interval`.
 pub async fn anti_entropy(
@@ -500,7 +557,7 @@ mod tests {
     /// What `serve_diff` sends, for records held in memory.
     fn diff(ours: Vec<(Bytes, Record)>, theirs: Vec<VersionEntry>) -> Vec<(Bytes, Record)> {
         let theirs = index(theirs);
-        ours.into_iter().filter(|(key, record)| newer_than_theirs(&theirs, key, record)).collect()
+        ours.into_iter().filter(|(key, record)| newer_than_theirs(&theirs, key, record, 0)).collect()
     }
 
     fn entries(records: &[(&'static str, Record)]) -> Vec<VersionEntry> {
@@ -527,6 +584,28 @@ mod tests {
         let keys: Vec<&[u8]> = sent.iter().map(|(k, _)| k.as_ref()).collect();
         assert_eq!(keys, [&b"ours-newer"[..], b"only-ours", b"tie"]);
         assert_eq!(decode_records(encode_records(&sent)).unwrap(), sent);
+    }
+
+    #[test]
+    fn tombstones_old_enough_to_reap_are_not_sent_to_a_caller_holding_nothing() {
+        let theirs =
+            index(entries(&[("held-value", value(1, "old")), ("held-tombstone", Record::tombstone(2))]));
+        let reapable_before = 10;
+        let cases: &[(&'static str, Record, bool)] = &[
+            ("absent", Record::tombstone(9), false),
+            ("absent", Record::tombstone(10), true),
+            ("absent", value(1, "v"), true),
+            ("held-value", Record::tombstone(9), true),
+            ("held-tombstone", Record::tombstone(9), true),
+        ];
+        for (key, record, sent) in cases {
+            let key = Bytes::from_static(key.as_bytes());
+            assert_eq!(
+                newer_than_theirs(&theirs, &key, record, reapable_before),
+                *sent,
+                "{key:?} {record:?}"
+            );
+        }
     }
 
     #[test]

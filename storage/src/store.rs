@@ -15,6 +15,10 @@
 //! an fsync: [`crate::durability`] batches the fsyncs of concurrent writers (group commit).
 //! Memory is bounded by the block cache (`cache_bytes`); nothing is loaded whole at start.
 //!
+//! Tombstones are indexed by age in a second keyspace, in the same journal write as the
+//! tombstone, so the ones old enough to reap are found without scanning the records
+//! ([`reaping`]; when they may go is `crate::reaper`'s decision).
+//!
 //! Listing keys ([`Store::scan_keys`]) walks one partition's range in stored order and reads
 //! keys only, never values; budgets on keys, bytes and records examined bound each call, and
 //! the position it stopped at is a short byte string ([`separator`]) that stays meaningful
@@ -32,6 +36,9 @@ use fjall::{
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+
+pub mod reaping;
+mod snapshot;
 
 /// Independent locks that serialise read-compare-write per key without one global lock.
 const WRITE_STRIPES: usize = 256;
@@ -77,6 +84,12 @@ pub struct Store {
     garbage: Mutex<Vec<FileId>>,
     /// Watchers of keys, woken when a record of their key is applied.
     pub watchers: Arc<crate::watch::Watchers>,
+    /// The tombstones held, oldest first: see [`reaping`].
+    tombstones: Keyspace,
+    /// The store's directory.
+    dir: std::path::PathBuf,
+    /// Whether the last open restored the digests of a clean stop instead of scanning.
+    pub opened_clean: bool,
 }
 
 /// What [`Store::get_bounded`] found.
@@ -147,6 +160,8 @@ impl Store {
                 .max_memtable_size(memtable_bytes)
                 .with_kv_separation(Some(KvSeparationOptions::default().compression(CompressionType::None)))
         })?;
+        let tombstones = db.keyspace("tombstones", KeyspaceCreateOptions::default)?;
+        let index_built = tombstones.contains_key(reaping::INDEX_BUILT)?;
         let stripes = (0..WRITE_STRIPES).map(|_| Mutex::new(())).collect();
         let values = ValueFiles::open(&dir.join("values"))?;
         let store = Self {
@@ -157,7 +172,26 @@ impl Store {
             values,
             garbage: Mutex::default(),
             watchers: Default::default(),
+            tombstones,
+            dir: dir.to_owned(),
+            opened_clean: false,
         };
+        let started = std::time::Instant::now();
+        let mut store = store;
+        if store.restore_snapshot(index_built)? {
+            store.opened_clean = true;
+            log::info!("digests restored from the last clean stop: no scan needed");
+            return Ok(store);
+        }
+        store.scan_at_open(index_built)?;
+        log::info!("scanned every record at open in {:.1?} (the last stop was not clean)", started.elapsed());
+        Ok(store)
+    }
+
+    /// Rebuilds the digests, indexes the tombstones of a store from before the index, and
+    /// removes the value files no record names (left by a crash): one scan of every record.
+    fn scan_at_open(&self, index_built: bool) -> Result<(), StoreError> {
+        let store = self;
         let mut named = std::collections::HashSet::new();
         for item in store.records.iter() {
             let (stored_key, raw) = item.into_inner()?;
@@ -166,7 +200,13 @@ impl Store {
             store.digests.toggle(partition::hash_prefix(key), stored.fingerprint(key));
             if let Stored::InFile { file, .. } = stored {
                 named.insert(file.id);
+            } else if !index_built && stored.is_tombstone() {
+                // A data directory from before the index: every tombstone is indexed once.
+                store.tombstones.insert(reaping::index_key(stored.timestamp(), &stored_key), [])?;
             }
+        }
+        if !index_built {
+            store.tombstones.insert(reaping::INDEX_BUILT, [])?;
         }
         for id in store.values.ids()? {
             if !named.contains(&id) {
@@ -174,7 +214,7 @@ impl Store {
                 store.values.remove(id)?;
             }
         }
-        Ok(store)
+        Ok(())
     }
 
     /// A new value file, for a large value arriving (see [`Store::apply_file`]).
@@ -237,7 +277,15 @@ impl Store {
                 return Ok(kept);
             }
         }
-        self.records.insert(stored_key, raw())?;
+        if candidate.is_tombstone() {
+            // The record and its index entry in one journal write.
+            let mut batch = self.db.batch();
+            batch.insert(&self.tombstones, reaping::index_key(candidate.timestamp(), &stored_key), []);
+            batch.insert(&self.records, stored_key, raw());
+            batch.commit()?;
+        } else {
+            self.records.insert(stored_key, raw())?;
+        }
         if let Some(held) = &held {
             self.digests.toggle(prefix, held.fingerprint(key));
             self.discard_after_sync(held);
@@ -312,6 +360,9 @@ impl Store {
                     applied.push(kept);
                     continue;
                 }
+            }
+            if record.is_tombstone() {
+                batch.insert(&self.tombstones, reaping::index_key(record.timestamp, &stored_key), []);
             }
             batch.insert(&self.records, stored_key, encode(record));
             if let Some(held) = held {
@@ -659,6 +710,10 @@ enum Stored {
 }
 
 impl Stored {
+    fn is_tombstone(&self) -> bool {
+        matches!(self, Stored::Inline(record) if record.is_tombstone())
+    }
+
     fn timestamp(&self) -> u64 {
         match self {
             Stored::Inline(record) => record.timestamp,
