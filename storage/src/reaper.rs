@@ -150,7 +150,7 @@ fn count_reaped(node: &Node, removed: usize) {
 }
 
 /// Reaps tombstones while the node is up, until `shutdown`: a pass every `interval`, or after
-/// [`BACKLOG_PAUSE`] while the last pass left old enough tombstones unexamined.
+/// a short pause while the last pass left old enough tombstones unexamined.
 pub async fn run(
     node: Arc<Node>,
     client: Client,
