@@ -442,10 +442,8 @@ async fn set_streamed(
     let chunks = http_body_util::BodyStream::new(body)
         .filter_map(|frame| async { frame.map(|frame| frame.into_data().ok()).transpose() });
     let keep_up = quorum_size(&routes.map, partition, level).min(targets.len());
-    let (forwarded, results) = frontend
-        .replicas
-        .write_streamed(&routes, &targets, key, (timestamp, length), keep_up, chunks)
-        .await;
+    let (forwarded, results) =
+        frontend.replicas.write_streamed(&routes, &targets, key, (timestamp, length), keep_up, chunks).await;
     forwarded.map_err(|e| ApiError::BadRequest(format!("the request body could not be read: {e}")))?;
     let mut failures = Vec::new();
     for result in results {

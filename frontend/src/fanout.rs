@@ -48,7 +48,8 @@ pub enum Then {
 /// Which lanes to cut off, and what to do then, given each live lane's lag (`None`: the lane's
 /// request has ended) and whether patience is left. Pure: see the module doc for the rules.
 pub fn decide(lags: &[Option<u64>], keep_up: usize, patient: bool) -> (Vec<usize>, Then) {
-    let over: Vec<usize> = (0..lags.len()).filter(|&i| lags[i].is_some_and(|lag| lag > MAX_LAG_BYTES)).collect();
+    let over: Vec<usize> =
+        (0..lags.len()).filter(|&i| lags[i].is_some_and(|lag| lag > MAX_LAG_BYTES)).collect();
     if over.is_empty() {
         return (Vec::new(), Then::Read);
     }
@@ -326,13 +327,20 @@ mod tests {
         let mut bodies = bodies.into_iter();
         let fast = [bodies.next().unwrap(), bodies.next().unwrap()];
         let slow = bodies.next().unwrap();
-        let chunks = futures_util::stream::iter((0..length / chunk.len() as u64).map(|_| Ok::<_, String>(chunk.clone())));
+        let chunks = futures_util::stream::iter(
+            (0..length / chunk.len() as u64).map(|_| Ok::<_, String>(chunk.clone())),
+        );
         let max_lag = Arc::new(AtomicU64::new(0));
         let watch = {
             let (lanes, max_lag) = (lanes.clone(), max_lag.clone());
             async move {
                 loop {
-                    let lag = lanes.iter().filter(|l| !l.closed.load(Ordering::Acquire) && l.cut_reason().is_none()).map(|l| l.lag()).max().unwrap_or(0);
+                    let lag = lanes
+                        .iter()
+                        .filter(|l| !l.closed.load(Ordering::Acquire) && l.cut_reason().is_none())
+                        .map(|l| l.lag())
+                        .max()
+                        .unwrap_or(0);
                     max_lag.fetch_max(lag, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }

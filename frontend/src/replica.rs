@@ -321,7 +321,9 @@ impl Replicas {
                     .get(proto::TIMESTAMP)
                     .and_then(|v| v.to_str().ok()?.parse().ok())
                     .map(Some)
-                    .ok_or_else(|| RpcError::Protocol(format!("record without a `{}` header", proto::TIMESTAMP))),
+                    .ok_or_else(|| {
+                        RpcError::Protocol(format!("record without a `{}` header", proto::TIMESTAMP))
+                    }),
                 Ok((parts, _)) => Err(RpcError::Status { status: parts.status, message: String::new() }),
                 Err(e) => Err(e),
             };

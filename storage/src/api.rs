@@ -448,7 +448,8 @@ fn may_serve(node: &Node, key: &[u8]) -> Result<(), ApiError> {
 /// (a value file streamed as the caller drains it, see [`crate::value_files::stream`]).
 fn record_response(record: Readable, with_value: bool) -> Response<Body> {
     use http_body_util::BodyExt;
-    let mut response = Response::builder().status(StatusCode::OK).header(proto::TIMESTAMP, record.timestamp());
+    let mut response =
+        Response::builder().status(StatusCode::OK).header(proto::TIMESTAMP, record.timestamp());
     let body = match record {
         Readable::Whole(record) if record.is_tombstone() => {
             response = response.header(proto::TOMBSTONE, "1");

@@ -285,9 +285,10 @@ pub fn stream(mut file: File, length: u64) -> common::http::ChannelBody {
         let mut left = length;
         while left > 0 {
             let mut chunk = vec![0; READ_CHUNK_BYTES.min(left as usize)];
-            let read = file.read_exact(&mut chunk).map(|()| Bytes::from(chunk)).map_err(|e| {
-                common::http::BoxError::from(format!("value file read failed: {e}"))
-            });
+            let read = file
+                .read_exact(&mut chunk)
+                .map(|()| Bytes::from(chunk))
+                .map_err(|e| common::http::BoxError::from(format!("value file read failed: {e}")));
             let failed = read.is_err();
             if let Err(e) = &read {
                 log::error!("{e}");

@@ -259,8 +259,7 @@ async fn reads_survive_a_hung_replica(cluster: &mut Cluster, client: &Client, fr
         cluster.storage[0].pause();
         let gets = (0..12).map(|n| async move {
             tokio::time::sleep(Duration::from_millis(10 * n as u64)).await;
-            get_large(client, frontend, n % VALUES)
-                .await
+            get_large(client, frontend, n % VALUES).await
         });
         let gets = join_all(gets).await;
         cluster.storage[0].resume();
