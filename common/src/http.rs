@@ -46,6 +46,52 @@ pub fn stream(incoming: Incoming) -> Body {
     incoming.map_err(BoxError::from).boxed_unsync()
 }
 
+/// A streamed body passed through unchanged, which fails if the peer sends nothing for
+/// `stall` while it is being read (time spent while nobody asks for the next chunk does not
+/// count, so a slow reader downstream is not blamed on the peer).
+pub fn stream_with_stall(incoming: Incoming, stall: Duration) -> Body {
+    StallBounded { inner: incoming, stall, timer: None }.boxed_unsync()
+}
+
+/// See [`stream_with_stall`].
+struct StallBounded {
+    inner: Incoming,
+    stall: Duration,
+    /// Armed while a read waits on the peer.
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl hyper::body::Body for StallBounded {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if let Poll::Ready(frame) = std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            this.timer = None;
+            return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
+        }
+        let stall = this.stall;
+        let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(format!("the peer sent nothing for {stall:?}").into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A plain-text response: `message` and a newline, for people reading curl output.
 pub fn text(status: StatusCode, message: impl std::fmt::Display) -> Response<Body> {
     Response::builder()
@@ -254,7 +300,7 @@ impl hyper::body::Body for ChannelBody {
 #[derive(Clone, Debug)]
 pub struct Client {
     inner: PooledClient<HttpConnector, Full<Bytes>>,
-    streaming: PooledClient<HttpConnector, ChannelBody>,
+    streaming: PooledClient<HttpConnector, Body>,
     authorization: Option<http::HeaderValue>,
 }
 
@@ -290,11 +336,11 @@ impl Client {
         }
     }
 
-    /// Sends a request whose body streams through a channel and reads the whole answer, all
-    /// within `deadline`. Not retried: the body cannot be sent twice.
+    /// Sends a request whose body streams (through a channel, say) and reads the whole
+    /// answer, all within `deadline`. Not retried: the body cannot be sent twice.
     pub async fn send_streamed(
         &self,
-        mut request: Request<ChannelBody>,
+        mut request: Request<Body>,
         deadline: Duration,
     ) -> Result<(http::response::Parts, Bytes), RpcError> {
         self.authorize(&mut request);

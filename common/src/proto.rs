@@ -18,6 +18,9 @@
 //!   [`TOMBSTONE`] headers; a tombstone has an empty body), 404 if the node holds nothing.
 //!   With `&newer_than=T&wait_ms=W` it is a watch: the record as soon as the node holds one
 //!   stamped after `T`, 304 after `W` ms without, 503 once the node may not serve the key.
+//!   A value kept in a value file is streamed from the file as the caller reads it.
+//! - `HEAD /v1/record?key=K`: the headers of the `GET` (timestamp, tombstone), no value: what a
+//!   frontend reads before streaming a large write, to stamp it above what the replicas hold.
 //!
 //! The controller serves membership and the map:
 //! - `POST /v1/storage/register` with [`StorageRegistration`] → [`StorageRegistered`]. Storage

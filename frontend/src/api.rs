@@ -420,11 +420,18 @@ pub(crate) async fn put_value(
     write(frontend, routes, key, record, level).await
 }
 
-/// A large POSTed value: forwarded to the replicas while it arrives, so the upload and the
-/// transfers to the replicas overlap instead of following each other. If every replica of the
-/// write set stored it, that is the answer. Otherwise the ordinary write runs with the complete
-/// value and the same timestamp (a replica that already stored it stays unchanged) and decides,
-/// with its map refresh, quorum and fencing rules.
+/// A large POSTed value: forwarded to the replicas while it arrives, in bounded memory, so the
+/// upload and the transfers to the replicas overlap, the client is paced by the write quorum,
+/// and nothing of the value is kept (see [`crate::fanout`]).
+///
+/// Since the value cannot be sent twice, it is not stamped again when a replica holds a newer
+/// write (as [`write`] does). Instead it is stamped, before it is sent, above every version a
+/// write quorum of the replicas holds ([`stamp_above_quorum`]): any write acknowledged before
+/// this one started is on at least one of them (quorums intersect), so this one wins over it
+/// whatever the clocks say. A replica that answers that it holds a newer record can then only
+/// hold a concurrent write, which may win either way. The rest is [`write`]'s: a quorum must
+/// store it, and replicas that missed it (failed, or cut off for lagging) are fenced. A map
+/// change during the write answers 503 (the value is gone; the client may retry).
 async fn set_streamed(
     frontend: &Frontend,
     routes: Arc<Routes>,
@@ -437,28 +444,85 @@ async fn set_streamed(
     if let Some(why) = frontend.clock_check.refusal() {
         return Err(ApiError::Unavailable(format!("write refused: {why}")));
     }
-    let timestamp = frontend.clock.next();
     let partition = common::partition::of(key, routes.map.digits);
     let targets: Vec<NodeId> = routes.map.write_set(partition).collect();
+    let timestamp = stamp_above_quorum(frontend, &routes, partition, &targets, key, level).await?;
     let chunks = http_body_util::BodyStream::new(body)
         .filter_map(|frame| async { frame.map(|frame| frame.into_data().ok()).transpose() });
-    let (kept, results) =
-        frontend.replicas.write_streamed(&routes, &targets, key, timestamp, length, chunks).await;
-    let kept = kept.map_err(|e| ApiError::BadRequest(format!("the request body could not be read: {e}")))?;
-    let stored = |node| targets.contains(&node);
-    // A replica holding a newer write makes the ordinary write below stamp this one again.
-    let all_stored = results.iter().all(|r| matches!(r, Ok(None)));
-    if all_stored && short_quorum(&routes.map, partition, level, stored).is_none() {
-        return Ok(timestamp);
+    let keep_up = quorum_size(&routes.map, partition, level).min(targets.len());
+    let (forwarded, results) =
+        frontend.replicas.write_streamed(&routes, &targets, key, (timestamp, length), keep_up, chunks).await;
+    forwarded.map_err(|e| ApiError::BadRequest(format!("the request body could not be read: {e}")))?;
+    let mut failures = Vec::new();
+    for result in results {
+        match result {
+            Ok(Some(newer)) => log::debug!("a concurrent write stamped {newer} wins over {timestamp}"),
+            Ok(None) => {}
+            Err(failure) => failures.push(failure),
+        }
     }
-    for failure in results.iter().filter_map(|r| r.as_ref().err()) {
-        log::info!("streamed write of {length} bytes incomplete, writing again: {failure}");
+    if failures.iter().any(ReplicaFailure::is_stale_epoch) {
+        frontend.refresh_routes(routes.map.epoch).await;
+        return Err(ApiError::Unavailable(format!(
+            "write not acknowledged: the partition map changed during the write ({}); \
+             the write may be visible on some replicas; send it again",
+            join(&failures)
+        )));
     }
-    let mut value = bytes::BytesMut::with_capacity(length as usize);
-    for chunk in &kept {
-        value.extend_from_slice(chunk);
+    if let Some(refusal) = failures.iter().find(|f| f.is_clock_refusal()) {
+        return Err(ApiError::Unavailable(format!(
+            "write not acknowledged: a replica refused its timestamp ({refusal}); check this frontend's clock and the replica's (NTP)"
+        )));
     }
-    write(frontend, routes, key, Record::value(timestamp, value.freeze()), level).await
+    for failure in &failures {
+        log::warn!("streamed write of {length} bytes failed on a replica: {failure}");
+    }
+    acknowledge(frontend, &routes, partition, &targets, &failures, level).await?;
+    Ok(timestamp)
+}
+
+/// A timestamp for a write to `key` above every version that a write quorum (at `level`) of
+/// `targets` holds, and above this frontend's clock; 503 naming the replicas if too few answer.
+async fn stamp_above_quorum(
+    frontend: &Frontend,
+    routes: &Routes,
+    partition: u32,
+    targets: &[NodeId],
+    key: &[u8],
+    level: Level,
+) -> Result<u64, ApiError> {
+    let versions = frontend.replicas.versions(routes, targets, key).await;
+    let mut failures = Vec::new();
+    let mut answered = Vec::new();
+    let mut newest = None;
+    for (&node, version) in targets.iter().zip(versions) {
+        match version {
+            Ok(version) => {
+                answered.push(node);
+                newest = newest.max(version);
+            }
+            Err(failure) => failures.push(failure),
+        }
+    }
+    if let Some((count, replicas, required)) =
+        short_quorum(&routes.map, partition, level, |node| answered.contains(&node))
+    {
+        frontend.suspect(&failures);
+        return Err(ApiError::Unavailable(format!(
+            "write not started: {count} of {replicas} replicas of partition {partition} told the \
+             version they hold, w={level} needs {required} ({})",
+            join(&failures)
+        )));
+    }
+    Ok(match newest {
+        Some(newest) => frontend.clock.next_above(newest),
+        None => frontend.clock.next(),
+    })
+}
+
+/// How many replicas of `partition` a write at `level` needs in its largest quorum set.
+fn quorum_size(map: &common::placement::PartitionMap, partition: u32, level: Level) -> usize {
+    map.assignment(partition).quorum_sets().map(|set| level.required(set.len())).max().unwrap_or(1)
 }
 
 async fn delete(frontend: &Frontend, query: Option<&str>) -> Result<Response<Body>, ApiError> {

@@ -13,6 +13,7 @@ pub mod affinity;
 pub mod api;
 pub mod batcher;
 pub mod consistency;
+pub mod fanout;
 pub mod listing;
 pub mod metrics;
 pub mod replica;

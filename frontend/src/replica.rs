@@ -1,6 +1,9 @@
 //! Calls from a frontend to the storage nodes holding a key: write to every replica in parallel,
 //! read from one and fall back to the next, or read several and compare. Every call has a
-//! deadline that grows with the size of the value, so a dead or hung node costs a bounded delay.
+//! deadline, so a dead or hung node costs a bounded delay: a buffered call's grows with the size
+//! of the value; a streamed one has a deadline for its head (a read) or its answer once the
+//! value is sent (a write), and fails in between if the replica sends (or takes) nothing for
+//! [`MIN_STALL`] (or the replica timeout if longer), however long a large value takes to flow.
 
 use crate::batcher::Batchers;
 use crate::routing::Routes;
@@ -23,6 +26,11 @@ pub const STREAMED_WRITE_BYTES: u64 = 1 << 20;
 /// The slowest transfer rate a healthy node is allowed: a call's deadline grows by one second
 /// for every this many bytes of value.
 pub const MIN_TRANSFER_BYTES_PER_SEC: u64 = 20 << 20;
+/// The least time a replica may send or take nothing in the middle of a streamed value before
+/// its call fails (the replica timeout if longer).
+pub const MIN_STALL: Duration = Duration::from_secs(2);
+/// The overall deadline of a call bounded otherwise (by a watchdog).
+const UNBOUNDED: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A replica's answer to a record write: on 200 stored, with the timestamp of a different record
 /// it holds that wins over the write if there is one; otherwise its status and message.
@@ -252,67 +260,86 @@ impl Replicas {
         written
     }
 
-    /// Sends a value of `length` bytes for `key` to every node in `replicas` while it arrives:
-    /// each chunk `chunks` yields goes to all of them at once (a replica that falls behind by
-    /// more than a few chunks holds the others back until its deadline). Returns the chunks
-    /// (to write again the ordinary way if this did not fully succeed) and each replica's
-    /// result (as for `stored`); `Err` if `chunks` failed, in which case every replica's
-    /// request was aborted and none stored anything.
+    /// Sends a value of `length` bytes for `key`, stamped `timestamp`, to every node in
+    /// `replicas` while it arrives, in bounded memory at the pace of the `keep_up` fastest of
+    /// them (see [`crate::fanout`]); each replica's result (as for `stored`). `Err` if `chunks`
+    /// failed, in which case every replica's request was aborted and none stored anything.
+    /// Nothing of the value is kept: it cannot be sent again.
     pub async fn write_streamed<E: std::fmt::Display>(
         &self,
         routes: &Routes,
         replicas: &[NodeId],
         key: &[u8],
-        timestamp: u64,
-        length: u64,
+        (timestamp, length): (u64, u64),
+        keep_up: usize,
         chunks: impl futures_util::Stream<Item = Result<Bytes, E>>,
-    ) -> (Result<Vec<Bytes>, String>, Vec<Result<Option<u64>, ReplicaFailure>>) {
-        let deadline = self.deadline_for(length);
-        let give_up_at = tokio::time::Instant::now() + deadline;
-        let (senders, bodies): (Vec<_>, Vec<_>) = replicas.iter().map(|_| h::channel_body(length, 8)).unzip();
-        let calls =
-            replicas.iter().zip(bodies).map(|(&node, body)| {
-                let request = record_request(routes, node, key, http::Method::PUT)
-                    .header(proto::TIMESTAMP, timestamp)
-                    .header(proto::EPOCH, routes.map.epoch)
-                    .header(http::header::CONTENT_LENGTH, length)
-                    .body(body)
-                    .expect("valid request");
-                async move {
-                    stored(self.client.send_streamed(request, deadline).await)
-                        .map_err(|error| ReplicaFailure { node, addr: routes.addr(node).to_owned(), error })
-                }
-            });
-        let forward = async move {
-            use futures_util::StreamExt;
-            let mut senders: Vec<Option<h::ChunkSender>> = senders.into_iter().map(Some).collect();
-            let mut kept = Vec::new();
-            let mut chunks = std::pin::pin!(chunks);
-            while let Some(chunk) = chunks.next().await {
-                let chunk = match chunk {
-                    Ok(chunk) => chunk,
-                    Err(e) => {
-                        let why = format!("the client's body failed: {e}");
-                        for sender in senders.iter().flatten() {
-                            let _ = sender.try_send(Err(why.clone().into()));
-                        }
-                        return Err(why);
-                    }
+    ) -> (Result<(), String>, Vec<Result<Option<u64>, ReplicaFailure>>) {
+        use http_body_util::BodyExt;
+        let (mut fanout, bodies) = crate::fanout::Fanout::new(replicas.len(), length, keep_up);
+        let calls = replicas.iter().zip(bodies).map(|(&node, body)| {
+            let lane = body.lane();
+            let request = record_request(routes, node, key, http::Method::PUT)
+                .header(proto::TIMESTAMP, timestamp)
+                .header(proto::EPOCH, routes.map.epoch)
+                .header(http::header::CONTENT_LENGTH, length)
+                .body(body.boxed_unsync())
+                .expect("valid request");
+            async move {
+                // The watchdog bounds the call: a replica that stalls, or does not answer in
+                // time once it has the value; the body's own pace is the client's.
+                let answer = tokio::select! {
+                    answer = self.client.send_streamed(request, UNBOUNDED) => answer,
+                    failed = crate::fanout::watchdog(&lane, self.stall(), self.deadline_for(length)) => Err(failed),
                 };
-                for slot in &mut senders {
-                    let Some(sender) = slot else { continue };
-                    // A replica that stopped reading (failed, or past its deadline) is dropped
-                    // from the fan-out; its call reports why.
-                    let sent = tokio::time::timeout_at(give_up_at, sender.send(Ok(chunk.clone()))).await;
-                    if !matches!(sent, Ok(Ok(()))) {
-                        *slot = None;
-                    }
-                }
-                kept.push(chunk);
+                let error = |error| match lane.cut_reason() {
+                    Some(why) => RpcError::Transport(why),
+                    None => error,
+                };
+                stored(answer.map_err(error))
+                    .map_err(|error| ReplicaFailure { node, addr: routes.addr(node).to_owned(), error })
             }
-            Ok(kept)
-        };
-        tokio::join!(forward, futures_util::future::join_all(calls))
+        });
+        tokio::join!(fanout.forward(chunks), futures_util::future::join_all(calls))
+    }
+
+    /// How long a replica may send or take nothing in the middle of a value's body.
+    fn stall(&self) -> Duration {
+        self.timeout.max(MIN_STALL)
+    }
+
+    /// The timestamps of the records `replicas` hold for `key` (`None`: nothing), read without
+    /// their values and without leases: what a streamed write must be stamped above.
+    pub async fn versions(
+        &self,
+        routes: &Routes,
+        replicas: &[NodeId],
+        key: &[u8],
+    ) -> Vec<Result<Option<u64>, ReplicaFailure>> {
+        let heads = replicas.iter().map(|&node| async move {
+            let make = || {
+                record_request(routes, node, key, http::Method::HEAD)
+                    .header(proto::UNLEASED, "1")
+                    .body(Full::new(Bytes::new()))
+                    .expect("valid request")
+            };
+            let answer = self.client.send_collect(make, self.timeout).await;
+            let result = match answer {
+                Ok((parts, _)) if parts.status == StatusCode::NOT_FOUND => Ok(None),
+                Ok((parts, _)) if parts.status == StatusCode::OK => parts
+                    .headers
+                    .get(proto::TIMESTAMP)
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .map(Some)
+                    .ok_or_else(|| {
+                        RpcError::Protocol(format!("record without a `{}` header", proto::TIMESTAMP))
+                    }),
+                Ok((parts, _)) => Err(RpcError::Status { status: parts.status, message: String::new() }),
+                Err(e) => Err(e),
+            };
+            crate::metrics::replica_call(node, "version", result.as_ref().map(|_| "answered"));
+            result.map_err(|error| ReplicaFailure { node, addr: routes.addr(node).to_owned(), error })
+        });
+        futures_util::future::join_all(heads).await
     }
 
     /// Reads `key` from the first of `order` that answers; the failures of those that did not.
@@ -469,7 +496,9 @@ impl Replicas {
             return Ok(Found::Tombstone { timestamp });
         }
         let body = match length {
-            Some(n) if n > BUFFERED_READ_BYTES => h::stream(response.into_body()),
+            // Streamed: the head came within the call's deadline; from here the replica may not
+            // stall, however long the value takes to flow.
+            Some(n) if n > BUFFERED_READ_BYTES => h::stream_with_stall(response.into_body(), self.stall()),
             _ => {
                 let deadline = self.deadline_for(length.unwrap_or(0));
                 let bytes =

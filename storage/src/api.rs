@@ -10,7 +10,7 @@
 //! is refused with 409, so the frontend fetches the new map and writes to the replica it missed.
 
 use crate::disk::Write;
-use crate::store::{Applied, Bounded, StoreError, StoredValue};
+use crate::store::{Applied, Bounded, Readable, StoreError, StoredValue};
 use crate::value_files::{FinishedValue, VALUE_FILE_BYTES};
 use crate::Node;
 use bytes::Bytes;
@@ -89,7 +89,7 @@ impl From<QueryError> for ApiError {
 /// Every endpoint of a storage node, the methods it takes and who may call it (the dispatch in
 /// [`handle`] must match; 405 answers say `Allow` from here).
 const ROUTES: &[(&str, &str, Access)] = &[
-    (proto::RECORD_PATH, "GET, PUT", Access::Cluster),
+    (proto::RECORD_PATH, "GET, HEAD, PUT", Access::Cluster),
     (proto::BATCH_PATH, "POST", Access::Cluster),
     (proto::DIGESTS_PATH, "GET", Access::Cluster),
     (proto::DIFF_PATH, "POST", Access::Cluster),
@@ -115,8 +115,9 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
     let result = match (req.method(), req.uri().path()) {
         (&Method::GET, proto::RECORD_PATH) => match Query::parse(req.uri().query().unwrap_or("")) {
             Ok(query) if query.get("wait_ms").is_some() => watch(&node, &req).await,
-            _ => get(&node, &req),
+            _ => get(&node, &req, true),
         },
+        (&Method::HEAD, proto::RECORD_PATH) => get(&node, &req, false),
         (&Method::PUT, proto::RECORD_PATH) => put(&node, req).await,
         (&Method::POST, proto::BATCH_PATH) => batch(&node, req).await,
         (&Method::GET, proto::DIGESTS_PATH) => digests(&node, &req),
@@ -508,7 +509,8 @@ fn disk_stats(node: &Node) -> serde_json::Value {
     disk
 }
 
-fn get(node: &Node, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+/// `GET /v1/record` (with the value as body) or `HEAD /v1/record` (without).
+fn get(node: &Node, req: &Request<Incoming>, with_value: bool) -> Result<Response<Body>, ApiError> {
     let query = Query::parse(req.uri().query().unwrap_or(""))?;
     let key = key_of(&query, req.headers(), node.limits.max_key_bytes)?;
     let key = key.as_ref();
@@ -518,8 +520,8 @@ fn get(node: &Node, req: &Request<Incoming>) -> Result<Response<Body>, ApiError>
     // A point read is served from the block cache or one block read: cheaper inline than
     // handing the worker thread off (profiling showed the handoff dominating).
     crate::metrics::reads(1);
-    let record = node.store.get(key)?.ok_or(ApiError::NotFound)?;
-    Ok(record_response(record))
+    let record = node.store.open_record(key)?.ok_or(ApiError::NotFound)?;
+    Ok(record_response(record, with_value))
 }
 
 /// Whether this node may serve a leased read of `key` now.
@@ -531,12 +533,21 @@ fn may_serve(node: &Node, key: &[u8]) -> Result<(), ApiError> {
     }
 }
 
-fn record_response(record: Record) -> Response<Body> {
-    let mut response = Response::builder().status(StatusCode::OK).header(proto::TIMESTAMP, record.timestamp);
-    if record.is_tombstone() {
-        response = response.header(proto::TOMBSTONE, "1");
-    }
-    let body = record.value.map(h::full).unwrap_or_else(h::empty);
+/// The answer to a record read: the record's headers and, `with_value`, its value as the body
+/// (a value file streamed as the caller drains it, see [`crate::value_files::stream`]).
+fn record_response(record: Readable, with_value: bool) -> Response<Body> {
+    use http_body_util::BodyExt;
+    let mut response =
+        Response::builder().status(StatusCode::OK).header(proto::TIMESTAMP, record.timestamp());
+    let body = match record {
+        Readable::Whole(record) if record.is_tombstone() => {
+            response = response.header(proto::TOMBSTONE, "1");
+            h::empty()
+        }
+        _ if !with_value => h::empty(),
+        Readable::Whole(record) => record.value.map(h::full).unwrap_or_else(h::empty),
+        Readable::InFile { length, file, .. } => crate::value_files::stream(file, length).boxed_unsync(),
+    };
     response.body(body).expect("valid response parts")
 }
 
@@ -561,9 +572,9 @@ async fn watch(node: &Node, req: &Request<Incoming>) -> Result<Response<Body>, A
         let changed = watch.notify().notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        if let Some(record) = node.store.get(&key)?.filter(|r| r.timestamp > newer_than) {
+        if let Some(record) = node.store.open_record(&key)?.filter(|r| r.timestamp() > newer_than) {
             crate::metrics::reads(1);
-            return Ok(record_response(record));
+            return Ok(record_response(record, true));
         }
         tokio::select! {
             _ = changed => {}

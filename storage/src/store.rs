@@ -101,6 +101,23 @@ pub enum Bounded {
     TooLarge,
 }
 
+/// A record as [`Store::open_record`] finds it: whole, or with its value file open for
+/// streaming (see [`crate::value_files::stream`]).
+#[derive(Debug)]
+pub enum Readable {
+    Whole(Record),
+    InFile { timestamp: u64, length: u64, file: std::fs::File },
+}
+
+impl Readable {
+    pub fn timestamp(&self) -> u64 {
+        match self {
+            Readable::Whole(record) => record.timestamp,
+            Readable::InFile { timestamp, .. } => *timestamp,
+        }
+    }
+}
+
 /// The engine's memory use against its configured bounds, for `/stats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct EngineStats {
@@ -417,6 +434,32 @@ impl Store {
                     attempt += 1;
                 }
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The record held for `key`, tombstones included, without reading a value kept in a value
+    /// file: the file is opened instead, so memory does not grow with the value. (Values kept
+    /// in the engine, inline or in its blob files, are under [`crate::value_files::VALUE_FILE_BYTES`]
+    /// and read whole.)
+    pub fn open_record(&self, key: &[u8]) -> Result<Option<Readable>, StoreError> {
+        let stored_key = stored_key(partition::hash_prefix(key), key);
+        let mut attempt = 0;
+        loop {
+            let Some(raw) = self.records.get(&stored_key)? else { return Ok(None) };
+            let (timestamp, file) = match decode_stored(key, raw)? {
+                Stored::Inline(record) => return Ok(Some(Readable::Whole(record))),
+                Stored::InFile { timestamp, file } => (timestamp, file),
+            };
+            match self.values.open_value(file.id, file.length) {
+                Ok(opened) => {
+                    return Ok(Some(Readable::InFile { timestamp, length: file.length, file: opened }))
+                }
+                // Replaced (and its file removed) between the lookup and the open: look again.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt < READ_RETRIES => {
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
             }
         }
     }

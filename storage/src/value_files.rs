@@ -15,6 +15,10 @@
 //!
 //! Where the filesystem refuses direct I/O (tmpfs), files are written through the page cache
 //! with the same guarantees.
+//!
+//! Reads stream: [`ValueFiles::open_value`] opens a value's file and [`stream`] reads it
+//! [`READ_CHUNK_BYTES`] at a time on a blocking thread, as fast as the reader takes the chunks,
+//! so a read holds at most [`READ_AHEAD_CHUNKS`] + 1 chunks in memory whatever the value's size.
 
 use bytes::Bytes;
 use std::fs::{File, OpenOptions};
@@ -25,6 +29,10 @@ use xxhash_rust::xxh3::Xxh3;
 
 /// Values of at least this many bytes that arrive on their own request go to a value file.
 pub const VALUE_FILE_BYTES: usize = 1 << 20;
+/// Size of one read of a value file being streamed.
+pub const READ_CHUNK_BYTES: usize = 1 << 20;
+/// Chunks read ahead of the reader of a value file.
+pub const READ_AHEAD_CHUNKS: usize = 1;
 /// Size of one direct write (and of the writer's buffer).
 const CHUNK_BYTES: usize = 1 << 20;
 /// Alignment of direct I/O buffers, offsets and lengths.
@@ -101,6 +109,19 @@ impl ValueFiles {
             ));
         }
         Ok(Bytes::from(value))
+    }
+
+    /// File `id` opened for reading, which must be `length` bytes long (see [`stream`]).
+    pub fn open_value(&self, id: FileId, length: u64) -> io::Result<File> {
+        let file = File::open(self.path(id))?;
+        let held = file.metadata()?.len();
+        if held != length {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("value file {id:016x} holds {held} bytes, its record says {length}"),
+            ));
+        }
+        Ok(file)
     }
 
     /// Removes file `id` (gone already is fine).
@@ -250,6 +271,38 @@ impl FinishedValue {
     }
 }
 
+/// A body of the `length` bytes of `file` (from [`ValueFiles::open_value`]), read in chunks on a
+/// blocking thread as the body is drained; the thread stops when the body is dropped.
+///
+/// The file may be replaced meanwhile: a newer record's sync removes it (see
+/// [`crate::store`]), but an open descriptor keeps an unlinked file's data readable on Linux
+/// (and every POSIX system) until it is closed, so a read that began still serves the whole
+/// value it found, and the space is freed when it ends.
+pub fn stream(mut file: File, length: u64) -> common::http::ChannelBody {
+    use std::io::Read;
+    let (sender, body) = common::http::channel_body(length, READ_AHEAD_CHUNKS);
+    tokio::task::spawn_blocking(move || {
+        let mut left = length;
+        while left > 0 {
+            let mut chunk = vec![0; READ_CHUNK_BYTES.min(left as usize)];
+            let read = file
+                .read_exact(&mut chunk)
+                .map(|()| Bytes::from(chunk))
+                .map_err(|e| common::http::BoxError::from(format!("value file read failed: {e}")));
+            let failed = read.is_err();
+            if let Err(e) = &read {
+                log::error!("{e}");
+            }
+            left -= read.as_ref().map_or(0, |c| c.len() as u64);
+            // An error means the reader went away: nothing more to do.
+            if sender.blocking_send(read).is_err() || failed {
+                return;
+            }
+        }
+    });
+    body
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,7 +328,24 @@ mod tests {
             finished.referenced();
             assert_eq!(files.read(id, length as u64).unwrap(), value, "length {length}");
             assert!(files.read(id, length as u64 + 1).is_err(), "a length mismatch is an error");
+            assert!(files.open_value(id, length as u64 + 1).is_err(), "a length mismatch is an error");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_streamed_file_reads_whole_even_once_unlinked() {
+        use http_body_util::BodyExt;
+        let dir = tempfile::tempdir().unwrap();
+        let files = ValueFiles::open(dir.path()).unwrap();
+        let value = pattern(3 * READ_CHUNK_BYTES + 777);
+        let mut writer = files.create().unwrap();
+        writer.write(&value).unwrap();
+        let finished = writer.finish().unwrap();
+        let (id, length) = (finished.id, finished.length);
+        finished.referenced();
+        let body = stream(files.open_value(id, length).unwrap(), length);
+        files.remove(id).unwrap(); // replaced and removed while the read goes on
+        assert_eq!(body.collect().await.unwrap().to_bytes(), value);
     }
 
     #[test]
