@@ -330,11 +330,12 @@ fn digests(node: &Node, req: &Request<Incoming>) -> Result<Response<Body>, ApiEr
             "no partition {within} with {within_digits} digits, or not coarser than {digits} digits"
         )));
     }
-    check_source(node, &query)?;
+    let source = check_source(node, &query, within, within_digits)?;
     let mut out = Vec::new();
     for digest in node.store.digests().within(within, within_digits, digits) {
         out.extend_from_slice(&digest.to_be_bytes());
     }
+    still_source(node, source, within, within_digits)?;
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(http::header::CONTENT_TYPE, "application/octet-stream")
@@ -342,20 +343,51 @@ fn digests(node: &Node, req: &Request<Incoming>) -> Result<Response<Body>, ApiEr
         .expect("valid response parts"))
 }
 
-/// The checks a catch-up asks of its source (`min_epoch`, `leased`): past the epoch from which
-/// writes that skip the caller are refused, and, for a sole source, holding every acknowledged
-/// write (up and leased).
-fn check_source(node: &Node, query: &Query<'_>) -> Result<(), ApiError> {
-    if let Some(need) = query.parsed::<u64>("min_epoch")? {
-        if query.parsed::<u8>("leased")? == Some(1) {
-            node.read_permission().map_err(ApiError::NotServing)?;
-        }
-        let have = node.view().map.as_ref().map_or(0, |m| m.epoch);
-        if have < need {
-            return Err(ApiError::BehindEpoch { have, need });
-        }
+/// The checks a catch-up or a move asks of its source for a range (`partition` of a map of
+/// `digits` digits) with `min_epoch` (and `leased`): past the epoch from which writes that skip
+/// the caller are refused; for a sole source, holding every acknowledged write (up and
+/// leased); and holding the range at all. Whether they were asked (then [`still_source`] must
+/// hold once the answer is made).
+fn check_source(node: &Node, query: &Query<'_>, partition: u32, digits: u8) -> Result<bool, ApiError> {
+    let Some(need) = query.parsed::<u64>("min_epoch")? else { return Ok(false) };
+    if query.parsed::<u8>("leased")? == Some(1) {
+        node.read_permission().map_err(ApiError::NotServing)?;
     }
-    Ok(())
+    let have = node.view().map.as_ref().map_or(0, |m| m.epoch);
+    if have < need {
+        return Err(ApiError::BehindEpoch { have, need });
+    }
+    still_source(node, true, partition, digits)?;
+    Ok(true)
+}
+
+/// For an answer made for a source (`source`): this node still holds the range in its map. A
+/// node that installs a map in which it no longer holds a range purges it, so an answer made
+/// across that change may lack records; checked after the answer is made, a purge cannot have
+/// begun before it was complete.
+fn still_source(node: &Node, source: bool, partition: u32, digits: u8) -> Result<(), ApiError> {
+    if !source {
+        return Ok(());
+    }
+    let view = node.view();
+    let (Some(map), Some(me)) = (view.map.as_ref(), node.id()) else {
+        return Err(ApiError::NotServing("no map yet".into()));
+    };
+    let (start, end) = common::partition::prefix_range(partition, digits);
+    let (first, last) =
+        (common::partition::of_prefix(start, map.digits), common::partition::of_prefix(end, map.digits));
+    let held = (first..=last).all(|p| {
+        let assignment = map.assignment(p);
+        assignment.replicas.contains(&me) || assignment.retiring.contains(&me)
+    });
+    if held {
+        Ok(())
+    } else {
+        Err(ApiError::NotServing(format!(
+            "this node does not hold partition {partition} of {digits} digits in map epoch {}",
+            map.epoch
+        )))
+    }
 }
 
 async fn diff(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
@@ -368,9 +400,10 @@ async fn diff(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Api
     if partition >= common::partition::count(digits) {
         return Err(ApiError::BadRequest(format!("no partition {partition} with {digits} digits")));
     }
-    check_source(node, &query)?;
+    let source = check_source(node, &query, partition, digits)?;
     let theirs = h::read_body(body, usize::MAX).await.map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let answer = crate::repair::serve_diff(node, partition, digits, theirs)?;
+    still_source(node, source, partition, digits)?;
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(http::header::CONTENT_TYPE, "application/octet-stream")
