@@ -219,7 +219,7 @@ impl Store {
                 named.insert(file.id);
             } else if !index_built && stored.is_tombstone() {
                 // A data directory from before the index: every tombstone is indexed once.
-                store.tombstones.insert(reaping::index_key(stored.timestamp(), &stored_key), [])?;
+                store.tombstones.insert(reaping::index_key(stored.timestamp(), &stored_key), &*stored_key)?;
             }
         }
         if !index_built {
@@ -297,7 +297,11 @@ impl Store {
         if candidate.is_tombstone() {
             // The record and its index entry in one journal write.
             let mut batch = self.db.batch();
-            batch.insert(&self.tombstones, reaping::index_key(candidate.timestamp(), &stored_key), []);
+            batch.insert(
+                &self.tombstones,
+                reaping::index_key(candidate.timestamp(), &stored_key),
+                stored_key.clone(),
+            );
             batch.insert(&self.records, stored_key, raw());
             batch.commit()?;
         } else {
@@ -379,7 +383,11 @@ impl Store {
                 }
             }
             if record.is_tombstone() {
-                batch.insert(&self.tombstones, reaping::index_key(record.timestamp, &stored_key), []);
+                batch.insert(
+                    &self.tombstones,
+                    reaping::index_key(record.timestamp, &stored_key),
+                    stored_key.clone(),
+                );
             }
             batch.insert(&self.records, stored_key, encode(record));
             if let Some(held) = held {

@@ -1,8 +1,10 @@
 //! The store's side of reaping tombstones: an index of the tombstones it holds, oldest first,
 //! and removing one only while it is exactly the record held.
 //!
-//! The index is a keyspace of entries `timestamp (8 bytes, big-endian) ++ stored key` with
-//! empty values, written in the same journal write as the tombstone, so finding the tombstones
+//! The index is a keyspace of entries keyed `timestamp (8 bytes, big-endian) ++ XXH3-128 of
+//! the stored key` (so an entry's key stays short whatever the record's key: a stored key may be
+//! as long as the engine allows) with the stored key as value, written in the same journal
+//! write as the tombstone, so finding the tombstones
 //! old enough to reap costs what they are, not what the store holds. An entry is not removed
 //! when its tombstone is superseded; a scan that reaches it finds it stale and removes it then.
 //! When (and whether) a tombstone may go is decided elsewhere (`crate::reaper`); this module
@@ -26,11 +28,11 @@ enum Held {
 pub(super) const INDEX_BUILT: &[u8] = &[0];
 const TIMESTAMP_BYTES: usize = 8;
 
-/// The index entry of the tombstone stamped `timestamp` stored under `stored_key`.
+/// The key of the index entry of the tombstone stamped `timestamp` stored under `stored_key`.
 pub(super) fn index_key(timestamp: u64, stored_key: &[u8]) -> Vec<u8> {
-    let mut entry = Vec::with_capacity(TIMESTAMP_BYTES + stored_key.len());
+    let mut entry = Vec::with_capacity(TIMESTAMP_BYTES + 16);
     entry.extend_from_slice(&timestamp.to_be_bytes());
-    entry.extend_from_slice(stored_key);
+    entry.extend_from_slice(&xxhash_rust::xxh3::xxh3_128(stored_key).to_be_bytes());
     entry
 }
 
@@ -64,13 +66,13 @@ impl Store {
         let mut scan = ReapScan::default();
         let mut examined = 0;
         for item in self.tombstones.range((lower, upper)) {
-            let entry = item.key()?;
+            let (entry, stored_key) = item.into_inner()?;
             examined += 1;
             let timestamp = u64::from_be_bytes(entry[..TIMESTAMP_BYTES].try_into().expect("8 bytes"));
-            let stored_key = &entry[TIMESTAMP_BYTES..];
-            let key = Bytes::copy_from_slice(&stored_key[4..]);
+            let stored_key = &stored_key[..];
+            let key = Bytes::copy_from_slice(stored_key.get(4..).unwrap_or_default());
             let _guard = self.stripe_of(&key);
-            if self.is_tombstone(&key, stored_key, timestamp)? {
+            if stored_key.len() >= 4 && self.is_tombstone(&key, stored_key, timestamp)? {
                 scan.found.push((key, timestamp));
             } else {
                 self.tombstones.remove(entry.to_vec())?;
@@ -193,6 +195,19 @@ mod tests {
         assert_eq!(keys(&first), vec![(&b"c"[..], 20)]);
         let rest = store.reapable(100, first.next.as_deref(), 100).unwrap();
         assert_eq!(keys(&rest), vec![(&b"a"[..], 30), (&b"d"[..], 50)]);
+    }
+
+    #[test]
+    fn the_longest_keys_are_indexed_and_reaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let key = vec![0xA5; common::proto::MAX_KEY_BYTES];
+        store.apply(&key, &Record::tombstone(4)).unwrap();
+        store.apply_many(&[(&key[1..], &Record::tombstone(6))]).unwrap();
+        let scan = store.reapable(100, None, 100).unwrap();
+        assert_eq!(keys(&scan), vec![(&key[..], 4), (&key[1..], 6)]);
+        assert_eq!(store.reap(&scan.found).unwrap().removed, 2);
+        assert_eq!(store.get(&key).unwrap(), None);
     }
 
     #[test]
