@@ -50,6 +50,8 @@ run large-get --keys "$KEYS" --duration "$DURATION" --read-ratio 1
 run large-set-zipf --keys "$KEYS" --duration "$DURATION" --read-ratio 0 --distribution zipf
 run large-get-zipf --keys "$KEYS" --duration "$DURATION" --read-ratio 1 --distribution zipf
 stats=$(for addr in "${storage_addrs[@]}"; do curl -fsS "http://$addr/v1/stats"; echo; done)
+rss=$(for pid in "${storage_pids[@]}"; do echo -n "$(($(rss_kib "$pid") >> 10)) "; done)
+echo "storage nodes' resident memory after the runs: $rss MiB; frontend: $(($(rss_kib "$frontend_pid") >> 10)) MiB"
 
 # --- Restarts of storage node 3: started again with the flags cluster.sh gave it.
 node3=${storage_addrs[2]}
