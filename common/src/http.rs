@@ -251,6 +251,26 @@ pub struct ChannelBody {
     remaining: u64,
 }
 
+/// The next frame of a body of exactly `remaining` more bytes, fed through a channel, given
+/// what the channel `received`: the chunk (counted off `remaining`), or an error if it overruns
+/// the length, the sender failed, or the channel closed short. For bodies like [`ChannelBody`].
+pub fn next_frame(
+    remaining: &mut u64,
+    received: Option<Result<Bytes, BoxError>>,
+) -> Result<hyper::body::Frame<Bytes>, BoxError> {
+    match received {
+        Some(Ok(chunk)) if chunk.len() as u64 > *remaining => {
+            Err("body longer than its declared length".into())
+        }
+        Some(Ok(chunk)) => {
+            *remaining -= chunk.len() as u64;
+            Ok(hyper::body::Frame::data(chunk))
+        }
+        Some(Err(e)) => Err(e),
+        None => Err("body ended before its declared length".into()),
+    }
+}
+
 /// The sending half of a [`ChannelBody`].
 pub type ChunkSender = tokio::sync::mpsc::Sender<Result<Bytes, BoxError>>;
 
@@ -269,21 +289,11 @@ impl hyper::body::Body for ChannelBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
-        use std::task::Poll;
         if self.remaining == 0 {
-            return Poll::Ready(None);
+            return std::task::Poll::Ready(None);
         }
-        Poll::Ready(match std::task::ready!(self.chunks.poll_recv(cx)) {
-            Some(Ok(chunk)) if chunk.len() as u64 > self.remaining => {
-                Some(Err("body longer than its declared length".into()))
-            }
-            Some(Ok(chunk)) => {
-                self.remaining -= chunk.len() as u64;
-                Some(Ok(hyper::body::Frame::data(chunk)))
-            }
-            Some(Err(e)) => Some(Err(e)),
-            None => Some(Err("body ended before its declared length".into())),
-        })
+        let received = std::task::ready!(self.chunks.poll_recv(cx));
+        std::task::Poll::Ready(Some(next_frame(&mut self.remaining, received)))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -115,24 +115,17 @@ impl hyper::body::Body for LaneBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
-        use std::task::Poll;
         if self.remaining == 0 {
-            return Poll::Ready(None);
+            return std::task::Poll::Ready(None);
         }
-        Poll::Ready(match std::task::ready!(self.chunks.poll_recv(cx)) {
-            Some(Ok(chunk)) if chunk.len() as u64 > self.remaining => {
-                Some(Err("body longer than its declared length".into()))
-            }
-            Some(Ok(chunk)) => {
-                self.remaining -= chunk.len() as u64;
-                self.lane.taken.fetch_add(chunk.len() as u64, Ordering::AcqRel);
-                *self.lane.last_take.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-                self.lane.wake.notify_one();
-                Some(Ok(hyper::body::Frame::data(chunk)))
-            }
-            Some(Err(e)) => Some(Err(e)),
-            None => Some(Err("body ended before its declared length".into())),
-        })
+        let received = std::task::ready!(self.chunks.poll_recv(cx));
+        let frame = common::http::next_frame(&mut self.remaining, received);
+        if let Some(chunk) = frame.as_ref().ok().and_then(|f| f.data_ref()) {
+            self.lane.taken.fetch_add(chunk.len() as u64, Ordering::AcqRel);
+            *self.lane.last_take.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+            self.lane.wake.notify_one();
+        }
+        std::task::Poll::Ready(Some(frame))
     }
 
     fn is_end_stream(&self) -> bool {
