@@ -92,6 +92,13 @@ print(f"loaded {int(keys):,} keys in {load_seconds} s; data directories after lo
 engines = [json.loads(line)["engine"] for line in stats.strip().splitlines()]
 print("engine at the end (per node): records ~" + ", ".join(f"{e['approximate_records']:,}" for e in engines)
       + "; cache " + ", ".join(f"{e['cache_bytes'] >> 20}/{e['cache_capacity_bytes'] >> 20} MiB" for e in engines))
+for i, e in enumerate(engines, 1):
+    lsm = e["lsm"]
+    blocks = {kind: lsm[f"{kind}_blocks"] for kind in ("data", "index", "filter")}
+    print(f"  node {i}: {lsm['tables']} tables, {lsm['compactions_done']} compactions ({lsm['compaction_ms'] / 1000:.0f} s),"
+          f" {lsm['write_stalls']} write stalls; blocks found in the cache: "
+          + ", ".join(f"{kind} {b['cached'] / max(1, b['cached'] + b['read']):.0%} of {b['cached'] + b['read']:,}" for kind, b in blocks.items())
+          + f"; filter skips {lsm['filter_skips']:,}")
 print()
 print(f"{'data set':<26} {'op':<4} {'ops/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'p99.9 ms':>9} {'max ms':>8} {'errors':>7} {'vs 10k':>7} {'s':>5}")
 base = {}

@@ -83,6 +83,12 @@ pub struct Config {
     /// the storage engine's memory.
     #[arg(long, env = "VF_MEMTABLE_MIB", default_value_t = 16)]
     pub memtable_mib: u64,
+    /// Niceness (0 to 19) of the storage engine's background threads, which flush memtables
+    /// and compact tables: they yield the cores to the threads serving requests. Where the
+    /// cores are shared (2 cores, 3 storage nodes, a frontend and the load), 10 cut SET p99
+    /// by a third at the same throughput (see `bench/tune.sh`); 0: the same as the rest.
+    #[arg(long, env = "VF_ENGINE_NICENESS", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=19))]
+    pub engine_niceness: u8,
     /// Threads serving requests [default: one per core]. Where several nodes share a machine's
     /// cores (as under `./runlocal.sh`), fewer per node is faster: each spare thread adds
     /// handoffs between threads to every request.
@@ -419,6 +425,9 @@ impl Server {
             Store::open(&data_dir.join("db"), config.cache_mib << 20, config.memtable_mib.max(1) << 20)
                 .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
         );
+        if config.engine_niceness > 0 && store::set_engine_niceness(config.engine_niceness.into()) == 0 {
+            log::warn!("the storage engine's threads were not found: flushes and compactions run at the normal priority");
+        }
         log::info!(
             "data directory {} opened ({}, sync {:?}, about {} records)",
             data_dir.display(),

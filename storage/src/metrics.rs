@@ -11,6 +11,7 @@ use std::time::Duration;
 const WRITES: &str = "velourfog_storage_writes_total";
 const READS: &str = "velourfog_storage_reads_total";
 const FSYNC_SECONDS: &str = "velourfog_storage_fsync_duration_seconds";
+const ENGINE_WRITE_SECONDS: &str = "velourfog_storage_engine_write_duration_seconds";
 const FSYNC_WRITES: &str = "velourfog_storage_fsync_writes";
 const TRANSFER_BYTES: &str = "velourfog_storage_transfer_bytes_total";
 const WRITES_REFUSED: &str = "velourfog_storage_writes_refused_total";
@@ -22,6 +23,11 @@ pub fn describe() {
     describe_counter!(WRITES, Unit::Count, "Record writes applied or found already superseded.");
     describe_counter!(READS, Unit::Count, "Record reads served.");
     describe_histogram!(FSYNC_SECONDS, Unit::Seconds, "Time one fsync of the store took.");
+    describe_histogram!(
+        ENGINE_WRITE_SECONDS,
+        Unit::Seconds,
+        "Time one write of the engine took (journal append and memtable insert, with any time the engine held it back)."
+    );
     describe_histogram!(FSYNC_WRITES, Unit::Count, "Write batches made durable by one fsync (group commit).");
     describe_counter!(TRANSFER_BYTES, Unit::Bytes, "Bytes pulled for partitions moving to this node.");
     describe_counter!(
@@ -36,6 +42,44 @@ pub fn describe() {
         "Block cache bound (--cache-mib)."
     );
     describe_gauge!("velourfog_storage_write_buffer_bytes", Unit::Bytes, "Unflushed memtables.");
+    describe_gauge!("velourfog_storage_lsm_tables", Unit::Count, "Table files of the records' LSM tree.");
+    describe_gauge!(
+        "velourfog_storage_lsm_level0_tables",
+        Unit::Count,
+        "Level-0 tables (the engine slows writes from 20 and halts them at 30)."
+    );
+    describe_gauge!(
+        "velourfog_storage_lsm_sealed_memtables",
+        Unit::Count,
+        "Full memtables waiting to be flushed (the engine halts writes at 4)."
+    );
+    describe_gauge!("velourfog_storage_lsm_compactions_running", Unit::Count, "Compactions running.");
+    describe_counter!("velourfog_storage_lsm_compactions_total", Unit::Count, "Compactions finished.");
+    describe_counter!(
+        "velourfog_storage_lsm_compaction_seconds_total",
+        Unit::Seconds,
+        "Time spent compacting (whole seconds)."
+    );
+    describe_counter!(
+        "velourfog_storage_lsm_block_loads_total",
+        Unit::Count,
+        "Blocks reads needed, by kind (data, index, filter) and whether the block cache had them or the file was read."
+    );
+    describe_counter!(
+        "velourfog_storage_lsm_filter_queries_total",
+        Unit::Count,
+        "Filter checks of point reads."
+    );
+    describe_counter!(
+        "velourfog_storage_lsm_filter_skips_total",
+        Unit::Count,
+        "Filter checks that ruled a table out without reading it."
+    );
+    describe_counter!(
+        "velourfog_storage_lsm_write_stalls_total",
+        Unit::Count,
+        "Engine writes that took 10 ms or longer (held back while flushes or compactions fell behind)."
+    );
     describe_gauge!(
         "velourfog_storage_engine_disk_bytes",
         Unit::Bytes,
@@ -117,6 +161,12 @@ pub fn fsync(elapsed: Duration, batches: u64) {
     histogram!(FSYNC_WRITES).record(batches as f64);
 }
 
+/// One write of the engine (journal append and memtable insert) that took `elapsed`,
+/// including any time the engine held it back (see `crate::store::STALL`).
+pub fn engine_write(elapsed: Duration) {
+    histogram!(ENGINE_WRITE_SECONDS).record(elapsed.as_secs_f64());
+}
+
 /// One write refused because free disk space is below the floor (see `crate::disk`).
 pub fn disk_floor_refusal() {
     counter!(WRITES_REFUSED, "reason" => "disk_floor").increment(1);
@@ -141,6 +191,24 @@ pub fn refresh(node: &Node) {
     gauge!("velourfog_storage_cache_capacity_bytes").set(engine.cache_capacity_bytes as f64);
     gauge!("velourfog_storage_write_buffer_bytes").set(engine.write_buffer_bytes as f64);
     gauge!("velourfog_storage_records").set(engine.approximate_records as f64);
+    let lsm = engine.lsm;
+    gauge!("velourfog_storage_lsm_tables").set(lsm.tables as f64);
+    gauge!("velourfog_storage_lsm_level0_tables").set(lsm.l0_tables as f64);
+    gauge!("velourfog_storage_lsm_sealed_memtables").set(lsm.sealed_memtables as f64);
+    gauge!("velourfog_storage_lsm_compactions_running").set(lsm.compactions_running as f64);
+    counter!("velourfog_storage_lsm_compactions_total").absolute(lsm.compactions_done);
+    counter!("velourfog_storage_lsm_compaction_seconds_total").absolute(lsm.compaction_ms / 1000);
+    for (kind, loads) in
+        [("data", lsm.data_blocks), ("index", lsm.index_blocks), ("filter", lsm.filter_blocks)]
+    {
+        counter!("velourfog_storage_lsm_block_loads_total", "kind" => kind, "from" => "cache")
+            .absolute(loads.cached);
+        counter!("velourfog_storage_lsm_block_loads_total", "kind" => kind, "from" => "file")
+            .absolute(loads.read);
+    }
+    counter!("velourfog_storage_lsm_filter_queries_total").absolute(lsm.filter_queries);
+    counter!("velourfog_storage_lsm_filter_skips_total").absolute(lsm.filter_skips);
+    counter!("velourfog_storage_lsm_write_stalls_total").absolute(lsm.write_stalls);
     if let Some(bytes) = node.store.disk_space() {
         gauge!("velourfog_storage_engine_disk_bytes").set(bytes as f64);
     }

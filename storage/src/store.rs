@@ -35,7 +35,9 @@ use fjall::{
 };
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 pub mod reaping;
 mod snapshot;
@@ -90,6 +92,8 @@ pub struct Store {
     dir: std::path::PathBuf,
     /// Whether the last open restored the digests of a clean stop instead of scanning.
     pub opened_clean: bool,
+    /// Engine writes that took [`STALL`] or longer.
+    stalls: AtomicU64,
 }
 
 /// What [`Store::get_bounded`] found.
@@ -129,6 +133,45 @@ pub struct EngineStats {
     pub write_buffer_bytes: u64,
     /// See [`Store::approximate_len`].
     pub approximate_records: u64,
+    /// The LSM tree of the records: its shape, its background work and where its reads went.
+    pub lsm: LsmStats,
+}
+
+/// The records' LSM tree as the engine counts it, for finding where the time goes when the
+/// data outgrows the cache (the counters count since the node started).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct LsmStats {
+    /// Table files, and those in level 0 (flushed memtables not yet compacted: every point
+    /// read checks each one's filter; the engine slows writes from 20 and halts them at 30).
+    pub tables: u64,
+    pub l0_tables: u64,
+    /// Memtables full and waiting to be flushed (the engine halts writes at 4).
+    pub sealed_memtables: u64,
+    pub flushes_queued: u64,
+    pub compactions_running: u64,
+    pub compactions_done: u64,
+    pub compaction_ms: u64,
+    /// Blocks a read needed, by kind: found in the block cache, or read from the file.
+    pub data_blocks: BlockLoads,
+    pub index_blocks: BlockLoads,
+    pub filter_blocks: BlockLoads,
+    /// Filter checks of point reads as the engine counts them, and those that ruled a table
+    /// out without reading it.
+    pub filter_queries: u64,
+    pub filter_skips: u64,
+    /// Engine writes that took [`STALL`] or longer (the engine holds writers back while its
+    /// flushes or level-0 compactions fall behind).
+    pub write_stalls: u64,
+}
+
+/// An engine write this slow counts as a stall (an append to the journal takes microseconds).
+pub const STALL: Duration = Duration::from_millis(10);
+
+/// See [`LsmStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct BlockLoads {
+    pub cached: u64,
+    pub read: u64,
 }
 
 /// One record's version as the diff protocol lists it: enough to tell which replica is newer
@@ -192,6 +235,7 @@ impl Store {
             tombstones,
             dir: dir.to_owned(),
             opened_clean: false,
+            stalls: AtomicU64::new(0),
         };
         let started = std::time::Instant::now();
         let mut store = store;
@@ -303,9 +347,9 @@ impl Store {
                 stored_key.clone(),
             );
             batch.insert(&self.records, stored_key, raw());
-            batch.commit()?;
+            self.timed_write(|| batch.commit())?;
         } else {
-            self.records.insert(stored_key, raw())?;
+            self.timed_write(|| self.records.insert(stored_key, raw()))?;
         }
         if let Some(held) = &held {
             self.digests.toggle(prefix, held.fingerprint(key));
@@ -332,6 +376,19 @@ impl Store {
             std::cmp::Ordering::Equal => Some(Applied::AlreadyHeld),
             std::cmp::Ordering::Less => Some(Applied::Superseded { by: held.timestamp() }),
         })
+    }
+
+    /// Runs one write of the engine (the journal append and the memtable insert), timed: the
+    /// engine makes the writer wait there when flushes and compactions fall behind.
+    fn timed_write(&self, write: impl FnOnce() -> fjall::Result<()>) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let result = write();
+        let elapsed = started.elapsed();
+        crate::metrics::engine_write(elapsed);
+        if elapsed >= STALL {
+            self.stalls.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(result?)
     }
 
     /// Queues the value file of a replaced record for removal once the replacement is durable.
@@ -401,7 +458,7 @@ impl Store {
             newest.insert(key, record);
             applied.push(Applied::Stored);
         }
-        batch.commit()?;
+        self.timed_write(|| batch.commit())?;
         for (prefix, fingerprint) in toggles {
             self.digests.toggle(prefix, fingerprint);
         }
@@ -644,6 +701,28 @@ impl Store {
             cache_capacity_bytes: self.db.cache_capacity(),
             write_buffer_bytes: self.db.write_buffer_size(),
             approximate_records: self.approximate_len(),
+            lsm: self.lsm_stats(),
+        }
+    }
+
+    fn lsm_stats(&self) -> LsmStats {
+        let m = self.records.metrics();
+        let loads =
+            |cached: usize, total: usize| BlockLoads { cached: cached as u64, read: (total - cached) as u64 };
+        LsmStats {
+            tables: self.records.table_count() as u64,
+            l0_tables: self.records.l0_table_count() as u64,
+            sealed_memtables: self.records.sealed_memtable_count() as u64,
+            flushes_queued: self.db.outstanding_flushes() as u64,
+            compactions_running: self.db.active_compactions() as u64,
+            compactions_done: self.db.compactions_completed() as u64,
+            compaction_ms: self.db.time_compacting().as_millis() as u64,
+            data_blocks: loads(m.data_block_load_cached_count(), m.data_block_load_count()),
+            index_blocks: loads(m.index_block_load_cached_count(), m.index_block_load_count()),
+            filter_blocks: loads(m.filter_block_load_cached_count(), m.filter_block_load_count()),
+            filter_queries: m.filter_queries() as u64,
+            filter_skips: m.io_skipped_by_filter() as u64,
+            write_stalls: self.stalls.load(Ordering::Relaxed),
         }
     }
 }
@@ -683,6 +762,29 @@ pub struct ScannedKeys {
     pub scanned: usize,
     /// Bytes of the keys returned.
     pub key_bytes: usize,
+}
+
+/// Gives the engine's worker threads (flushes and compactions, named `fjall:worker` and
+/// started by `Database::open`) the `niceness` (0 to 19), so that they yield the cores to the
+/// threads serving requests (see `--engine-niceness`). On Linux a thread's niceness is its own,
+/// so the other threads keep theirs. Best effort: elsewhere, or if the threads cannot be found,
+/// the engine runs at the normal priority; returns how many threads were given it.
+pub fn set_engine_niceness(niceness: i32) -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    let mut set = 0;
+    for task in tasks.flatten() {
+        let named = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<libc::id_t>().ok()) else {
+            continue;
+        };
+        if named.trim_end() == "fjall:worker" {
+            // SAFETY: setpriority has no memory effects; a failure leaves the thread as it was.
+            if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, niceness) } == 0 {
+                set += 1;
+            }
+        }
+    }
+    set
 }
 
 /// The shortest byte string `s` with `last < s <= next`, for `last < next`: `next` up to the
@@ -873,6 +975,52 @@ mod tests {
         let grew = allocated_bytes(dir.path()) - before;
         assert!(grew >= 1 << 20, "the data directory grew by {grew} bytes for a 1 MiB value");
         assert_eq!(store.get(b"zeros").unwrap(), Some(Record::value(1, value)));
+    }
+
+    #[test]
+    fn the_engines_threads_yield_to_the_request_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let _store = Store::open(dir.path(), 8 << 20, 1 << 20).unwrap();
+        assert!(set_engine_niceness(10) >= 1, "the engine's threads are found by name");
+        let niceness = |stat: &str| -> i32 {
+            // Fields after the command's closing parenthesis; niceness is field 19 of the line.
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            rest.split(' ').nth(16).unwrap().parse().unwrap()
+        };
+        let mut engine = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            if comm.trim_end() == "fjall:worker" {
+                engine.push(niceness(&stat));
+            }
+        }
+        assert!(!engine.is_empty() && engine.iter().all(|&n| n == 10), "{engine:?}");
+        let own = niceness(&std::fs::read_to_string("/proc/thread-self/stat").unwrap());
+        assert!(own < 10, "this thread keeps its priority");
+    }
+
+    #[test]
+    fn the_engine_counts_its_tables_and_where_reads_found_their_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8 << 20, 1 << 20).unwrap();
+        let before = store.engine_stats().lsm;
+        assert_eq!((before.tables, before.filter_queries), (0, 0), "{before:?}");
+        for i in 0..2000u32 {
+            store.apply(&i.to_be_bytes(), &value(1, "a value of some length")).unwrap();
+        }
+        store.compact().unwrap();
+        for i in 0..2000u32 {
+            assert!(store.get(&i.to_be_bytes()).unwrap().is_some());
+        }
+        assert!(store.get(b"never written").unwrap().is_none());
+        let lsm = store.engine_stats().lsm;
+        assert!(lsm.tables >= 1 && lsm.compactions_done >= 1, "{lsm:?}");
+        assert_eq!(lsm.sealed_memtables, 0, "{lsm:?}");
+        assert!(lsm.filter_queries >= lsm.filter_skips && lsm.filter_skips >= 1, "the absent key: {lsm:?}");
+        let data = lsm.data_blocks;
+        assert!(data.cached + data.read >= 2000 && data.cached > 0, "{lsm:?}");
+        assert_eq!(lsm.write_stalls, 0, "{lsm:?}");
     }
 
     #[test]

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Paired runs of storage settings when the data outgrows the block cache: for each round and
+# each setting in turn, a fresh local release cluster (1 frontend, 3 storage nodes, K = 3,
+# fsync before every acknowledgement) is loaded with KEYS keys and measured (SET, then GET,
+# uniform keys), so the settings see the same machine within minutes of each other. A setting
+# is a name and environment assignments for every process, e.g. VF_ENGINE_NICENESS=0. The
+# cache is small (CACHE_MIB per node) so that a quick load is already many times the cache.
+#
+#   bench/tune.sh "niceness-0 VF_ENGINE_NICENESS=0" "niceness-10 VF_ENGINE_NICENESS=10"
+#   ROUNDS=3 KEYS=2000000 SMALL=1 bench/tune.sh "a" "b VF_MEMTABLE_MIB=32"
+#
+# Each line gives the setting's SET and GET throughput, p99 and max, and from storage node
+# 1's engine counters the compactions, write stalls (engine writes of 10 ms or more) and data
+# blocks found in the cache or read from the file. SMALL=1 also measures 10,000 keys first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+KEYS=${KEYS:-1000000}
+ROUNDS=${ROUNDS:-2}
+SET_DURATION=${SET_DURATION:-30s}
+GET_DURATION=${GET_DURATION:-20s}
+BASE_PORT=${BASE_PORT:-19950}
+export VF_CACHE_MIB=${CACHE_MIB:-16}
+[ $# -ge 1 ] || { sed -n '2,15p' "$0" >&2; exit 2; }
+
+cargo build --release --quiet -p controller -p storage -p frontend -p bench
+
+measure() { # round, setting
+  local round=$1 name envs
+  read -r name envs <<<"$2"
+  for assignment in $envs; do export "${assignment?}"; done
+  source bench/cluster.sh
+  start_velourfog "$BASE_PORT"
+  b() { "$BIN/bench" --frontends "http://$frontend_addr" --concurrency 64 --value-size 100 --quiet "$@"; }
+  row() { awk -v op="$1" '$1 == op {printf "%7d/s p99 %6.2f max %6.1f ms", $3, $5, $7}'; }
+  if [ -n "${SMALL:-}" ]; then
+    echo "round $round $name, 10,000 keys: set $(b --keys 10000 --duration "$SET_DURATION" --read-ratio 0 | row set)," \
+      "get $(b --keys 10000 --duration "$GET_DURATION" --read-ratio 1 --preload | row get)"
+  fi
+  b --keys "$KEYS" --preload --duration 1s --read-ratio 1 >/dev/null
+  local set get engine
+  set=$(b --keys "$KEYS" --duration "$SET_DURATION" --read-ratio 0 | row set)
+  get=$(b --keys "$KEYS" --duration "$GET_DURATION" --read-ratio 1 | row get)
+  engine=$(curl -fsS "http://${storage_addrs[0]}/v1/stats" | python3 -c '
+import json, sys
+e = json.load(sys.stdin)["engine"]["lsm"]
+done, seconds, stalls = e["compactions_done"], e["compaction_ms"] / 1000, e["write_stalls"]
+cached, read = e["data_blocks"]["cached"], e["data_blocks"]["read"]
+print(f"compactions {done} ({seconds:.1f} s), stalls {stalls}, data blocks {cached / max(1, cached + read):.0%} cached")')
+  echo "round $round $name, $KEYS keys: set $set, get $get; $engine; $(du -sm "$work/storage1" | cut -f1) MiB"
+}
+
+for round in $(seq "$ROUNDS"); do
+  for setting in "$@"; do
+    # A subshell per run: its cluster is stopped and its directory removed when it ends.
+    (measure "$round" "$setting")
+  done
+done
