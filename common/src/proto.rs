@@ -64,6 +64,10 @@ pub const APPLIED: &str = "vf-applied";
 /// that record's timestamp. The frontend then stamps its write again above it, so a write that
 /// starts after another was acknowledged is never lost to it, whatever the clocks say.
 pub const NEWER: &str = "vf-newer";
+/// Header on a record read of a value kept in a file of its own (1 MiB or more): a 128-bit
+/// hash of the value (seeded xxh3-128) as 32 hex digits. Two replicas' values of the same timestamp and hash are the same
+/// value, so a read that compares replicas need not read the values to tell.
+pub const VALUE_HASH: &str = "vf-value-hash";
 
 pub const RECORD_PATH: &str = "/v1/record";
 pub const STORAGE_REGISTER_PATH: &str = "/v1/storage/register";

@@ -10,7 +10,7 @@
 //! acknowledged is fenced out of reads like any other, so that no read can miss the write.
 
 use crate::consistency::Level;
-use crate::replica::{Found, ReplicaFailure, STREAMED_WRITE_BYTES};
+use crate::replica::{Found, ReplicaFailure, BUFFERED_READ_BYTES, STREAMED_WRITE_BYTES};
 use crate::routing::Routes;
 use crate::Frontend;
 use bytes::Bytes;
@@ -260,7 +260,7 @@ fn none_match_hits(if_none_match: &[u8], timestamp: u64) -> bool {
 /// (values) and `vf-version`.
 pub(crate) fn found_response(found: Found, conditions: Conditions<'_>, head: bool) -> Response<Body> {
     let (timestamp, length, body) = match found {
-        Found::Value { timestamp, length, body } => (timestamp, length, body),
+        Found::Value { timestamp, length, body, .. } => (timestamp, length, body),
         Found::Tombstone { timestamp } => {
             return versioned(ApiError::KeyNotFound.into_response(), timestamp, false);
         }
@@ -299,7 +299,9 @@ pub(crate) fn written(timestamp: u64) -> Response<Body> {
 
 /// Reads every replica of `partition` (leases not needed), and once `required` answered,
 /// answers with the newest record and writes it back to any replica found behind (read
-/// repair). Serves `r=quorum`, `r=all`, and reads while no replica holds a lease.
+/// repair). Serves `r=quorum`, `r=all`, and reads while no replica holds a lease. Large values
+/// are neither held nor read to be compared (see `crate::compare`): the answer streams from
+/// the newest replica, and the repair streams a second read of it to those behind.
 async fn read_and_compare(
     frontend: &Frontend,
     routes: &Arc<Routes>,
@@ -307,51 +309,156 @@ async fn read_and_compare(
     key: &[u8],
     required: usize,
 ) -> Result<Found, ApiError> {
-    let reads = routes
-        .map
-        .replicas_of(partition)
-        .iter()
-        .map(|&node| async move { (node, frontend.replicas.read_record(routes, node, key).await) });
-    let mut answered = Vec::new();
+    use crate::compare::{self, Answer};
+    let replicas = &frontend.replicas;
+    let reads = routes.map.replicas_of(partition).iter().map(|&node| async move {
+        let found = replicas.read_unleased(routes, node, key).await?;
+        let fail = |error| ReplicaFailure { node, addr: routes.addr(node).to_owned(), error };
+        let answer = match found {
+            Found::Missing => Answer::Missing,
+            Found::Tombstone { timestamp } => Answer::Whole(Record::tombstone(timestamp)),
+            Found::Value { timestamp, length: Some(length), hash, body } if length > BUFFERED_READ_BYTES => {
+                Answer::Streaming { timestamp, length, hash, body }
+            }
+            Found::Value { timestamp, body, .. } => {
+                Answer::Whole(Record::value(timestamp, replicas.collect(body).await.map_err(fail)?))
+            }
+        };
+        Ok::<_, ReplicaFailure>((node, answer))
+    });
+    let mut nodes = Vec::new();
+    let mut answers = Vec::new();
     let mut failures = Vec::new();
-    for (node, result) in futures_util::future::join_all(reads).await {
+    for result in futures_util::future::join_all(reads).await {
         match result {
-            Ok(record) => answered.push((node, record)),
+            Ok((node, answer)) => {
+                nodes.push(node);
+                answers.push(answer);
+            }
             Err(failure) => failures.push(failure),
         }
     }
-    if answered.len() < required {
+    if answers.len() < required {
         frontend.suspect(&failures);
         return Err(ApiError::Unavailable(format!(
             "the read needs {required} replicas of partition {partition} to compare; {} answered ({})",
-            answered.len(),
+            answers.len(),
             join(&failures)
         )));
     }
-    let newest = answered
-        .iter()
-        .filter_map(|(_, record)| record.as_ref())
-        .max_by(|a, b| common::version::compare(a, b))
-        .cloned();
-    if let Some(newest) = &newest {
-        let behind: Vec<NodeId> =
-            answered.iter().filter(|(_, r)| r.as_ref() != Some(newest)).map(|(node, _)| *node).collect();
-        if !behind.is_empty() {
-            log::info!("read repair of partition {partition}: nodes {behind:?} were behind");
-            let (replicas, routes, key, newest) =
-                (frontend.replicas.clone(), routes.clone(), Bytes::copy_from_slice(key), newest.clone());
-            tokio::spawn(async move {
-                replicas.write_all(&routes, &behind, &key, &newest, None).await;
-            });
-        }
+    // Values stamped alike that only their bytes can order (two writers in one microsecond)
+    // are read again, side by side, from their replicas: one pair at a time, until every pair
+    // the ranking needs is known.
+    let mut read_orders: std::collections::HashMap<(usize, usize), std::cmp::Ordering> = Default::default();
+    let (winner, same) = loop {
+        let mut unknown = None;
+        let resolved = compare::resolve(&answers, |i, j| {
+            let known =
+                read_orders.get(&(i, j)).copied().or_else(|| read_orders.get(&(j, i)).map(|o| o.reverse()));
+            known.unwrap_or_else(|| {
+                unknown.get_or_insert((i, j));
+                std::cmp::Ordering::Equal
+            })
+        });
+        let Some((i, j)) = unknown else { break resolved };
+        let ordering = compare_by_bytes(
+            frontend,
+            routes,
+            key,
+            (nodes[i], answers[i].value_version()),
+            (nodes[j], answers[j].value_version()),
+        )
+        .await?;
+        read_orders.insert((i, j), ordering);
+    };
+    let behind: Vec<NodeId> =
+        nodes.iter().zip(&same).filter(|(_, same)| !**same).map(|(node, _)| *node).collect();
+    let newest = answers.swap_remove(winner);
+    if !behind.is_empty() && !matches!(newest, Answer::Missing) {
+        log::info!("read repair of partition {partition}: nodes {behind:?} were behind");
+        repair(frontend, routes, key, nodes[winner], &newest, behind);
     }
     Ok(match newest {
-        Some(Record { timestamp, value: Some(value) }) => {
-            Found::Value { timestamp, length: Some(value.len() as u64), body: h::full(value) }
+        Answer::Missing => Found::Missing,
+        Answer::Whole(Record { timestamp, value: None }) => Found::Tombstone { timestamp },
+        Answer::Whole(Record { timestamp, value: Some(value) }) => Found::value(timestamp, value),
+        Answer::Streaming { timestamp, length, hash, body } => {
+            Found::Value { timestamp, length: Some(length), hash, body }
         }
-        Some(Record { timestamp, value: None }) => Found::Tombstone { timestamp },
-        None => Found::Missing,
     })
+}
+
+/// The order of two values stamped alike by their bytes, each read again from its replica (the
+/// streams already open stay unread, for the answer). 503 if either replica now holds another
+/// record: the read is retried by the client.
+async fn compare_by_bytes(
+    frontend: &Frontend,
+    routes: &Arc<Routes>,
+    key: &[u8],
+    (a_node, a): (NodeId, Option<(u64, u64)>),
+    (b_node, b): (NodeId, Option<(u64, u64)>),
+) -> Result<std::cmp::Ordering, ApiError> {
+    let replicas = &frontend.replicas;
+    let body_of = |node: NodeId, expected: Option<(u64, u64)>| async move {
+        let changed = || ApiError::Unavailable("a record changed while replicas were compared; retry".into());
+        match replicas.read_unleased(routes, node, key).await {
+            Ok(Found::Value { timestamp, length: Some(length), body, .. })
+                if Some((timestamp, length)) == expected =>
+            {
+                Ok(body)
+            }
+            Ok(_) => Err(changed()),
+            Err(failure) => Err(ApiError::Unavailable(format!("replicas could not be compared: {failure}"))),
+        }
+    };
+    let (a, b) = tokio::try_join!(body_of(a_node, a), body_of(b_node, b))?;
+    crate::compare::compare_bodies(a, b, replicas.stall())
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("replicas could not be compared: {e}")))
+}
+
+/// Sends the newest record, which `winner` holds, to the replicas `behind`, in the background:
+/// a whole record as it is, a streaming value by a second read of `winner` streamed on to
+/// them in bounded memory. Best effort: anti-entropy repairs whatever this misses.
+fn repair(
+    frontend: &Frontend,
+    routes: &Arc<Routes>,
+    key: &[u8],
+    winner: NodeId,
+    newest: &crate::compare::Answer,
+    behind: Vec<NodeId>,
+) {
+    use futures_util::StreamExt;
+    let (replicas, routes, key) = (frontend.replicas.clone(), routes.clone(), Bytes::copy_from_slice(key));
+    match newest {
+        crate::compare::Answer::Whole(record) => {
+            let record = record.clone();
+            tokio::spawn(async move {
+                replicas.write_all(&routes, &behind, &key, &record, None).await;
+            });
+        }
+        &crate::compare::Answer::Streaming { timestamp, length, .. } => {
+            tokio::spawn(async move {
+                let body = match replicas.read_unleased(&routes, winner, &key).await {
+                    Ok(Found::Value { timestamp: now, body, .. }) if now == timestamp => body,
+                    Ok(_) => return, // replaced meanwhile: the newer write reaches them itself
+                    Err(failure) => {
+                        log::warn!("read repair of a large value: {failure}");
+                        return;
+                    }
+                };
+                let chunks = http_body_util::BodyStream::new(body)
+                    .filter_map(|frame| async { frame.map(|frame| frame.into_data().ok()).transpose() });
+                let (_, results) = replicas
+                    .write_streamed(&routes, &behind, &key, (timestamp, length), behind.len(), true, chunks)
+                    .await;
+                for failure in results.into_iter().filter_map(Result::err) {
+                    log::warn!("read repair of a large value: {failure}");
+                }
+            });
+        }
+        crate::compare::Answer::Missing => {}
+    }
 }
 
 async fn set(
@@ -450,8 +557,10 @@ async fn set_streamed(
     let chunks = http_body_util::BodyStream::new(body)
         .filter_map(|frame| async { frame.map(|frame| frame.into_data().ok()).transpose() });
     let keep_up = quorum_size(&routes.map, partition, level).min(targets.len());
-    let (forwarded, results) =
-        frontend.replicas.write_streamed(&routes, &targets, key, (timestamp, length), keep_up, chunks).await;
+    let (forwarded, results) = frontend
+        .replicas
+        .write_streamed(&routes, &targets, key, (timestamp, length), keep_up, false, chunks)
+        .await;
     forwarded.map_err(|e| ApiError::BadRequest(format!("the request body could not be read: {e}")))?;
     let mut failures = Vec::new();
     for result in results {
@@ -746,14 +855,14 @@ mod tests {
 
     #[test]
     fn reads_carry_their_version() {
-        let value = Found::Value { timestamp: 42, length: Some(2), body: h::full("ab") };
+        let value = Found::value(42, Bytes::from_static(b"ab"));
         let response = found_response(value, Conditions::default(), false);
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(
             (response.headers()["etag"].as_bytes(), response.headers()[VERSION].as_bytes()),
             (&b"\"42\""[..], &b"42"[..])
         );
-        let value = Found::Value { timestamp: 42, length: Some(2), body: h::full("ab") };
+        let value = Found::value(42, Bytes::from_static(b"ab"));
         let cached = found_response(value, Conditions { if_none_match: Some(b"\"42\"") }, false);
         assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
         let deleted = found_response(Found::Tombstone { timestamp: 50 }, Conditions::default(), false);

@@ -12,6 +12,7 @@
 pub mod affinity;
 pub mod api;
 pub mod batcher;
+pub mod compare;
 pub mod consistency;
 pub mod fanout;
 pub mod listing;

@@ -124,12 +124,20 @@ impl std::fmt::Display for ReplicaFailure {
 
 /// What a read found on one replica.
 pub enum Found {
-    /// A live value (body streamed or buffered).
-    Value { timestamp: u64, length: Option<u64>, body: Body },
+    /// A live value (body streamed or buffered); `hash`: the replica's hash of a value kept
+    /// in a file (see `common::proto::VALUE_HASH`).
+    Value { timestamp: u64, length: Option<u64>, hash: Option<u128>, body: Body },
     /// The key was deleted.
     Tombstone { timestamp: u64 },
     /// The replica holds nothing for the key.
     Missing,
+}
+
+impl Found {
+    /// A value read whole.
+    pub fn value(timestamp: u64, value: Bytes) -> Self {
+        Found::Value { timestamp, length: Some(value.len() as u64), hash: None, body: h::full(value) }
+    }
 }
 
 impl Replicas {
@@ -154,7 +162,7 @@ impl Replicas {
         match outcome {
             Outcome::Found(Record { timestamp, value: None }) => Ok(Some(Found::Tombstone { timestamp })),
             Outcome::Found(Record { timestamp, value: Some(value) }) => {
-                Ok(Some(Found::Value { timestamp, length: Some(value.len() as u64), body: h::full(value) }))
+                Ok(Some(Found::value(timestamp, value)))
             }
             Outcome::Missing => Ok(Some(Found::Missing)),
             Outcome::TooLarge => Ok(None),
@@ -265,6 +273,9 @@ impl Replicas {
     /// them (see [`crate::fanout`]); each replica's result (as for `stored`). `Err` if `chunks`
     /// failed, in which case every replica's request was aborted and none stored anything.
     /// Nothing of the value is kept: it cannot be sent again.
+    /// `repair`: the write repairs replicas found behind (sent without the map's epoch, so it
+    /// is not refused as stale or as stamped too far behind).
+    #[allow(clippy::too_many_arguments)]
     pub async fn write_streamed<E: std::fmt::Display>(
         &self,
         routes: &Routes,
@@ -272,18 +283,20 @@ impl Replicas {
         key: &[u8],
         (timestamp, length): (u64, u64),
         keep_up: usize,
+        repair: bool,
         chunks: impl futures_util::Stream<Item = Result<Bytes, E>>,
     ) -> (Result<(), String>, Vec<Result<Option<u64>, ReplicaFailure>>) {
         use http_body_util::BodyExt;
         let (mut fanout, bodies) = crate::fanout::Fanout::new(replicas.len(), length, keep_up);
         let calls = replicas.iter().zip(bodies).map(|(&node, body)| {
             let lane = body.lane();
-            let request = record_request(routes, node, key, http::Method::PUT)
+            let mut request = record_request(routes, node, key, http::Method::PUT)
                 .header(proto::TIMESTAMP, timestamp)
-                .header(proto::EPOCH, routes.map.epoch)
-                .header(http::header::CONTENT_LENGTH, length)
-                .body(body.boxed_unsync())
-                .expect("valid request");
+                .header(http::header::CONTENT_LENGTH, length);
+            if !repair {
+                request = request.header(proto::EPOCH, routes.map.epoch);
+            }
+            let request = request.body(body.boxed_unsync()).expect("valid request");
             async move {
                 // The watchdog bounds the call: a replica that stalls, or does not answer in
                 // time once it has the value; the body's own pace is the client's.
@@ -303,7 +316,7 @@ impl Replicas {
     }
 
     /// How long a replica may send or take nothing in the middle of a value's body.
-    fn stall(&self) -> Duration {
+    pub fn stall(&self) -> Duration {
         self.timeout.max(MIN_STALL)
     }
 
@@ -365,30 +378,28 @@ impl Replicas {
         Err(failures)
     }
 
-    /// Reads the whole record of `key` from `node` (`None`: the node holds nothing), whether or
-    /// not the node holds a read lease: for callers that compare several replicas.
-    pub async fn read_record(
+    /// Reads the record of `key` from `node`, whether or not the node holds a read lease: for
+    /// callers that compare several replicas. A large value comes as a stream, unread.
+    pub async fn read_unleased(
         &self,
         routes: &Routes,
         node: NodeId,
         key: &[u8],
-    ) -> Result<Option<Record>, ReplicaFailure> {
-        let fail = |error| ReplicaFailure { node, addr: routes.addr(node).to_owned(), error };
+    ) -> Result<Found, ReplicaFailure> {
         let result = self.read_maybe_batched(routes, node, key, true).await;
         crate::metrics::replica_call(node, "read", result.as_ref().map(|_| "answered"));
-        match result.map_err(fail)? {
-            Found::Missing => Ok(None),
-            Found::Tombstone { timestamp } => Ok(Some(Record::tombstone(timestamp))),
-            Found::Value { timestamp, body, .. } => {
-                let deadline = self.timeout;
-                let bytes = tokio::time::timeout(deadline, http_body_util::BodyExt::collect(body))
-                    .await
-                    .map_err(|_| fail(RpcError::Timeout(deadline)))?
-                    .map_err(|e| fail(RpcError::Transport(e.to_string())))?
-                    .to_bytes();
-                Ok(Some(Record::value(timestamp, bytes)))
-            }
-        }
+        result.map_err(|error| ReplicaFailure { node, addr: routes.addr(node).to_owned(), error })
+    }
+
+    /// A value's bytes from a [`Found::Value`] body of at most `BUFFERED_READ_BYTES` (already
+    /// in memory, or close to it).
+    pub async fn collect(&self, body: Body) -> Result<Bytes, RpcError> {
+        let deadline = self.deadline_for(BUFFERED_READ_BYTES);
+        Ok(tokio::time::timeout(deadline, http_body_util::BodyExt::collect(body))
+            .await
+            .map_err(|_| RpcError::Timeout(deadline))?
+            .map_err(|e| RpcError::Transport(e.to_string()))?
+            .to_bytes())
     }
 
     /// Reads through the node's read batch when the key is small, falling back to a request of
@@ -479,6 +490,8 @@ impl Replicas {
         let tombstone = headers.get(proto::TOMBSTONE).is_some_and(|v| v == "1");
         let length =
             headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let hash =
+            headers.get(proto::VALUE_HASH).and_then(|v| u128::from_str_radix(v.to_str().ok()?, 16).ok());
         if status != StatusCode::OK {
             let (_, body) = response.into_parts();
             let message = tokio::time::timeout(self.timeout, http_body_util::BodyExt::collect(body))
@@ -510,6 +523,6 @@ impl Replicas {
                 h::full(bytes)
             }
         };
-        Ok(Found::Value { timestamp, length, body })
+        Ok(Found::Value { timestamp, length, hash, body })
     }
 }

@@ -577,9 +577,16 @@ fn record_response(record: Readable, with_value: bool) -> Response<Body> {
             response = response.header(proto::TOMBSTONE, "1");
             h::empty()
         }
-        _ if !with_value => h::empty(),
+        Readable::Whole(_) if !with_value => h::empty(),
         Readable::Whole(record) => record.value.map(h::full).unwrap_or_else(h::empty),
-        Readable::InFile { length, file, .. } => crate::value_files::stream(file, length).boxed_unsync(),
+        Readable::InFile { length, hash, file, .. } => {
+            response = response.header(proto::VALUE_HASH, format!("{hash:032x}"));
+            if with_value {
+                crate::value_files::stream(file, length).boxed_unsync()
+            } else {
+                h::empty()
+            }
+        }
     };
     response.body(body).expect("valid response parts")
 }

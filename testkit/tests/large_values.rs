@@ -9,7 +9,13 @@
 //! nothing holds a value whole. Run with `--nocapture` for the measured peaks and times. Then a
 //! storage node is hung (SIGSTOP) and 12 gets are started 10 ms apart, so that some ask it
 //! first (the frontend's read order rotates every 10 ms; its metrics say whether one did):
-//! every get answers 200 with exact bytes, its head within a bounded delay.
+//! every get answers 200 with exact bytes, its head within a bounded delay. The 8 values are
+//! also read with `r=all` (every replica compared) inside the same memory bound.
+//!
+//! `a_compared_read_repairs_large_values_in_bounded_memory`: replicas made to disagree by
+//! writing to them directly (anti-entropy off), a newer value on two of three, then two values
+//! stamped alike: a read with `r=all` answers the winner, byte for byte, and sends it to the
+//! replicas behind, which then hold the same value.
 
 use bytes::Bytes;
 use common::http::{self as h, Client};
@@ -114,10 +120,11 @@ struct Got {
     total: Duration,
 }
 
-/// GETs value `i`, checking every byte as it arrives.
-async fn get_large(client: &Client, frontend: &str, i: usize) -> Got {
+/// GETs value `i` (with `extra` query parameters, such as `&r=all`), checking every byte as it
+/// arrives.
+async fn get_large(client: &Client, frontend: &str, i: usize, extra: &str) -> Got {
     let started = Instant::now();
-    let url = format!("http://{frontend}/get/?key={}", key_of(i));
+    let url = format!("http://{frontend}/get/?key={}{extra}", key_of(i));
     let make = || Request::get(url.as_str()).body(Full::new(Bytes::new())).expect("request");
     let response = client.send(make, testkit::REQUEST_DEADLINE).await.expect("get");
     let head = started.elapsed();
@@ -209,12 +216,21 @@ async fn eight_large_values_flow_through_in_bounded_memory() {
         assert_eq!(*status, StatusCode::OK, "set {i}: {}", String::from_utf8_lossy(answer));
     }
     let started = Instant::now();
-    let gets = join_all((0..VALUES).map(|i| get_large(&client, &frontend, i))).await;
+    let gets = join_all((0..VALUES).map(|i| get_large(&client, &frontend, i, ""))).await;
     let get_time = started.elapsed();
+    // Reads that compare every replica: the values are ranked by their versions and hashes,
+    // not held, and stream from one replica.
+    let started = Instant::now();
+    let compared = join_all((0..VALUES).map(|i| get_large(&client, &frontend, i, "&r=all"))).await;
+    let compared_time = started.elapsed();
     let sampled = sampler.finish();
     for (i, got) in gets.iter().enumerate() {
         println!("get {i}: {got:?}");
     }
+    for (i, got) in compared.iter().enumerate() {
+        println!("get {i} with r=all: {got:?}");
+    }
+    println!("{VALUES} concurrent gets with r=all: {compared_time:.1?}");
     println!(
         "{VALUES} concurrent sets of {} MiB: {set_time:.1?}; {VALUES} concurrent gets: {get_time:.1?}",
         VALUE_BYTES >> 20
@@ -236,8 +252,8 @@ async fn eight_large_values_flow_through_in_bounded_memory() {
             over.push(name.clone());
         }
     }
-    for (i, got) in gets.iter().enumerate() {
-        assert_eq!((got.status, got.exact), (StatusCode::OK, true), "get {i}");
+    for (i, got) in gets.iter().chain(&compared).enumerate() {
+        assert_eq!((got.status, got.exact), (StatusCode::OK, true), "get {i} (from {VALUES} on: r=all)");
     }
     assert!(over.is_empty(), "resident memory grew beyond the bound in {over:?}");
     reads_survive_a_hung_replica(&mut cluster, &client, &frontend).await;
@@ -259,7 +275,7 @@ async fn reads_survive_a_hung_replica(cluster: &mut Cluster, client: &Client, fr
         cluster.storage[0].pause();
         let gets = (0..12).map(|n| async move {
             tokio::time::sleep(Duration::from_millis(10 * n as u64)).await;
-            get_large(client, frontend, n % VALUES).await
+            get_large(client, frontend, n % VALUES, "").await
         });
         let gets = join_all(gets).await;
         cluster.storage[0].resume();
@@ -274,6 +290,128 @@ async fn reads_survive_a_hung_replica(cluster: &mut Cluster, client: &Client, fr
         println!("no get asked node {hung_id} first; again");
     }
     panic!("in three rounds of 12 gets, none asked the hung node first");
+}
+
+/// 16 MiB of one byte: large enough to live in a file of its own and to stream.
+const FILLED_BYTES: u64 = 16 << 20;
+
+/// A body of [`FILLED_BYTES`] copies of `byte`, generated while sent.
+fn filled(byte: u8) -> h::Body {
+    let (sender, body) = h::channel_body(FILLED_BYTES, 4);
+    tokio::spawn(async move {
+        for _ in 0..FILLED_BYTES / PIECE_BYTES as u64 {
+            if sender.send(Ok(Bytes::from(vec![byte; PIECE_BYTES]))).await.is_err() {
+                return;
+            }
+        }
+    });
+    body.boxed_unsync()
+}
+
+/// Writes [`FILLED_BYTES`] of `byte` stamped `timestamp` straight to a storage node (a
+/// repair write: no map epoch).
+async fn put_direct(client: &Client, storage: &str, key: &str, timestamp: u64, byte: u8) {
+    let request = Request::put(format!("http://{storage}{}?key={key}", common::proto::RECORD_PATH))
+        .header(common::proto::TIMESTAMP, timestamp)
+        .header(http::header::CONTENT_LENGTH, FILLED_BYTES)
+        .body(filled(byte))
+        .expect("request");
+    let (parts, answer) = client.send_streamed(request, testkit::REQUEST_DEADLINE).await.expect("put");
+    assert_eq!(parts.status, StatusCode::OK, "{}", String::from_utf8_lossy(&answer));
+}
+
+/// The timestamp and value hash storage node `storage` holds for `key`.
+async fn held(client: &Client, storage: &str, key: &str) -> (Option<u64>, Option<String>) {
+    let url = format!("http://{storage}{}?key={key}", common::proto::RECORD_PATH);
+    let make = || {
+        Request::head(url.as_str())
+            .header(common::proto::UNLEASED, "1")
+            .body(Full::new(Bytes::new()))
+            .expect("request")
+    };
+    let (parts, _) = client.send_collect(make, testkit::REQUEST_DEADLINE).await.expect("head");
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    (header(common::proto::TIMESTAMP).and_then(|t| t.parse().ok()), header(common::proto::VALUE_HASH))
+}
+
+/// A read of `key` with `r=all`: status, version, and the byte the value is made of (`None`:
+/// not [`FILLED_BYTES`] of one byte).
+async fn get_filled(client: &Client, frontend: &str, key: &str) -> (StatusCode, Option<u64>, Option<u8>) {
+    let url = format!("http://{frontend}/get/?key={key}&r=all");
+    let make = || Request::get(url.as_str()).body(Full::new(Bytes::new())).expect("request");
+    let response = client.send(make, testkit::REQUEST_DEADLINE).await.expect("get");
+    let status = response.status();
+    let version = response.headers().get("vf-version").and_then(|v| v.to_str().ok()?.parse().ok());
+    let (mut body, mut length, mut byte, mut one) = (response.into_body(), 0u64, None, true);
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.expect("body").into_data() else { continue };
+        length += data.len() as u64;
+        let first = *byte.get_or_insert(data.first().copied().unwrap_or(0));
+        one = one && data.iter().all(|&b| b == first);
+    }
+    (status, version, byte.filter(|_| one && length == FILLED_BYTES))
+}
+
+/// Waits until every storage node holds `timestamp` for `key` with one value hash.
+async fn wait_repaired(client: &Client, cluster: &Cluster, key: &str, timestamp: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let held = join_all(cluster.storage.iter().map(|s| held(client, &s.addr, key))).await;
+        let hashes: std::collections::HashSet<_> = held.iter().map(|(_, hash)| hash.clone()).collect();
+        if held.iter().all(|(t, _)| *t == Some(timestamp)) && hashes.len() == 1 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "replicas of {key} still differ: {held:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compared_read_repairs_large_values_in_bounded_memory() {
+    // Anti-entropy off: only the read can repair.
+    let storage_args = vec!["--anti-entropy-ms".to_owned(), "3600000".to_owned()];
+    let mut cluster =
+        Cluster::start(ClusterConfig { frontends: 1, storage_args, ..Default::default() }).await;
+    cluster.wait_storage_up(testkit::START_DEADLINE).await;
+    let client = cluster.client.inner.clone();
+    let frontend = cluster.frontend(0).to_owned();
+    let storage: Vec<String> = cluster.storage.iter().map(|s| s.addr.clone()).collect();
+    let frontend_pid = cluster.frontends[0].pid().expect("running");
+    let before = proc_status_bytes(frontend_pid, "VmRSS").unwrap_or(0);
+    let sampler = Sampler::start(vec![frontend_pid]);
+
+    // A newer value on two replicas of three: it wins and reaches the third.
+    let request = Request::post(format!("http://{frontend}/set/?key=newer"))
+        .header(http::header::CONTENT_LENGTH, FILLED_BYTES)
+        .body(filled(b'a'))
+        .expect("request");
+    let (parts, _) = client.send_streamed(request, testkit::REQUEST_DEADLINE).await.expect("set");
+    let first: u64 =
+        parts.headers.get("vf-version").and_then(|v| v.to_str().ok()?.parse().ok()).expect("version");
+    for addr in &storage[1..] {
+        put_direct(&client, addr, "newer", first + 1, b'b').await;
+    }
+    assert_eq!(held(&client, &storage[0], "newer").await.0, Some(first), "node 0 is behind");
+    assert_eq!(get_filled(&client, &frontend, "newer").await, (StatusCode::OK, Some(first + 1), Some(b'b')));
+    wait_repaired(&client, &cluster, "newer", first + 1).await;
+
+    // Two values stamped alike: the greater one wins, read side by side, and reaches the rest.
+    let tie = common::version::now_micros();
+    for addr in &storage[1..] {
+        put_direct(&client, addr, "tie", tie, b'x').await;
+    }
+    put_direct(&client, &storage[0], "tie", tie, b'y').await;
+    assert_eq!(get_filled(&client, &frontend, "tie").await, (StatusCode::OK, Some(tie), Some(b'y')));
+    wait_repaired(&client, &cluster, "tie", tie).await;
+    assert_eq!(get_filled(&client, &frontend, "tie").await, (StatusCode::OK, Some(tie), Some(b'y')));
+
+    let peak = sampler.finish()[&frontend_pid].max(proc_status_bytes(frontend_pid, "VmHWM").unwrap_or(0));
+    println!("frontend: resident {:.1} MiB before, peak {:.1} MiB", before as f64 / MIB, peak as f64 / MIB);
+    assert!(
+        peak.saturating_sub(before) < SLACK_BYTES + 4 * PER_REQUEST_BYTES,
+        "the frontend held the values: {:.1} MiB more",
+        peak.saturating_sub(before) as f64 / MIB
+    );
 }
 
 #[test]
