@@ -46,6 +46,11 @@ impl ClockCheck {
         }
     }
 
+    /// Whether any measurement has come in yet.
+    pub fn measured(&self) -> bool {
+        self.measured.load(Ordering::Relaxed)
+    }
+
     /// Why writes stamped by this clock must be refused, if they must.
     pub fn refusal(&self) -> Option<String> {
         let skew = self.skew_us.load(Ordering::Relaxed);

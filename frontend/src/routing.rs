@@ -140,9 +140,12 @@ async fn register_and_watch(
         log::info!("controller {} reachable again", follower.controller);
     }
     match answer.map {
-        Some(map) => {
+        // Until the clock is measured, a map would let writes through stamped by a clock that
+        // may be hours off; the first long poll answers at once with both, the skew first.
+        Some(map) if follower.clock.measured() => {
             follower.router.install(map);
         }
+        Some(_) => {}
         None => log::info!(
             "registered as frontend {}; waiting for the cluster to form ({} of {} storage nodes)",
             answer.frontend_id,
