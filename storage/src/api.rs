@@ -54,6 +54,9 @@ pub enum ApiError {
     BehindEpoch { have: u64, need: u64 },
     #[error(transparent)]
     Repair(#[from] crate::repair::RepairError),
+    /// The digests are rebuilt after an unclean stop: 503 until they are whole.
+    #[error(transparent)]
+    Rebuilding(#[from] crate::store::Rebuilding),
     /// Free disk space is below the floor (see [`crate::disk`]): 507, nothing stored.
     #[error("{who} {refusal}")]
     DiskFull { who: String, refusal: crate::disk::Refusal },
@@ -71,7 +74,7 @@ impl ApiError {
             ApiError::Store(_) | ApiError::NotDurable(_) | ApiError::Repair(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
-            ApiError::NotServing(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotServing(_) | ApiError::Rebuilding(_) => StatusCode::SERVICE_UNAVAILABLE,
             // 507: the node is alive and refuses to fill its disk; frontends never fence it for
             // that alone (see `frontend::api`).
             ApiError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
@@ -321,8 +324,9 @@ fn refused_write(
 fn digests(node: &Node, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let query = Query::parse(req.uri().query().unwrap_or(""))?;
     let digits = digits_of(&query, crate::digest::BUCKET_DIGITS)?;
+    let held = node.store.digests()?;
     let Some(within) = query.parsed::<u32>("within")? else {
-        return Ok(crate::repair::digests_response(node, digits));
+        return Ok(octets(held.all(digits).iter().flat_map(|d| d.to_be_bytes()).collect()));
     };
     let within_digits: u8 = query.parsed("within_digits")?.unwrap_or(0);
     if within_digits > digits || within >= common::partition::count(within_digits) {
@@ -331,16 +335,18 @@ fn digests(node: &Node, req: &Request<Incoming>) -> Result<Response<Body>, ApiEr
         )));
     }
     let source = check_source(node, &query, within, within_digits)?;
-    let mut out = Vec::new();
-    for digest in node.store.digests().within(within, within_digits, digits) {
-        out.extend_from_slice(&digest.to_be_bytes());
-    }
+    let out = held.within(within, within_digits, digits).iter().flat_map(|d| d.to_be_bytes()).collect();
     still_source(node, source, within, within_digits)?;
-    Ok(Response::builder()
+    Ok(octets(out))
+}
+
+/// A 200 answer of `bytes`, as `application/octet-stream`.
+fn octets(bytes: Vec<u8>) -> Response<Body> {
+    Response::builder()
         .status(StatusCode::OK)
         .header(http::header::CONTENT_TYPE, "application/octet-stream")
-        .body(h::full(out))
-        .expect("valid response parts"))
+        .body(h::full(bytes))
+        .expect("valid response parts")
 }
 
 /// The checks a catch-up or a move asks of its source for a range (`partition` of a map of

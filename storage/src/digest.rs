@@ -6,7 +6,7 @@
 //! old hash out and the new one in. Digests are kept for 65,536 buckets (the first 4 hex digits
 //! of the key hash); a partition of a map with `digits <= 4` is the XOR of its buckets. They live
 //! in memory (1 MiB); a node that stopped cleanly saved them and restores them at start, any
-//! other start rebuilds them by one scan (see `crate::store`).
+//! other start rebuilds them by one scan while it serves (see `crate::store`).
 
 use common::partition::{self, Partition};
 use common::version::Record;
@@ -80,6 +80,14 @@ impl Digests {
         let bucket = &self.buckets[partition::of_prefix(prefix, BUCKET_DIGITS) as usize];
         bucket[0].fetch_xor((hash >> 64) as u64, Ordering::Relaxed);
         bucket[1].fetch_xor(hash as u64, Ordering::Relaxed);
+    }
+
+    /// XORs every bucket of `other` into this one's.
+    pub fn absorb(&self, other: &Digests) {
+        for (bucket, theirs) in self.buckets.iter().zip(other.buckets.iter()) {
+            bucket[0].fetch_xor(theirs[0].load(Ordering::Relaxed), Ordering::Relaxed);
+            bucket[1].fetch_xor(theirs[1].load(Ordering::Relaxed), Ordering::Relaxed);
+        }
     }
 
     /// The digest of `partition` in a map of `digits` hex digits (at most [`BUCKET_DIGITS`]).

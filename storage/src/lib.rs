@@ -422,8 +422,12 @@ impl Server {
         let map_file = identity::MapFile::new(&data_dir);
         let map = map_file.load()?;
         let store = Arc::new(
-            Store::open(&data_dir.join("db"), config.cache_mib << 20, config.memtable_mib.max(1) << 20)
-                .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
+            Store::open_deferred(
+                &data_dir.join("db"),
+                config.cache_mib << 20,
+                config.memtable_mib.max(1) << 20,
+            )
+            .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
         );
         if config.engine_niceness > 0 && store::set_engine_niceness(config.engine_niceness.into()) == 0 {
             log::warn!("the storage engine's threads were not found: flushes and compactions run at the normal priority");
@@ -484,6 +488,15 @@ impl Server {
     /// Serves until `shutdown` fires.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         log::info!("storage node listening on {} (advertised as {})", self.local_addr()?, self.advertise);
+        // After an unclean stop, the digests are rebuilt while the node serves (see `store`).
+        let store = self.node.store.clone();
+        std::thread::Builder::new().name("digest-rebuild".into()).spawn(move || {
+            if let Err(e) = store.rebuild_digests() {
+                // As an open that cannot read its records: the node must not go on.
+                log::error!("cannot rebuild the digests: {e}; stopping");
+                std::process::exit(1);
+            }
+        })?;
         let heartbeat = tokio::spawn(membership::run(
             self.controller.clone(),
             self.advertise.clone(),

@@ -226,7 +226,9 @@ fn purge_departed(node: &Node, map: &PartitionMap, me: NodeId) {
     if map.digits > crate::digest::BUCKET_DIGITS {
         return;
     }
-    let digests = node.store.digests().all(map.digits);
+    // Not before the digests are whole; the next pass purges.
+    let Ok(digests) = node.store.digests() else { return };
+    let digests = digests.all(map.digits);
     for p in (0..map.partition_count()).filter(|&p| digests[p as usize] != 0 && !map.holds(me, p)) {
         match tokio::task::block_in_place(|| node.store.purge_partition(p, map.digits)) {
             Ok(0) => {}

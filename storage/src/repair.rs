@@ -29,7 +29,7 @@
 use crate::store::{StoreError, VersionEntry};
 use crate::Node;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use common::http::{self as h, Client, RpcError};
+use common::http::{Client, RpcError};
 use common::partition::Partition;
 use common::placement::{Epoch, NodeId, NodeState, PartitionMap};
 use common::proto;
@@ -87,6 +87,8 @@ pub enum RepairError {
     Store(#[from] StoreError),
     #[error(transparent)]
     NotDurable(#[from] crate::durability::SyncFailed),
+    #[error(transparent)]
+    Rebuilding(#[from] crate::store::Rebuilding),
     #[error("malformed repair message: {0}")]
     Malformed(&'static str),
 }
@@ -255,15 +257,6 @@ pub async fn sync_partition(
     Ok(Pulled { records: pulled, bytes })
 }
 
-/// Serves `GET /v1/digests?digits=D`: 16 bytes per partition, in partition order.
-pub fn serve_digests(node: &Node, digits: u8) -> Bytes {
-    let mut out = BytesMut::with_capacity(16 << (4 * digits as usize));
-    for digest in node.store.digests().all(digits) {
-        out.put_u128(digest);
-    }
-    out.freeze()
-}
-
 /// Serves `POST /v1/diff`: compares the caller's versions with ours.
 pub fn serve_diff(
     node: &Node,
@@ -290,6 +283,10 @@ pub fn serve_diff(
 pub async fn catch_up(node: Arc<Node>, client: Client, controller: String, joined: Epoch) {
     log::info!("catching up since map epoch {joined}");
     let started = std::time::Instant::now();
+    if node.store.digests().is_err() {
+        log::info!("catch-up waits for the digests to be rebuilt (the last stop was not clean)");
+        node.store.whole_digests().await;
+    }
     let mut pulled = 0;
     let mut done = std::collections::HashSet::new();
     loop {
@@ -410,7 +407,7 @@ async fn sync_changed_parts(
     );
     let make = || Request::get(url.as_str()).body(Full::new(Bytes::new())).expect("valid request");
     let (parts, mut theirs) = client.send_collect(make, REPAIR_TIMEOUT).await?;
-    let ours = node.store.digests().within(partition, digits, finer);
+    let ours = node.store.digests()?.within(partition, digits, finer);
     if parts.status != StatusCode::OK || theirs.len() != ours.len() * 16 {
         let message = String::from_utf8_lossy(&theirs).trim().to_owned();
         return Err(RpcError::Status { status: parts.status, message }.into());
@@ -486,6 +483,8 @@ async fn fetch_digests(
 /// One anti-entropy pass over every peer; returns how many partitions were synced.
 pub async fn anti_entropy_pass(node: &Node, client: &Client) -> Result<u64, RepairError> {
     let Some((map, me)) = node.map_and_id() else { return Ok(0) };
+    // Not before the digests are whole (after an unclean stop, see `crate::store`).
+    let Ok(digests) = node.store.digests() else { return Ok(0) };
     if map.digits > crate::digest::BUCKET_DIGITS {
         return Ok(0);
     }
@@ -503,7 +502,7 @@ pub async fn anti_entropy_pass(node: &Node, client: &Client) -> Result<u64, Repa
         if shared.is_empty() {
             continue;
         }
-        let ours = node.store.digests().all(map.digits);
+        let ours = digests.all(map.digits);
         let Some(theirs) = fetch_digests(client, &peer.addr, map.digits, count, node).await else { continue };
         stats.partitions_compared.fetch_add(shared.len() as u64, Ordering::Relaxed);
         let differing: Vec<Partition> =
@@ -512,7 +511,7 @@ pub async fn anti_entropy_pass(node: &Node, client: &Client) -> Result<u64, Repa
             continue;
         }
         tokio::time::sleep(SETTLE).await;
-        let ours_later = node.store.digests().all(map.digits);
+        let ours_later = digests.all(map.digits);
         let Some(theirs_later) = fetch_digests(client, &peer.addr, map.digits, count, node).await else {
             continue;
         };
@@ -535,15 +534,6 @@ pub async fn anti_entropy_pass(node: &Node, client: &Client) -> Result<u64, Repa
     }
     stats.passes.fetch_add(1, Ordering::Relaxed);
     Ok(synced)
-}
-
-/// The body of a digests answer, for tests of the protocol.
-pub fn digests_response(node: &Node, digits: u8) -> http::Response<h::Body> {
-    http::Response::builder()
-        .status(StatusCode::OK)
-        .header(http::header::CONTENT_TYPE, "application/octet-stream")
-        .body(h::full(serve_digests(node, digits)))
-        .expect("valid response parts")
 }
 
 #[cfg(test)]

@@ -15,6 +15,11 @@
 //! an fsync: [`crate::durability`] batches the fsyncs of concurrent writers (group commit).
 //! Memory is bounded by the block cache (`cache_bytes`); nothing is loaded whole at start.
 //!
+//! Opening after an unclean stop replays the journal (bounded by the memtables), then serves at
+//! once: the partition digests are rebuilt by one scan of a snapshot taken before the first
+//! write, while writes go on ([`Store::open_deferred`], [`Store::rebuild_digests`]). Until the
+//! scan ends, [`Store::digests`] says [`Rebuilding`], so nothing compares replicas by them.
+//!
 //! Tombstones are indexed by age in a second keyspace, in the same journal write as the
 //! tombstone, so the ones old enough to reap are found without scanning the records
 //! ([`reaping`]; when they may go is `crate::reaper`'s decision).
@@ -53,6 +58,20 @@ const FILE_REF_BYTES: usize = 8 + 16 + 8;
 /// How often a read retries when the file it was about to read was replaced meanwhile.
 const READ_RETRIES: usize = 3;
 
+/// The digests are not whole yet: the scan after an unclean stop is still running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the partition digests are being rebuilt after an unclean stop; try again in a moment")]
+pub struct Rebuilding;
+
+/// The scan left to do after an unclean stop (see [`Store::rebuild_digests`]).
+struct Rebuild {
+    /// The records as they were at open, before any write.
+    snapshot: fjall::Snapshot,
+    /// The value files there were at open: those no record of the snapshot names were left
+    /// by a crash (a later write creates files of its own).
+    files: Vec<FileId>,
+}
+
 /// A storage engine failure: the data directory cannot be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -81,7 +100,10 @@ pub struct Store {
     db: Database,
     records: Keyspace,
     stripes: Box<[Mutex<()>]>,
+    /// Whole once `whole` says so; until then, the changes of the writes since open.
     digests: Digests,
+    whole: tokio::sync::watch::Sender<bool>,
+    rebuild: Mutex<Option<Rebuild>>,
     values: ValueFiles,
     /// Value files of replaced records, removed after the next sync.
     garbage: Mutex<Vec<FileId>>,
@@ -140,6 +162,8 @@ pub struct EngineStats {
     pub write_buffer_bytes: u64,
     /// See [`Store::approximate_len`].
     pub approximate_records: u64,
+    /// False while the digests are rebuilt after an unclean stop (see [`Store::rebuild_digests`]).
+    pub digests_whole: bool,
     /// The LSM tree of the records: its shape, its background work and where its reads went.
     pub lsm: LsmStats,
 }
@@ -247,10 +271,20 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`, recovering anything a crash left in the journal.
-    /// Memory stays within about `cache_bytes` of block cache plus a few memtables of
-    /// `memtable_bytes` (the active one and those being flushed).
+    /// Opens (or creates) the store in `dir`, recovering anything a crash left in the journal,
+    /// with its digests whole. Memory stays within about `cache_bytes` of block cache plus a
+    /// few memtables of `memtable_bytes` (the active one and those being flushed).
     pub fn open(dir: &Path, cache_bytes: u64, memtable_bytes: u64) -> Result<Self, StoreError> {
+        let store = Self::open_deferred(dir, cache_bytes, memtable_bytes)?;
+        store.rebuild_digests()?;
+        Ok(store)
+    }
+
+    /// [`Store::open`], leaving the scan that rebuilds the digests after an unclean stop to
+    /// [`Store::rebuild_digests`], which may run while the store serves reads and writes. So a
+    /// restart after a crash takes the journal's replay, not a scan of every record (3.2 s
+    /// with 8 M records in `bench/scale.sh`).
+    pub fn open_deferred(dir: &Path, cache_bytes: u64, memtable_bytes: u64) -> Result<Self, StoreError> {
         // No compression of values in the journal or the blob files: it ran on the write path
         // of every value of 4 KiB or more (LZ4 over a 24 MiB value took longer than writing it)
         // and on every read of a large value, and the values users store large are mostly
@@ -280,6 +314,8 @@ impl Store {
             records,
             stripes,
             digests: Digests::default(),
+            whole: tokio::sync::watch::Sender::new(false),
+            rebuild: Mutex::new(None),
             values,
             garbage: Mutex::default(),
             watchers: Default::default(),
@@ -288,43 +324,83 @@ impl Store {
             opened_clean: false,
             stalls: AtomicU64::new(0),
         };
-        let started = std::time::Instant::now();
         let mut store = store;
         if store.restore_snapshot(index_built)? {
             store.opened_clean = true;
+            store.whole.send_replace(true);
             log::info!("digests restored from the last clean stop: no scan needed");
             return Ok(store);
         }
-        store.scan_at_open(index_built)?;
-        log::info!("scanned every record at open in {:.1?} (the last stop was not clean)", started.elapsed());
+        let files = store.values.ids()?;
+        if !index_built {
+            // A data directory from before the tombstone index: indexed once, before any write.
+            let started = Instant::now();
+            let named = store.scan(store.records.iter(), &store.digests, true)?;
+            store.tombstones.insert(reaping::INDEX_BUILT, [])?;
+            store.remove_unnamed(files, &named)?;
+            store.whole.send_replace(true);
+            log::info!("scanned every record at open in {:.1?} (tombstones indexed)", started.elapsed());
+            return Ok(store);
+        }
+        let snapshot = store.db.snapshot();
+        *store.rebuild.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(Rebuild { snapshot, files });
         Ok(store)
     }
 
-    /// Rebuilds the digests, indexes the tombstones of a store from before the index, and
-    /// removes the value files no record names (left by a crash): one scan of every record.
-    fn scan_at_open(&self, index_built: bool) -> Result<(), StoreError> {
-        let store = self;
+    /// Rebuilds the digests after an unclean stop, if [`Store::open_deferred`] left that to do,
+    /// and removes the value files a crash left unnamed: one scan of the records as they were
+    /// at open. Writes since then have kept their changes in the digests (a write XORs out what
+    /// it replaced and XORs in itself), so the scan's digests XORed into them give the whole.
+    pub fn rebuild_digests(&self) -> Result<(), StoreError> {
+        let Some(rebuild) = self.rebuild.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let scanned = Digests::default();
+        let named = self.scan(fjall::Readable::iter(&rebuild.snapshot, &self.records), &scanned, false)?;
+        drop(rebuild.snapshot);
+        self.digests.absorb(&scanned);
+        self.remove_unnamed(rebuild.files, &named)?;
+        self.whole.send_replace(true);
+        log::info!(
+            "digests rebuilt by a scan of every record in {:.1?} (the last stop was not clean)",
+            started.elapsed()
+        );
+        Ok(())
+    }
+
+    /// One pass over `records`: XORs every record's fingerprint into `digests`, indexes the
+    /// tombstones if `index_tombstones`; the value files the records name.
+    fn scan(
+        &self,
+        records: fjall::Iter,
+        digests: &Digests,
+        index_tombstones: bool,
+    ) -> Result<std::collections::HashSet<FileId>, StoreError> {
         let mut named = std::collections::HashSet::new();
-        for item in store.records.iter() {
+        for item in records {
             let (stored_key, raw) = item.into_inner()?;
             let key = &stored_key[4..];
             let stored = decode_stored(key, raw)?;
-            store.digests.toggle(partition::hash_prefix(key), stored.fingerprint(key));
+            digests.toggle(partition::hash_prefix(key), stored.fingerprint(key));
             if let Stored::InFile { file, .. } = stored {
                 named.insert(file.id);
-            } else if !index_built && stored.is_tombstone() {
-                // A data directory from before the index: every tombstone is indexed once.
-                store.tombstones.insert(reaping::index_key(stored.timestamp(), &stored_key), &*stored_key)?;
+            } else if index_tombstones && stored.is_tombstone() {
+                self.tombstones.insert(reaping::index_key(stored.timestamp(), &stored_key), &*stored_key)?;
             }
         }
-        if !index_built {
-            store.tombstones.insert(reaping::INDEX_BUILT, [])?;
-        }
-        for id in store.values.ids()? {
-            if !named.contains(&id) {
-                log::info!("removing value file {id:016x}: no record names it (left by a crash)");
-                store.values.remove(id)?;
-            }
+        Ok(named)
+    }
+
+    /// Removes the value files among `files` that no record in `named` names (left by a crash).
+    fn remove_unnamed(
+        &self,
+        files: Vec<FileId>,
+        named: &std::collections::HashSet<FileId>,
+    ) -> Result<(), StoreError> {
+        for id in files.into_iter().filter(|id| !named.contains(id)) {
+            log::info!("removing value file {id:016x}: no record names it (left by a crash)");
+            self.values.remove(id)?;
         }
         Ok(())
     }
@@ -334,8 +410,19 @@ impl Store {
         self.values.create()
     }
 
-    /// The per-partition digests of what this store holds.
-    pub fn digests(&self) -> &Digests {
+    /// The per-partition digests of what this store holds, once they are whole.
+    pub fn digests(&self) -> Result<&Digests, Rebuilding> {
+        match *self.whole.borrow() {
+            true => Ok(&self.digests),
+            false => Err(Rebuilding),
+        }
+    }
+
+    /// The digests, once [`Store::rebuild_digests`] has made them whole.
+    pub async fn whole_digests(&self) -> &Digests {
+        let mut whole = self.whole.subscribe();
+        // The sender lives as long as `self`, so the wait cannot fail.
+        let _ = whole.wait_for(|whole| *whole).await;
         &self.digests
     }
 
@@ -783,6 +870,7 @@ impl Store {
             cache_capacity_bytes: self.db.cache_capacity(),
             write_buffer_bytes: self.db.write_buffer_size(),
             approximate_records: self.approximate_len(),
+            digests_whole: *self.whole.borrow(),
             lsm: self.lsm_stats(),
         }
     }
@@ -1166,7 +1254,7 @@ mod tests {
         let reference = tempfile::tempdir().unwrap();
         let reference = Store::open(reference.path(), CACHE, MEMTABLE).unwrap();
         reference.apply(b"k", &value(7, "helloworld")).unwrap();
-        assert_eq!(store.digests().all(2), reference.digests().all(2));
+        assert_eq!(store.digests().unwrap().all(2), reference.digests().unwrap().all(2));
     }
 
     #[test]
@@ -1199,7 +1287,11 @@ mod tests {
             assert_eq!(many.get(key).unwrap(), one.get(key).unwrap());
         }
         assert_eq!(many.get(b"a").unwrap(), Some(value(7, "a7")));
-        assert_eq!(many.digests().all(2), one.digests().all(2), "digests follow batched writes");
+        assert_eq!(
+            many.digests().unwrap().all(2),
+            one.digests().unwrap().all(2),
+            "digests follow batched writes"
+        );
         assert_eq!(many.apply_many(&[]).unwrap(), []);
     }
 
@@ -1394,15 +1486,15 @@ mod tests {
             a.apply(key.as_bytes(), &value(i + 1, "old")).unwrap();
             b.apply(key.as_bytes(), &value(i + 1, "old")).unwrap();
         }
-        assert_eq!(a.digests().all(2), b.digests().all(2));
+        assert_eq!(a.digests().unwrap().all(2), b.digests().unwrap().all(2));
         a.apply(b"key-3", &Record::tombstone(100)).unwrap();
-        assert_ne!(a.digests().all(2), b.digests().all(2));
+        assert_ne!(a.digests().unwrap().all(2), b.digests().unwrap().all(2));
         b.apply(b"key-3", &Record::tombstone(100)).unwrap();
         b.apply(b"key-3", &value(1, "late")).unwrap(); // superseded: no change
-        assert_eq!(a.digests().all(2), b.digests().all(2));
-        let before = a.digests().all(2);
+        assert_eq!(a.digests().unwrap().all(2), b.digests().unwrap().all(2));
+        let before = a.digests().unwrap().all(2);
         drop(a);
-        assert_eq!(Store::open(dir.path(), CACHE, MEMTABLE).unwrap().digests().all(2), before);
+        assert_eq!(Store::open(dir.path(), CACHE, MEMTABLE).unwrap().digests().unwrap().all(2), before);
         let versions = b.versions(partition::of(b"key-3", 2), 2).unwrap();
         let entry = versions.iter().find(|v| v.key.as_ref() == b"key-3").unwrap();
         assert_eq!((entry.timestamp, entry.tombstone), (100, true));
@@ -1450,7 +1542,11 @@ mod tests {
         assert_eq!(b.apply(b"big", &Record::value(10, big.clone())).unwrap(), Applied::Stored);
         assert_eq!(a.get(b"big").unwrap(), Some(Record::value(10, big.clone())));
         assert_eq!(a.get_bounded(b"big", 1 << 20).unwrap(), Bounded::TooLarge);
-        assert_eq!(a.digests().all(2), b.digests().all(2), "the two forms must fingerprint alike");
+        assert_eq!(
+            a.digests().unwrap().all(2),
+            b.digests().unwrap().all(2),
+            "the two forms must fingerprint alike"
+        );
         let partition = partition::of(b"big", 2);
         assert_eq!(a.versions(partition, 2).unwrap(), b.versions(partition, 2).unwrap());
         assert_eq!(a.scan_partition(partition, 2).unwrap(), b.scan_partition(partition, 2).unwrap());
@@ -1458,8 +1554,8 @@ mod tests {
         let a = Store::open(&in_files, CACHE, MEMTABLE).unwrap();
         assert_eq!(a.get(b"big").unwrap(), Some(Record::value(10, big)), "the record survives reopening");
         assert_eq!(
-            a.digests().all(2),
-            b.digests().all(2),
+            a.digests().unwrap().all(2),
+            b.digests().unwrap().all(2),
             "digests rebuilt at open without reading the file"
         );
     }
@@ -1518,5 +1614,85 @@ mod tests {
         let store = Store::open(dir.path(), CACHE, MEMTABLE).unwrap();
         assert_eq!(store.values.ids().unwrap().len(), 1);
         assert_eq!(store.get(b"kept").unwrap(), Some(Record::value(1, Bytes::from(vec![1; 100]))));
+    }
+
+    /// The records' digests as a fresh open after an unclean stop computes them.
+    fn scanned_digests(dir: &Path) -> Vec<Fingerprint> {
+        let store = Store::open(dir, CACHE, MEMTABLE).unwrap();
+        assert!(!store.opened_clean);
+        store.digests().unwrap().all(2)
+    }
+
+    #[test]
+    fn writes_while_the_digests_are_rebuilt_end_in_the_digests_of_a_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), CACHE, MEMTABLE).unwrap();
+        for i in 0..2_000u64 {
+            let record = if i % 7 == 0 { Record::tombstone(i + 1) } else { value(i + 1, "first") };
+            store.apply(format!("key-{i}").as_bytes(), &record).unwrap();
+        }
+        store.apply_file(b"in-a-file", 1, value_file(&store, &[1; 100])).unwrap();
+        value_file(&store, &[2; 100]).referenced(); // a crash left it unnamed
+        drop(store); // no close: an unclean stop
+
+        let store = Store::open_deferred(dir.path(), CACHE, MEMTABLE).unwrap();
+        assert_eq!(store.digests().err(), Some(Rebuilding));
+        assert!(!store.engine_stats().digests_whole);
+        // Writes before and during the scan: new keys, newer and older versions, deletes, a
+        // batch, a value file replaced and one added, a whole partition purged.
+        let write = |round: u64| {
+            for i in (0..2_400u64).step_by(3) {
+                let key = format!("key-{i}");
+                let record = match i % 4 {
+                    0 => Record::tombstone(10 + round),
+                    1 => value(10 + round, "newer"),
+                    2 => value(1, "older"),
+                    _ => value(i + 1, "first"),
+                };
+                store.apply(key.as_bytes(), &record).unwrap();
+            }
+            let batch: Vec<(Vec<u8>, Record)> =
+                (0..50u64).map(|i| (format!("batch-{round}-{i}").into_bytes(), value(5, "b"))).collect();
+            let writes: Vec<(&[u8], &Record)> = batch.iter().map(|(k, r)| (k.as_slice(), r)).collect();
+            store.apply_many(&writes).unwrap();
+        };
+        write(0);
+        std::thread::scope(|scope| {
+            let rebuild = scope.spawn(|| store.rebuild_digests());
+            for round in 1..4 {
+                write(round);
+            }
+            store.apply_file(b"in-a-file", 20, value_file(&store, &[3; 100])).unwrap();
+            store.apply_file(b"another-file", 20, value_file(&store, &[4; 100])).unwrap();
+            store.purge_partition(partition::of(b"key-5", 2), 2).unwrap();
+            rebuild.join().unwrap().unwrap();
+        });
+        let rebuilt = store.digests().expect("whole after the rebuild").all(2);
+        assert!(store.engine_stats().digests_whole);
+        store.sync().unwrap(); // the replaced value file goes after the sync
+        assert_eq!(store.values.ids().unwrap().len(), 2, "the unnamed and the replaced files are gone");
+        drop(store);
+        assert_eq!(rebuilt, scanned_digests(dir.path()));
+    }
+
+    #[test]
+    fn a_stop_before_the_rebuild_ends_saves_no_digests() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), CACHE, MEMTABLE).unwrap();
+        for i in 0..100u64 {
+            store.apply(format!("key-{i}").as_bytes(), &value(i + 1, "v")).unwrap();
+        }
+        drop(store);
+        let store = Store::open_deferred(dir.path(), CACHE, MEMTABLE).unwrap();
+        store.apply(b"key-1", &value(50, "newer")).unwrap();
+        store.close().unwrap();
+        drop(store);
+        // Saved, the partial digests (only the newer write's change) would be restored.
+        let reopened = Store::open(dir.path(), CACHE, MEMTABLE).unwrap();
+        assert!(!reopened.opened_clean, "digests saved before they were whole");
+        let digests = reopened.digests().unwrap().all(2);
+        drop(reopened);
+        assert_eq!(digests, scanned_digests(dir.path()));
+        assert_ne!(digests, vec![0; 256]);
     }
 }

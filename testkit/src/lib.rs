@@ -572,15 +572,25 @@ impl Cluster {
         serde_json::from_slice(&body).expect("stats JSON")
     }
 
-    /// Storage node `s`'s partition digests for the current map.
+    /// Storage node `s`'s partition digests for the current map (waiting while a node
+    /// restarted after a crash rebuilds them: it answers 503 until then).
     pub async fn storage_digests(&self, s: usize) -> Bytes {
         let partitions = self.status().await["partitions"].as_u64().expect("cluster formed");
         let digits = (partitions.trailing_zeros() / 4) as u8;
         let path = format!("{}?digits={digits}", common::proto::DIGESTS_PATH);
-        let (status, body) =
-            self.client.call(Method::GET, &self.storage[s].addr, &path, Bytes::new()).await.expect("digests");
-        assert_eq!(status, StatusCode::OK);
-        body
+        let started = Instant::now();
+        loop {
+            let (status, body) = self
+                .client
+                .call(Method::GET, &self.storage[s].addr, &path, Bytes::new())
+                .await
+                .expect("digests");
+            if status != StatusCode::SERVICE_UNAVAILABLE || started.elapsed() > START_DEADLINE {
+                assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Writes a record straight to storage node `s`, bypassing the frontends (as a partially

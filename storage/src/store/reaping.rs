@@ -246,8 +246,8 @@ mod tests {
         assert_eq!(store.get(b"gone").unwrap(), None);
         assert_eq!(store.get(b"newer").unwrap(), Some(Record::tombstone(9)));
         assert_eq!(
-            store.digests().all(1),
-            reference.digests().all(1),
+            store.digests().unwrap().all(1),
+            reference.digests().unwrap().all(1),
             "reaped once, digest as if never written"
         );
         assert_eq!(keys(&store.reapable(100, None, 100).unwrap()), vec![(&b"newer"[..], 9)]);
