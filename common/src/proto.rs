@@ -68,6 +68,11 @@ pub const NEWER: &str = "vf-newer";
 /// hash of the value (seeded xxh3-128) as 32 hex digits. Two replicas' values of the same timestamp and hash are the same
 /// value, so a read that compares replicas need not read the values to tell.
 pub const VALUE_HASH: &str = "vf-value-hash";
+/// Header on a [`DIFF_PATH`] answer to a caller that asked `by_reference=1`: the answer
+/// stopped at its size budget, and the caller asks again with `from=` this (percent-encoded)
+/// position. Such an answer carries values of 1 MiB or more by reference only, for the caller
+/// to fetch one at a time as streams (see the storage crate's `repair`).
+pub const RESUME: &str = "vf-resume";
 
 pub const RECORD_PATH: &str = "/v1/record";
 pub const STORAGE_REGISTER_PATH: &str = "/v1/storage/register";

@@ -10,8 +10,8 @@
 //! is refused with 409, so the frontend fetches the new map and writes to the replica it missed.
 
 use crate::disk::Write;
-use crate::store::{Applied, Bounded, Readable, StoreError, StoredValue};
-use crate::value_files::{FinishedValue, VALUE_FILE_BYTES};
+use crate::store::{Applied, Bounded, Readable};
+use crate::value_files::VALUE_FILE_BYTES;
 use crate::Node;
 use bytes::Bytes;
 use common::auth::Access;
@@ -79,6 +79,15 @@ impl ApiError {
             // that alone (see `frontend::api`).
             ApiError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::StaleEpoch { .. } | ApiError::BehindEpoch { .. } => StatusCode::CONFLICT,
+        }
+    }
+}
+
+impl From<crate::receive::ReceiveError> for ApiError {
+    fn from(e: crate::receive::ReceiveError) -> Self {
+        match e {
+            crate::receive::ReceiveError::Store(e) => ApiError::Store(e),
+            other => ApiError::BadRequest(other.to_string()),
         }
     }
 }
@@ -407,14 +416,22 @@ async fn diff(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Api
         return Err(ApiError::BadRequest(format!("no partition {partition} with {digits} digits")));
     }
     let source = check_source(node, &query, partition, digits)?;
+    let by_reference = match query.get("by_reference") {
+        None | Some(b"0") => false,
+        Some(b"1") => true,
+        Some(_) => return Err(ApiError::BadRequest("parameter `by_reference` must be 0 or 1".into())),
+    };
+    let ask = crate::repair::DiffAsk { by_reference, from: query.get("from").map(<[u8]>::to_vec) };
     let theirs = h::read_body(body, usize::MAX).await.map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let answer = crate::repair::serve_diff(node, partition, digits, theirs)?;
+    let answer = crate::repair::serve_diff(node, partition, digits, theirs, &ask)?;
     still_source(node, source, partition, digits)?;
-    Ok(Response::builder()
+    let mut response = Response::builder()
         .status(StatusCode::OK)
-        .header(http::header::CONTENT_TYPE, "application/octet-stream")
-        .body(h::full(answer))
-        .expect("valid response parts"))
+        .header(http::header::CONTENT_TYPE, "application/octet-stream");
+    if let Some(position) = &answer.resume {
+        response = response.header(proto::RESUME, common::query::encode(position));
+    }
+    Ok(response.body(h::full(answer.body)).expect("valid response parts"))
 }
 
 /// `POST /v1/reap?phase=check|drop`: one step of reaping tombstones (see [`crate::reaper`]).
@@ -664,14 +681,14 @@ async fn put(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiE
     room_for(node, write, &mut body, limit).await?;
     if let Some(length) = declared.filter(|&n| !tombstone && n >= VALUE_FILE_BYTES && n <= limit) {
         let epoch = epoch_of(&parts.headers)?;
-        let value = read_into_value_file(node, body, length).await?;
+        let value = crate::receive::into_value_file(&node.store, body, length).await?;
         return apply_write(node, key, epoch, || {
             tokio::task::block_in_place(|| node.store.apply_file(key, timestamp, value))
         })
         .await;
     }
     if let Some(length) = declared.filter(|&n| !tombstone && n > INLINE_WRITE_BYTES && n <= limit) {
-        let stored = read_into_stored_value(body, timestamp, length).await?;
+        let stored = crate::receive::into_stored_value(body, timestamp, length).await?;
         let epoch = epoch_of(&parts.headers)?;
         return apply_write(node, key, epoch, || {
             tokio::task::block_in_place(|| node.store.apply_encoded(key, stored))
@@ -771,65 +788,6 @@ fn epoch_of(headers: &http::HeaderMap) -> Result<Option<u64>, ApiError> {
             ApiError::BadRequest(format!("header `{}` must be a decimal epoch", proto::EPOCH))
         })?)),
     }
-}
-
-/// Streams a body of the declared `length` into a new value file as it arrives (see
-/// [`crate::value_files`]) and makes the file durable. On any failure the file is removed.
-async fn read_into_value_file(node: &Node, body: Incoming, length: usize) -> Result<FinishedValue, ApiError> {
-    let file_error = |e: std::io::Error| ApiError::Store(StoreError::ValueFile(e));
-    let mut writer = node.store.new_value_file().map_err(file_error)?;
-    read_exactly(body, length, |_, chunk| {
-        // Most pieces are only copied into the writer's buffer; a full buffer goes to disk,
-        // which may block, so that write leaves the worker thread to the runtime.
-        if writer.fills_chunk(chunk.len()) {
-            tokio::task::block_in_place(|| writer.write(chunk))
-        } else {
-            writer.write(chunk)
-        }
-        .map_err(file_error)
-    })
-    .await?;
-    tokio::task::block_in_place(|| writer.finish()).map_err(file_error)
-}
-
-/// Reads a body of the declared `length` straight into a record's stored form.
-async fn read_into_stored_value(
-    body: Incoming,
-    timestamp: u64,
-    length: usize,
-) -> Result<StoredValue, ApiError> {
-    let mut stored = StoredValue::with_length(timestamp, length);
-    read_exactly(body, length, |offset, chunk| {
-        stored.write_at(offset, chunk);
-        Ok(())
-    })
-    .await?;
-    Ok(stored)
-}
-
-/// Hands each piece of a body to `put` with its offset, failing unless the body is exactly
-/// its declared `length` bytes long.
-async fn read_exactly(
-    mut body: Incoming,
-    length: usize,
-    mut put: impl FnMut(usize, &[u8]) -> Result<(), ApiError>,
-) -> Result<(), ApiError> {
-    use http_body_util::BodyExt;
-    let mut filled = 0;
-    while let Some(frame) = body.frame().await {
-        let frame = frame
-            .map_err(|e| ApiError::BadRequest(format!("value could not be read: {}", h::error_chain(&e))))?;
-        let Ok(chunk) = frame.into_data() else { continue };
-        if filled + chunk.len() > length {
-            return Err(ApiError::BadRequest("value is longer than its content-length".into()));
-        }
-        put(filled, &chunk)?;
-        filled += chunk.len();
-    }
-    if filled != length {
-        return Err(ApiError::BadRequest("value is shorter than its content-length".into()));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

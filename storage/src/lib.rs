@@ -17,6 +17,7 @@ pub mod membership;
 pub mod metrics;
 pub mod moves;
 pub mod reaper;
+pub mod receive;
 pub mod repair;
 pub mod store;
 pub mod value_files;

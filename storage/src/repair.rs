@@ -22,14 +22,22 @@
 //! Both pause while the node's disk is below its free-space floor (see `crate::disk`): they
 //! write what they pull, and resume once space returns.
 //!
+//! Memory stays bounded whatever the values and the partitions: a caller that asks
+//! `by_reference=1` gets values of [`BY_REFERENCE_BYTES`] or more as references only, and
+//! fetches each on its own (`GET /v1/record`, unleased), streamed into a value file; and the
+//! answer stops after [`DIFF_ANSWER_BYTES`] with a position to resume from
+//! (`common::proto::RESUME`), from which the caller asks again, sending only its versions from
+//! there on. (A caller that does not ask gets the whole answer, values inline, as before.)
+//!
 //! Wire formats (all integers big-endian):
 //! - versions list: repeated `u32 key_len, key, u64 timestamp, u8 tombstone, u64 value_fp`;
-//! - diff answer: repeated `u32 key_len, key, u64 timestamp, u8 tombstone, u64 value_len, value`.
+//! - diff answer: repeated `u32 key_len, key, u64 timestamp, u8 kind, u64 value_len, value`,
+//!   `kind` 0 for a value, 1 for a tombstone, 2 for a value to fetch (its bytes left out).
 
 use crate::store::{StoreError, VersionEntry};
 use crate::Node;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use common::http::{Client, RpcError};
+use common::http::{self as h, Client, RpcError};
 use common::partition::Partition;
 use common::placement::{Epoch, NodeId, NodeState, PartitionMap};
 use common::proto;
@@ -37,12 +45,26 @@ use common::version::Record;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Pulled records applied with one journal write.
 const APPLY_GROUP: usize = 256;
+
+/// Values at least this long leave a diff answer as references, fetched one at a time.
+pub const BY_REFERENCE_BYTES: u64 = crate::value_files::VALUE_FILE_BYTES as u64;
+
+/// A diff answer stops adding records once it is this long, and says where to resume.
+pub const DIFF_ANSWER_BYTES: usize = 4 << 20;
+
+/// Longest position a diff answer resumes from; an answer cuts only where the position is
+/// shorter (neighbouring keys almost always differ within their first bytes).
+const MAX_RESUME_BYTES: usize = 256;
+
+/// Slowest rate a fetched value may arrive at, beyond [`REPAIR_TIMEOUT`] for its head.
+const FETCH_BYTES_PER_SEC: u64 = 4 << 20;
 
 /// Deadline of one repair call (a partition's records can be large).
 pub const REPAIR_TIMEOUT: Duration = Duration::from_secs(30);
@@ -89,6 +111,8 @@ pub enum RepairError {
     NotDurable(#[from] crate::durability::SyncFailed),
     #[error(transparent)]
     Rebuilding(#[from] crate::store::Rebuilding),
+    #[error("value from the peer: {0}")]
+    Receive(#[from] crate::receive::ReceiveError),
     #[error("malformed repair message: {0}")]
     Malformed(&'static str),
 }
@@ -145,52 +169,80 @@ fn index(theirs: Vec<VersionEntry>) -> HashMap<Bytes, VersionEntry> {
 /// as the tombstone there, and that node may have reaped it (see `crate::reaper`).
 fn newer_than_theirs(
     theirs: &HashMap<Bytes, VersionEntry>,
-    key: &Bytes,
-    record: &Record,
+    mine: &VersionEntry,
     reapable_before: u64,
 ) -> bool {
-    match theirs.get(key) {
-        None => !(record.is_tombstone() && record.timestamp < reapable_before),
+    match theirs.get(&mine.key) {
+        None => !(mine.tombstone && mine.timestamp < reapable_before),
         Some(their) => {
-            let mine = VersionEntry::of(key.clone(), record);
-            mine != *their && (mine.timestamp, mine.tombstone) >= (their.timestamp, their.tombstone)
+            mine != their && (mine.timestamp, mine.tombstone) >= (their.timestamp, their.tombstone)
         }
     }
 }
 
-pub fn encode_records(records: &[(Bytes, Record)]) -> Bytes {
+/// One entry of a diff answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Offered {
+    Record(Record),
+    /// A value too large to carry in the answer: the caller fetches the peer's record.
+    Fetch {
+        timestamp: u64,
+        length: u64,
+    },
+}
+
+const KIND_VALUE: u8 = 0;
+const KIND_TOMBSTONE: u8 = 1;
+const KIND_FETCH: u8 = 2;
+
+/// Appends one diff answer entry to `out`.
+fn put_offered(out: &mut BytesMut, key: &[u8], offered: &Offered) {
+    let (timestamp, kind, length, value) = match offered {
+        Offered::Record(record) => match &record.value {
+            Some(value) => (record.timestamp, KIND_VALUE, value.len() as u64, &value[..]),
+            None => (record.timestamp, KIND_TOMBSTONE, 0, &[][..]),
+        },
+        Offered::Fetch { timestamp, length } => (*timestamp, KIND_FETCH, *length, &[][..]),
+    };
+    out.reserve(key.len() + value.len() + 21);
+    out.put_u32(key.len() as u32);
+    out.put_slice(key);
+    out.put_u64(timestamp);
+    out.put_u8(kind);
+    out.put_u64(length);
+    out.put_slice(value);
+}
+
+pub fn encode_offers(offers: &[(Bytes, Offered)]) -> Bytes {
     let mut out = BytesMut::new();
-    for (key, record) in records {
-        let value = record.value.as_deref().unwrap_or_default();
-        out.reserve(key.len() + value.len() + 21);
-        out.put_u32(key.len() as u32);
-        out.put_slice(key);
-        out.put_u64(record.timestamp);
-        out.put_u8(u8::from(record.is_tombstone()));
-        out.put_u64(value.len() as u64);
-        out.put_slice(value);
+    for (key, offered) in offers {
+        put_offered(&mut out, key, offered);
     }
     out.freeze()
 }
 
-pub fn decode_records(mut buf: Bytes) -> Result<Vec<(Bytes, Record)>, RepairError> {
-    let mut records = Vec::new();
+pub fn decode_offers(mut buf: Bytes) -> Result<Vec<(Bytes, Offered)>, RepairError> {
+    let mut offers = Vec::new();
     while buf.has_remaining() {
         let key = take_key(&mut buf)?;
         if buf.remaining() < 17 {
             return Err(RepairError::Malformed("truncated record header"));
         }
         let timestamp = buf.get_u64();
-        let tombstone = buf.get_u8() == 1;
-        let len = buf.get_u64() as usize;
-        if buf.remaining() < len {
-            return Err(RepairError::Malformed("truncated value"));
-        }
-        let value = buf.split_to(len);
-        let record = if tombstone { Record::tombstone(timestamp) } else { Record::value(timestamp, value) };
-        records.push((key, record));
+        let kind = buf.get_u8();
+        let length = buf.get_u64();
+        let offered = match kind {
+            KIND_FETCH => Offered::Fetch { timestamp, length },
+            KIND_TOMBSTONE => Offered::Record(Record::tombstone(timestamp)),
+            KIND_VALUE if buf.remaining() as u64 >= length => {
+                Offered::Record(Record::value(timestamp, buf.split_to(length as usize)))
+            }
+            KIND_VALUE => return Err(RepairError::Malformed("truncated value")),
+            _ => return Err(RepairError::Malformed("unknown record kind")),
+        };
+        offers.push((key, offered));
     }
-    Ok(records)
+    Ok(offers)
 }
 
 /// What a catch-up asks of the peer it pulls from.
@@ -212,9 +264,10 @@ pub struct Pulled {
 }
 
 /// Pulls from `peer` every record of `partition` (in a map of `digits` hex digits, at most
-/// [`common::partition::MAX_DIGITS`]) it holds newer than ours. The records have reached the
-/// OS on return; a caller that reports them pulled waits for durability first (one fsync for
-/// many pulls).
+/// [`common::partition::MAX_DIGITS`]) it holds newer than ours, in rounds of at most
+/// [`DIFF_ANSWER_BYTES`], large values fetched one at a time as streams. The records have
+/// reached the OS on return; a caller that reports them pulled waits for durability first
+/// (one fsync for many pulls).
 pub async fn sync_partition(
     node: &Node,
     client: &Client,
@@ -223,11 +276,49 @@ pub async fn sync_partition(
     digits: u8,
     check: Option<SourceCheck>,
 ) -> Result<Pulled, RepairError> {
-    let ours = tokio::task::block_in_place(|| node.store.versions(partition, digits))?;
+    let mut pulled = Pulled::default();
+    let mut from: Option<Vec<u8>> = None;
+    loop {
+        let round = pull_round(node, client, peer, (partition, digits), check, from.as_deref()).await?;
+        pulled.records += round.pulled.records;
+        pulled.bytes += round.pulled.bytes;
+        // Each position is past the last record of the round before, so the rounds end.
+        match round.resume {
+            Some(position) => from = Some(position),
+            None => break,
+        }
+    }
+    node.repair.records_pulled.fetch_add(pulled.records, Ordering::Relaxed);
+    Ok(pulled)
+}
+
+/// What one diff round brought, and where the next starts if the answer was cut.
+struct Round {
+    pulled: Pulled,
+    resume: Option<Vec<u8>>,
+}
+
+/// One diff round of [`sync_partition`] over `(partition, digits)`, from the stored position
+/// `from` on.
+async fn pull_round(
+    node: &Node,
+    client: &Client,
+    peer: &str,
+    (partition, digits): (Partition, u8),
+    check: Option<SourceCheck>,
+    from: Option<&[u8]>,
+) -> Result<Round, RepairError> {
+    let ours = tokio::task::block_in_place(|| node.store.versions_from(partition, digits, from))?;
     let body = encode_versions(&ours);
-    let mut url = format!("http://{peer}{}?partition={partition}&digits={digits}", proto::DIFF_PATH);
+    drop(ours);
+    let mut url =
+        format!("http://{peer}{}?partition={partition}&digits={digits}&by_reference=1", proto::DIFF_PATH);
     if let Some(check) = check {
         url.push_str(&format!("&min_epoch={}&leased={}", check.min_epoch, u8::from(check.leased)));
+    }
+    if let Some(from) = from {
+        url.push_str("&from=");
+        common::query::encode_into(from, &mut url);
     }
     let make = || Request::post(url.as_str()).body(Full::new(body.clone())).expect("valid request");
     let (parts, answer) = client.send_collect(make, REPAIR_TIMEOUT).await?;
@@ -235,11 +326,28 @@ pub async fn sync_partition(
         let message = String::from_utf8_lossy(&answer).trim().to_owned();
         return Err(RpcError::Status { status: parts.status, message }.into());
     }
+    let resume = match parts.headers.get(proto::RESUME) {
+        None => None,
+        Some(position) => Some(
+            common::query::decode(position.as_bytes())
+                .map_err(|_| RepairError::Malformed("resume position is not percent-encoded"))?
+                .into_owned(),
+        ),
+    };
+    if resume.as_deref().is_some_and(|position| from.is_some_and(|from| position <= from)) {
+        return Err(RepairError::Malformed("resume position does not advance"));
+    }
     let stats = &node.repair;
     stats.bytes_moved.fetch_add((body.len() + answer.len()) as u64, Ordering::Relaxed);
-    let bytes = answer.len() as u64;
-    let records = decode_records(answer)?;
-    let mut pulled = 0;
+    let mut pulled = Pulled { records: 0, bytes: answer.len() as u64 };
+    let mut records = Vec::new();
+    let mut fetches = Vec::new();
+    for (key, offered) in decode_offers(answer)? {
+        match offered {
+            Offered::Record(record) => records.push((key, record)),
+            Offered::Fetch { length, .. } => fetches.push((key, length)),
+        }
+    }
     // Applied in groups, one journal write each: a pull of many small records costs little.
     for group in records.chunks(APPLY_GROUP) {
         let writes: Vec<(&[u8], &Record)> =
@@ -247,35 +355,139 @@ pub async fn sync_partition(
         let applied = tokio::task::block_in_place(|| node.store.apply_many(&writes))?;
         for ((key, record), applied) in group.iter().zip(applied) {
             if applied == crate::store::Applied::Stored {
-                pulled += 1;
+                pulled.records += 1;
                 let size = (key.len() + record.value.as_ref().map_or(0, Bytes::len)) as u64;
                 stats.bytes_differing.fetch_add(size, Ordering::Relaxed);
             }
         }
     }
-    stats.records_pulled.fetch_add(pulled, Ordering::Relaxed);
-    Ok(Pulled { records: pulled, bytes })
+    for (key, length) in fetches {
+        if let Some(fetched) = fetch_record(node, client, peer, &key, length).await? {
+            stats.bytes_moved.fetch_add(fetched.bytes, Ordering::Relaxed);
+            pulled.bytes += fetched.bytes;
+            if fetched.applied == crate::store::Applied::Stored {
+                pulled.records += 1;
+                stats.bytes_differing.fetch_add(key.len() as u64 + fetched.bytes, Ordering::Relaxed);
+            }
+        }
+    }
+    Ok(Round { pulled, resume })
 }
 
-/// Serves `POST /v1/diff`: compares the caller's versions with ours.
+/// What [`fetch_record`] applied.
+struct Fetched {
+    applied: crate::store::Applied,
+    /// Value bytes received.
+    bytes: u64,
+}
+
+/// Fetches `peer`'s record of `key`, offered by reference (a value of about `length` bytes),
+/// and applies it: a large value streams into a value file as it arrives. The record may be
+/// newer than the one offered; `None` if the peer no longer holds one.
+async fn fetch_record(
+    node: &Node,
+    client: &Client,
+    peer: &str,
+    key: &[u8],
+    length: u64,
+) -> Result<Option<Fetched>, RepairError> {
+    let url = format!("http://{peer}{}?key={}", proto::RECORD_PATH, common::query::encode(key));
+    let make = || {
+        Request::get(url.as_str())
+            .header(proto::UNLEASED, "1")
+            .body(Full::new(Bytes::new()))
+            .expect("valid request")
+    };
+    let deadline = REPAIR_TIMEOUT + Duration::from_secs(length / FETCH_BYTES_PER_SEC);
+    let fetch = async {
+        let (parts, body) = client.send(make, REPAIR_TIMEOUT).await?.into_parts();
+        if parts.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if parts.status != StatusCode::OK {
+            let message = h::read_body(body, 4096).await.map(|b| String::from_utf8_lossy(&b).into_owned());
+            let message = message.unwrap_or_default().trim().to_owned();
+            return Err(RpcError::Status { status: parts.status, message }.into());
+        }
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let timestamp: u64 = header(proto::TIMESTAMP)
+            .and_then(|t| t.parse().ok())
+            .ok_or(RepairError::Malformed("record answer without a timestamp"))?;
+        let store = &node.store;
+        if header(proto::TOMBSTONE) == Some("1") {
+            let applied = tokio::task::block_in_place(|| store.apply(key, &Record::tombstone(timestamp)))?;
+            return Ok(Some(Fetched { applied, bytes: 0 }));
+        }
+        let length = hyper::body::Body::size_hint(&body)
+            .exact()
+            .ok_or(RepairError::Malformed("record answer without a content-length"))?;
+        let applied = if length >= BY_REFERENCE_BYTES {
+            let value = crate::receive::into_value_file(store, body, length as usize).await?;
+            tokio::task::block_in_place(|| store.apply_file(key, timestamp, value))?
+        } else {
+            let value =
+                h::read_body(body, length as usize).await.map_err(|e| RpcError::Transport(e.to_string()))?;
+            tokio::task::block_in_place(|| store.apply(key, &Record::value(timestamp, value)))?
+        };
+        Ok(Some(Fetched { applied, bytes: length }))
+    };
+    tokio::time::timeout(deadline, fetch).await.map_err(|_| RpcError::Timeout(deadline))?
+}
+
+/// How a caller asks for a diff (query parameters of [`proto::DIFF_PATH`]).
+#[derive(Debug, Clone, Default)]
+pub struct DiffAsk {
+    /// Large values by reference, and the answer cut at [`DIFF_ANSWER_BYTES`].
+    pub by_reference: bool,
+    /// The stored position to start from (inclusive), from the last answer's resume header.
+    pub from: Option<Vec<u8>>,
+}
+
+/// A diff answer: the offers, and where to resume if it was cut.
+#[derive(Debug, Clone, Default)]
+pub struct DiffAnswer {
+    pub body: Bytes,
+    pub resume: Option<Vec<u8>>,
+}
+
+/// Serves `POST /v1/diff`: compares the caller's versions with ours, from `ask.from` on.
 pub fn serve_diff(
     node: &Node,
     partition: Partition,
     digits: u8,
     theirs: Bytes,
-) -> Result<Bytes, RepairError> {
+    ask: &DiffAsk,
+) -> Result<DiffAnswer, RepairError> {
     let theirs = index(decode_versions(theirs)?);
     let reapable_before = common::version::now_micros().saturating_sub(node.limits.tombstone_grace_us);
-    // Only the records to send are kept in memory, not the whole partition.
-    let mut send = Vec::new();
+    let store = &node.store;
+    let mut resume = None;
+    let mut body = BytesMut::new();
+    // The stored key of the last record put in the answer.
+    let mut last: Option<Vec<u8>> = None;
     tokio::task::block_in_place(|| {
-        node.store.for_each_in_partition(partition, digits, |key, record| {
-            if newer_than_theirs(&theirs, &key, &record, reapable_before) {
-                send.push((key, record));
+        store.for_each_held_in_partition(partition, digits, ask.from.as_deref(), |stored_key, key, held| {
+            if !newer_than_theirs(&theirs, &held.version(key.clone()), reapable_before) {
+                return Ok(ControlFlow::Continue(()));
             }
+            if ask.by_reference && body.len() >= DIFF_ANSWER_BYTES {
+                let position = last.as_deref().map(|last| crate::store::separator(last, stored_key));
+                if let Some(position) = position.filter(|p| p.len() <= MAX_RESUME_BYTES) {
+                    resume = Some(position);
+                    return Ok(ControlFlow::Break(()));
+                }
+            }
+            let offered = if ask.by_reference && held.value_len() >= BY_REFERENCE_BYTES {
+                Offered::Fetch { timestamp: held.timestamp(), length: held.value_len() }
+            } else {
+                Offered::Record(store.load_held(held)?)
+            };
+            put_offered(&mut body, &key, &offered);
+            last = Some(stored_key.to_vec());
+            Ok(ControlFlow::Continue(()))
         })
     })?;
-    Ok(encode_records(&send))
+    Ok(DiffAnswer { body: body.freeze(), resume })
 }
 
 /// Pulls every partition this node holds from up peers that have seen `joined`, then reports
@@ -547,7 +759,9 @@ mod tests {
     /// What `serve_diff` sends, for records held in memory.
     fn diff(ours: Vec<(Bytes, Record)>, theirs: Vec<VersionEntry>) -> Vec<(Bytes, Record)> {
         let theirs = index(theirs);
-        ours.into_iter().filter(|(key, record)| newer_than_theirs(&theirs, key, record, 0)).collect()
+        ours.into_iter()
+            .filter(|(key, record)| newer_than_theirs(&theirs, &VersionEntry::of(key.clone(), record), 0))
+            .collect()
     }
 
     fn entries(records: &[(&'static str, Record)]) -> Vec<VersionEntry> {
@@ -573,7 +787,8 @@ mod tests {
         let sent = diff(ours, theirs);
         let keys: Vec<&[u8]> = sent.iter().map(|(k, _)| k.as_ref()).collect();
         assert_eq!(keys, [&b"ours-newer"[..], b"only-ours", b"tie"]);
-        assert_eq!(decode_records(encode_records(&sent)).unwrap(), sent);
+        let offers: Vec<(Bytes, Offered)> = sent.into_iter().map(|(k, r)| (k, Offered::Record(r))).collect();
+        assert_eq!(decode_offers(encode_offers(&offers)).unwrap(), offers);
     }
 
     #[test]
@@ -591,11 +806,74 @@ mod tests {
         for (key, record, sent) in cases {
             let key = Bytes::from_static(key.as_bytes());
             assert_eq!(
-                newer_than_theirs(&theirs, &key, record, reapable_before),
+                newer_than_theirs(&theirs, &VersionEntry::of(key.clone(), record), reapable_before),
                 *sent,
                 "{key:?} {record:?}"
             );
         }
+    }
+
+    /// Every offer of `serve_diff` to a caller holding nothing, round after round as the
+    /// answers say to resume; and how many rounds it took.
+    fn diff_in_rounds(node: &Node, ask_by_reference: bool) -> (Vec<(Bytes, Offered)>, usize) {
+        let (mut offers, mut rounds) = (Vec::new(), 0);
+        let mut ask = DiffAsk { by_reference: ask_by_reference, from: None };
+        loop {
+            let answer = serve_diff(node, 3, 1, Bytes::new(), &ask).unwrap();
+            rounds += 1;
+            // One record past the budget at most (the records here are 2 KiB).
+            let bound = if ask_by_reference { DIFF_ANSWER_BYTES + 4096 } else { usize::MAX };
+            assert!(answer.body.len() <= bound, "{} bytes", answer.body.len());
+            offers.extend(decode_offers(answer.body).unwrap());
+            match answer.resume {
+                Some(position) => {
+                    assert!(ask.from.as_ref().is_none_or(|from| position > *from), "resume went back");
+                    ask.from = Some(position);
+                }
+                None => return (offers, rounds),
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn diff_answers_are_cut_at_their_budget_and_carry_large_values_by_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::for_tests(dir.path());
+        // Keys of partition 3 of 16: 4,000 records of 2 KiB (8 MiB) and 3 values in files.
+        let keys: Vec<Bytes> = (0..)
+            .map(|i| Bytes::from(format!("key-{i}")))
+            .filter(|k| common::partition::of(k, 1) == 3)
+            .take(4_003)
+            .collect();
+        for key in &keys[3..] {
+            node.store.apply(key, &Record::value(7, Bytes::from(vec![b'v'; 2048]))).unwrap();
+        }
+        let large = 2 * BY_REFERENCE_BYTES as usize;
+        for (i, key) in keys[..3].iter().enumerate() {
+            let mut writer = node.store.new_value_file().unwrap();
+            writer.write(&vec![i as u8; large]).unwrap();
+            node.store.apply_file(key, 9, writer.finish().unwrap()).unwrap();
+        }
+        let (offers, rounds) = diff_in_rounds(&node, true);
+        assert!(rounds >= 2, "8 MiB in {rounds} answer");
+        let mut seen: Vec<&Bytes> = offers.iter().map(|(k, _)| k).collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!((seen.len(), offers.len()), (keys.len(), keys.len()), "each record exactly once");
+        for (key, offered) in &offers {
+            let expected = match keys[..3].contains(key) {
+                true => Offered::Fetch { timestamp: 9, length: large as u64 },
+                false => Offered::Record(Record::value(7, Bytes::from(vec![b'v'; 2048]))),
+            };
+            assert_eq!(*offered, expected, "{key:?}");
+        }
+        // A caller that does not ask by reference gets it all at once, values inline.
+        let (offers, rounds) = diff_in_rounds(&node, false);
+        assert_eq!((rounds, offers.len()), (1, keys.len()));
+        let inline = offers.iter().filter(
+            |(_, o)| matches!(o, Offered::Record(r) if r.value.as_ref().is_some_and(|v| v.len() == large)),
+        );
+        assert_eq!(inline.count(), 3);
     }
 
     #[test]
@@ -604,8 +882,25 @@ mod tests {
         assert_eq!(decode_versions(encode_versions(&list)).unwrap(), list);
         let encoded = encode_versions(&list);
         assert!(decode_versions(encoded.slice(..encoded.len() - 1)).is_err());
-        let records = vec![(Bytes::from_static(b"k"), value(3, "vvv"))];
-        let encoded = encode_records(&records);
-        assert!(decode_records(encoded.slice(..encoded.len() - 1)).is_err());
+        let offers = vec![
+            (Bytes::from_static(b"k"), Offered::Record(value(3, "vvv"))),
+            (Bytes::from_static(b"gone"), Offered::Record(Record::tombstone(4))),
+            (Bytes::from_static(b"large"), Offered::Fetch { timestamp: 5, length: 128 << 20 }),
+            (Bytes::from_static(b"z"), Offered::Record(value(6, "v"))),
+        ];
+        let encoded = encode_offers(&offers);
+        assert_eq!(decode_offers(encoded.clone()).unwrap(), offers);
+        // Cut anywhere, an answer is refused, or reads as the entries before the cut.
+        let mut whole_entries = 0;
+        for cut in 1..encoded.len() {
+            if let Ok(prefix) = decode_offers(encoded.slice(..cut)) {
+                assert_eq!(prefix[..], offers[..prefix.len()], "cut at {cut}");
+                whole_entries += 1;
+            }
+        }
+        assert_eq!(whole_entries, offers.len() - 1);
+        let mut unknown = BytesMut::from(&encoded[..]);
+        unknown[4 + 1 + 8] = 9; // the first entry's kind
+        assert!(decode_offers(unknown.freeze()).is_err());
     }
 }

@@ -39,7 +39,7 @@ use fjall::compaction::Leveled;
 use fjall::{
     CompressionType, Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode, Slice,
 };
-use std::ops::Bound;
+use std::ops::{Bound, ControlFlow};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -720,8 +720,43 @@ impl Store {
         digits: u8,
         mut visit: impl FnMut(Bytes, Stored) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
+        self.walk_partition(partition, digits, None, |_, key, stored| {
+            visit(key, stored)?;
+            Ok(ControlFlow::Continue(()))
+        })
+    }
+
+    /// Calls `visit` with every record of `partition` (in a map of `digits` hex digits) from
+    /// the stored position `from` (inclusive, as [`separator`] names one) on, in stored order,
+    /// with its stored key, until `visit` breaks. A value kept in a file is not read: see
+    /// [`Held`] and [`Store::load_held`].
+    pub fn for_each_held_in_partition(
+        &self,
+        partition: Partition,
+        digits: u8,
+        from: Option<&[u8]>,
+        mut visit: impl FnMut(&[u8], Bytes, Held) -> Result<ControlFlow<()>, StoreError>,
+    ) -> Result<(), StoreError> {
+        self.walk_partition(partition, digits, from, |stored_key, key, stored| {
+            visit(stored_key, key, Held(stored))
+        })
+    }
+
+    /// The whole record of `held`, its value read from its file if it has one.
+    pub fn load_held(&self, held: Held) -> Result<Record, StoreError> {
+        self.load(held.0)
+    }
+
+    fn walk_partition(
+        &self,
+        partition: Partition,
+        digits: u8,
+        from: Option<&[u8]>,
+        mut visit: impl FnMut(&[u8], Bytes, Stored) -> Result<ControlFlow<()>, StoreError>,
+    ) -> Result<(), StoreError> {
         let (start, end) = partition::prefix_range(partition, digits);
-        let lower = start.to_be_bytes().to_vec();
+        let start = start.to_be_bytes();
+        let lower = from.filter(|from| *from > &start[..]).unwrap_or(&start[..]).to_vec();
         for item in self.records.range(lower..) {
             let (stored_key, raw) = item.into_inner()?;
             let prefix = u32::from_be_bytes(stored_key[..4].try_into().expect("4-byte prefix"));
@@ -730,7 +765,9 @@ impl Store {
             }
             let key = Bytes::copy_from_slice(&stored_key[4..]);
             let stored = decode_stored(&key, raw)?;
-            visit(key, stored)?;
+            if visit(&stored_key, key, stored)?.is_break() {
+                break;
+            }
         }
         Ok(())
     }
@@ -829,10 +866,20 @@ impl Store {
 
     /// The versions of every record of `partition`, in key-hash order (values are not kept).
     pub fn versions(&self, partition: Partition, digits: u8) -> Result<Vec<VersionEntry>, StoreError> {
+        self.versions_from(partition, digits, None)
+    }
+
+    /// [`Store::versions`] from the stored position `from` on (inclusive; see [`separator`]).
+    pub fn versions_from(
+        &self,
+        partition: Partition,
+        digits: u8,
+        from: Option<&[u8]>,
+    ) -> Result<Vec<VersionEntry>, StoreError> {
         let mut out = Vec::new();
-        self.for_each_stored_in_partition(partition, digits, |key, stored| {
+        self.walk_partition(partition, digits, from, |_, key, stored| {
             out.push(stored.version(key));
-            Ok(())
+            Ok(ControlFlow::Continue(()))
         })?;
         Ok(out)
     }
@@ -1023,6 +1070,27 @@ struct FileRef {
     /// [`digest::value_hash`] of the value.
     hash: u128,
     id: FileId,
+}
+
+/// A record as a partition walk finds it ([`Store::for_each_held_in_partition`]): a value
+/// kept in a file is not read until [`Store::load_held`].
+#[derive(Debug, Clone)]
+pub struct Held(Stored);
+
+impl Held {
+    pub fn timestamp(&self) -> u64 {
+        self.0.timestamp()
+    }
+
+    /// The value's length (0 for a tombstone).
+    pub fn value_len(&self) -> u64 {
+        self.0.value_len()
+    }
+
+    /// The record's version, as the diff protocol lists it (no value read).
+    pub fn version(&self, key: Bytes) -> VersionEntry {
+        self.0.version(key)
+    }
 }
 
 /// A record as stored: whole, or with its value in a file not yet read.

@@ -16,6 +16,10 @@
 //! writing to them directly (anti-entropy off), a newer value on two of three, then two values
 //! stamped alike: a read with `r=all` answers the winner, byte for byte, and sends it to the
 //! replicas behind, which then hold the same value.
+//!
+//! `a_node_catches_up_on_large_values_in_bounded_memory`: three 128 MiB values written while a
+//! node is down (anti-entropy off); it catches up when it returns, fetching each value as a
+//! stream, within the memory bound on both sides, and then alone serves them byte for byte.
 
 use bytes::Bytes;
 use common::http::{self as h, Client};
@@ -412,6 +416,81 @@ async fn a_compared_read_repairs_large_values_in_bounded_memory() {
         "the frontend held the values: {:.1} MiB more",
         peak.saturating_sub(before) as f64 / MIB
     );
+}
+
+/// Values written while a node is away in [`a_node_catches_up_on_large_values_in_bounded_memory`].
+const MISSED: usize = 3;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_catches_up_on_large_values_in_bounded_memory() {
+    // Anti-entropy off: the catch-up alone must bring them.
+    let storage_args = vec!["--anti-entropy-ms".to_owned(), "3600000".to_owned()];
+    let mut cluster =
+        Cluster::start(ClusterConfig { frontends: 1, storage_args, ..Default::default() }).await;
+    cluster.wait_storage_up(testkit::START_DEADLINE).await;
+    let client = Client::new();
+    let frontend = cluster.frontend(0).to_owned();
+    // The node's resident memory before: its restarted self is held to the same plus the bound.
+    let before = proc_status_bytes(cluster.storage[0].pid().expect("running"), "VmRSS").unwrap_or(0);
+    cluster.storage[0].kill();
+    let away = cluster.storage[0].addr.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.status().await["storage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["addr"] == away.as_str() && m["state"] != "down")
+    {
+        assert!(Instant::now() < deadline, "node 0 never marked down");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in 0..MISSED {
+        let (status, answer, _) = set_large(&client, &frontend, i).await;
+        assert_eq!(status, StatusCode::OK, "set {i}: {}", String::from_utf8_lossy(&answer));
+    }
+
+    let up: Vec<u32> = cluster.storage[1..].iter().map(|s| s.pid().expect("running")).collect();
+    let baseline: HashMap<u32, u64> =
+        up.iter().map(|&pid| (pid, proc_status_bytes(pid, "VmRSS").unwrap_or(0))).collect();
+    let sampler = Sampler::start(up.clone());
+    let started = Instant::now();
+    cluster.storage[0].start();
+    cluster.wait_storage_up(Duration::from_secs(120)).await;
+    let caught_up = started.elapsed();
+    let sampled = sampler.finish();
+    let back = cluster.storage[0].pid().expect("running");
+    let stats = cluster.storage_stats(0).await;
+    println!(
+        "caught up on {MISSED} values of {} MiB in {caught_up:.1?}: {}",
+        VALUE_BYTES >> 20,
+        stats["repair"]
+    );
+    let bound = SLACK_BYTES + 4 * PER_REQUEST_BYTES;
+    let back_peak = proc_status_bytes(back, "VmHWM").unwrap_or(u64::MAX);
+    println!(
+        "node back: resident {:.1} MiB before it was killed, peak {:.1} MiB after (all of its life), bound +{:.1} MiB",
+        before as f64 / MIB,
+        back_peak as f64 / MIB,
+        bound as f64 / MIB
+    );
+    let grew = back_peak.saturating_sub(before);
+    assert!(grew < bound, "the node catching up held values: +{:.1} MiB", grew as f64 / MIB);
+    for pid in up {
+        let grew = sampled[&pid].saturating_sub(baseline[&pid]);
+        println!(
+            "source {pid}: resident {:.1} MiB before, +{:.1} MiB at most during",
+            baseline[&pid] as f64 / MIB,
+            grew as f64 / MIB
+        );
+        assert!(grew < bound, "a node it caught up from held values: +{:.1} MiB", grew as f64 / MIB);
+    }
+    // Alone, it serves every value, byte for byte.
+    cluster.storage[1].kill();
+    cluster.storage[2].kill();
+    for i in 0..MISSED {
+        let got = get_large(&client, &frontend, i, "").await;
+        assert_eq!((got.status, got.exact), (StatusCode::OK, true), "value {i}: {got:?}");
+    }
 }
 
 #[test]
