@@ -248,6 +248,17 @@ impl PartitionMap {
     }
 }
 
+/// The replicas of a write quorum out of `replicas`: a majority.
+pub fn write_quorum(replicas: usize) -> usize {
+    replicas / 2 + 1
+}
+
+/// How many of `replicas` replicas together hold every write a write quorum acknowledged:
+/// `K - W + 1`, since any that many overlap every majority.
+pub fn covering(replicas: usize) -> usize {
+    replicas + 1 - write_quorum(replicas)
+}
+
 /// The smallest number of hex digits whose round-robin placement gives every one of `nodes`
 /// nodes some partition and keeps the most loaded within [`MAX_IMBALANCE`] of the mean.
 pub fn choose_digits(nodes: usize, replication: usize) -> Result<u8, PlacementError> {
@@ -269,6 +280,15 @@ pub fn choose_digits(nodes: usize, replication: usize) -> Result<u8, PlacementEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn covering_sets_overlap_every_write_quorum() {
+        for (k, quorum, covering) in [(1, 1, 1), (2, 2, 1), (3, 2, 2), (4, 3, 2), (5, 3, 3)] {
+            assert_eq!((write_quorum(k), super::covering(k)), (quorum, covering), "K = {k}");
+            // Any covering set meets any quorum: together they are more than K.
+            assert!(quorum + covering > k);
+        }
+    }
 
     fn members(n: usize) -> Vec<Member> {
         // Ids deliberately not contiguous and not in order.

@@ -21,7 +21,7 @@ impl Level {
     pub fn required(self, replication: usize) -> usize {
         match self {
             Level::One => 1,
-            Level::Quorum => replication / 2 + 1,
+            Level::Quorum => common::placement::write_quorum(replication),
             Level::All => replication,
         }
     }

@@ -177,7 +177,7 @@ async fn pull(
         .filter_map(|&id| map.member(id).filter(|m| m.state != NodeState::Down).map(|m| (id, m.addr.clone())))
         .collect();
     let replicas = assignment.replicas.len();
-    let needed = replicas - (replicas / 2 + 1) + 1;
+    let needed = common::placement::covering(replicas);
     let slice_digits = map.digits.max(SLICE_DIGITS);
     let shift = 4 * u32::from(slice_digits - map.digits);
     let slices = 1u32 << shift;

@@ -578,8 +578,7 @@ async fn catch_up_partition(
     // No up replica could serve: merge every live holder's records. Every write a quorum of the
     // replicas acknowledged is on any K - W + 1 of them (this node counting if it is one).
     let replicas = map.replicas_of(partition);
-    let write_quorum = replicas.len() / 2 + 1;
-    let covering = replicas.len() - write_quorum + 1;
+    let covering = common::placement::covering(replicas.len());
     let peers_needed = covering - usize::from(replicas.contains(&me)).min(covering);
     let unleased = SourceCheck { min_epoch: joined, leased: false };
     let (mut merged, mut pulled) = (0, 0);
