@@ -41,6 +41,8 @@ wait_http() { # url
 }
 
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# CPU seconds (user + system, all threads) process $1 has used so far.
+cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 
 start_velourfog() { # base port
   local base=$1 addr

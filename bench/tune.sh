@@ -9,9 +9,10 @@
 #   bench/tune.sh "niceness-0 VF_ENGINE_NICENESS=0" "niceness-10 VF_ENGINE_NICENESS=10"
 #   ROUNDS=3 KEYS=2000000 SMALL=1 bench/tune.sh "a" "b VF_MEMTABLE_MIB=32"
 #
-# Each line gives the setting's SET and GET throughput, p99 and max, and from storage node
-# 1's engine counters the compactions, write stalls (engine writes of 10 ms or more) and data
-# blocks found in the cache or read from the file. SMALL=1 also measures 10,000 keys first.
+# Each line gives the setting's SET and GET throughput, p99 and max, storage node 1's CPU
+# seconds (all threads) in each, and from its engine counters the compactions, write stalls
+# (engine writes of 10 ms or more) and data blocks found in the cache or read from the file.
+# SMALL=1 also measures 10,000 keys first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,16 +39,19 @@ measure() { # round, setting
       "get $(b --keys 10000 --duration "$GET_DURATION" --read-ratio 1 --preload | row get)"
   fi
   b --keys "$KEYS" --preload --duration 1s --read-ratio 1 >/dev/null
-  local set get engine
+  local set get engine cpu0 cpu1 cpu2
+  cpu0=$(cpu_seconds "${storage_pids[0]}")
   set=$(b --keys "$KEYS" --duration "$SET_DURATION" --read-ratio 0 | row set)
+  cpu1=$(cpu_seconds "${storage_pids[0]}")
   get=$(b --keys "$KEYS" --duration "$GET_DURATION" --read-ratio 1 | row get)
+  cpu2=$(cpu_seconds "${storage_pids[0]}")
   engine=$(curl -fsS "http://${storage_addrs[0]}/v1/stats" | python3 -c '
 import json, sys
 e = json.load(sys.stdin)["engine"]["lsm"]
 done, seconds, stalls = e["compactions_done"], e["compaction_ms"] / 1000, e["write_stalls"]
 cached, read = e["data_blocks"]["cached"], e["data_blocks"]["read"]
 print(f"compactions {done} ({seconds:.1f} s), stalls {stalls}, data blocks {cached / max(1, cached + read):.0%} cached")')
-  echo "round $round $name, $KEYS keys: set $set, get $get; $engine; $(du -sm "$work/storage1" | cut -f1) MiB"
+  echo "round $round $name, $KEYS keys: set $set, get $get; node 1 CPU $(python3 -c "print(f'{$cpu1 - $cpu0:.1f} s in the SETs, {$cpu2 - $cpu1:.1f} s in the GETs')"); $engine; $(du -sm "$work/storage1" | cut -f1) MiB"
 }
 
 for round in $(seq "$ROUNDS"); do
