@@ -386,6 +386,8 @@ pub struct Server {
     controller: String,
     node: Arc<Node>,
     anti_entropy_interval: Duration,
+    /// `--engine-niceness`, for the digest rebuild's thread too.
+    engine_niceness: i32,
     /// What clients' connections are held to.
     rules: common::http::Rules,
     /// Held for the node's lifetime: no other process may open the same data directory.
@@ -473,6 +475,7 @@ impl Server {
             controller: config.controller,
             node,
             anti_entropy_interval: Duration::from_millis(config.anti_entropy_ms.max(1)),
+            engine_niceness: config.engine_niceness.into(),
             rules: common::http::Rules {
                 timeouts: config.client,
                 max_head_bytes: common::http::MAX_HEAD_BYTES,
@@ -489,9 +492,14 @@ impl Server {
     /// Serves until `shutdown` fires.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         log::info!("storage node listening on {} (advertised as {})", self.local_addr()?, self.advertise);
-        // After an unclean stop, the digests are rebuilt while the node serves (see `store`).
+        // After an unclean stop, the digests are rebuilt while the node serves (see `store`),
+        // at the engine's niceness: the requests come first.
         let store = self.node.store.clone();
+        let niceness = self.engine_niceness;
         std::thread::Builder::new().name("digest-rebuild".into()).spawn(move || {
+            if niceness > 0 {
+                store::set_thread_niceness(niceness);
+            }
             if let Err(e) = store.rebuild_digests() {
                 // As an open that cannot read its records: the node must not go on.
                 log::error!("cannot rebuild the digests: {e}; stopping");

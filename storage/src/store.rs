@@ -994,14 +994,21 @@ pub fn set_engine_niceness(niceness: i32) -> usize {
         let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<libc::id_t>().ok()) else {
             continue;
         };
-        if named.trim_end() == "fjall:worker" {
-            // SAFETY: setpriority has no memory effects; a failure leaves the thread as it was.
-            if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, niceness) } == 0 {
-                set += 1;
-            }
+        if named.trim_end() == "fjall:worker" && renice(tid, niceness) {
+            set += 1;
         }
     }
     set
+}
+
+/// Gives the calling thread the `niceness` (see [`set_engine_niceness`]); whether it took.
+pub fn set_thread_niceness(niceness: i32) -> bool {
+    renice(0, niceness) // 0: the calling thread
+}
+
+fn renice(tid: libc::id_t, niceness: i32) -> bool {
+    // SAFETY: setpriority has no memory effects; a failure leaves the thread as it was.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, niceness) == 0 }
 }
 
 /// The shortest byte string `s` with `last < s <= next`, for `last < next`: `next` up to the
@@ -1236,6 +1243,12 @@ mod tests {
         assert!(!engine.is_empty() && engine.iter().all(|&n| n == 10), "{engine:?}");
         let own = niceness(&std::fs::read_to_string("/proc/thread-self/stat").unwrap());
         assert!(own < 10, "this thread keeps its priority");
+        let other = std::thread::spawn(move || {
+            assert!(set_thread_niceness(12));
+            niceness(&std::fs::read_to_string("/proc/thread-self/stat").unwrap())
+        });
+        assert_eq!(other.join().unwrap(), 12, "a thread can yield alone");
+        assert_eq!(niceness(&std::fs::read_to_string("/proc/thread-self/stat").unwrap()), own);
     }
 
     #[test]
