@@ -88,6 +88,20 @@ async fn wait_for_states(cluster: &Cluster, expected: &[&str], deadline: Duratio
     }
 }
 
+/// Waits until the three storage nodes' digests are equal; how long that took.
+async fn wait_converged(cluster: &Cluster, deadline: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let digests: Vec<Bytes> =
+            futures_util::future::join_all((0..3).map(|s| cluster.storage_digests(s))).await;
+        if digests.iter().all(|d| *d == digests[0]) {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < deadline, "replicas did not converge within {deadline:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn verify_all_acknowledged(cluster: &Cluster, report: &LoadReport) {
     let lost = report.lost(&cluster.frontends_handle()).await;
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
@@ -182,16 +196,7 @@ async fn a_node_restarted_after_kill_9_rebuilds_its_digests_while_it_serves_and_
         let status = cluster.storage_put(1, format!("stray-{i}").as_bytes(), 1_000_000 + i, "s".into()).await;
         assert_eq!(status, StatusCode::OK);
     }
-    let started = Instant::now();
-    loop {
-        let digests: Vec<Bytes> =
-            futures_util::future::join_all((0..3).map(|s| cluster.storage_digests(s))).await;
-        if digests.iter().all(|d| *d == digests[0]) {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "the restarted replica did not converge");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_converged(&cluster, Duration::from_secs(30)).await;
     let log = cluster.storage[0].log();
     assert!(log.contains("digests rebuilt by a scan of every record"), "{log}");
     assert_eq!(cluster.storage_stats(0).await["engine"]["digests_whole"], true);
@@ -230,17 +235,7 @@ async fn anti_entropy_converges_moving_little_more_than_the_difference() {
         let status = cluster.storage_put(0, key.as_bytes(), 1_000_000 + i, Bytes::from(value)).await;
         assert_eq!(status, StatusCode::OK);
     }
-    let started = Instant::now();
-    loop {
-        let digests: Vec<Bytes> =
-            futures_util::future::join_all((0..3).map(|s| cluster.storage_digests(s))).await;
-        if digests.iter().all(|d| *d == digests[0]) {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "replicas did not converge");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let converged = started.elapsed();
+    let converged = wait_converged(&cluster, Duration::from_secs(30)).await;
     let mut moved = 0;
     for s in 0..3 {
         moved += cluster.storage_stats(s).await["repair"]["bytes_moved"].as_u64().unwrap();
