@@ -370,13 +370,19 @@ async fn wait_repaired(client: &Client, cluster: &Cluster, key: &str, timestamp:
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_compared_read_repairs_large_values_in_bounded_memory() {
-    // Anti-entropy off: only the read can repair.
+/// A cluster of one frontend whose storage nodes never run anti-entropy (once an hour), up.
+async fn without_anti_entropy() -> Cluster {
     let storage_args = vec!["--anti-entropy-ms".to_owned(), "3600000".to_owned()];
     let mut cluster =
         Cluster::start(ClusterConfig { frontends: 1, storage_args, ..Default::default() }).await;
     cluster.wait_storage_up(testkit::START_DEADLINE).await;
+    cluster
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compared_read_repairs_large_values_in_bounded_memory() {
+    // Anti-entropy off: only the read can repair.
+    let cluster = without_anti_entropy().await;
     let client = cluster.client.inner.clone();
     let frontend = cluster.frontend(0).to_owned();
     let storage: Vec<String> = cluster.storage.iter().map(|s| s.addr.clone()).collect();
@@ -424,10 +430,7 @@ const MISSED: usize = 3;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_catches_up_on_large_values_in_bounded_memory() {
     // Anti-entropy off: the catch-up alone must bring them.
-    let storage_args = vec!["--anti-entropy-ms".to_owned(), "3600000".to_owned()];
-    let mut cluster =
-        Cluster::start(ClusterConfig { frontends: 1, storage_args, ..Default::default() }).await;
-    cluster.wait_storage_up(testkit::START_DEADLINE).await;
+    let mut cluster = without_anti_entropy().await;
     let client = Client::new();
     let frontend = cluster.frontend(0).to_owned();
     // The node's resident memory before: its restarted self is held to the same plus the bound.
