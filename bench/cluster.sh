@@ -43,6 +43,23 @@ wait_http() { # url
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 # CPU seconds (user + system, all threads) process $1 has used so far.
 cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+# CPU seconds process $1's threads have used so far, summed by thread name: "name=seconds ...".
+thread_cpu() {
+  for task in /proc/"$1"/task/*; do
+    # The name is in parentheses and may hold spaces; utime and stime follow it.
+    echo "$(tr ' ' '_' <"$task/comm") $(sed 's/.*) //' "$task/stat" | awk '{print $12 + $13}')"
+  done 2>/dev/null | awk -v hz="$(getconf CLK_TCK)" '{sub(/[0-9]+$/, "", $1); s[$1] += $2}
+    END {for (n in s) printf "%s=%.1f ", n, s[n] / hz}'
+}
+# The change between two thread_cpu readings, largest first: "name +seconds, ...".
+thread_cpu_delta() {
+  python3 -c '
+import sys
+before = dict(w.split("=") for w in sys.argv[1].split())
+after = dict(w.split("=") for w in sys.argv[2].split())
+d = {n: float(s) - float(before.get(n, 0)) for n, s in after.items()}
+print(", ".join(f"{n} +{v:.1f}" for n, v in sorted(d.items(), key=lambda x: -x[1]) if v >= 0.1))' "$1" "$2"
+}
 
 start_velourfog() { # base port
   local base=$1 addr

@@ -12,7 +12,8 @@
 # Each line gives the setting's SET and GET throughput, p99 and max, storage node 1's CPU
 # seconds (all threads) in each, and from its engine counters the compactions, write stalls
 # (engine writes of 10 ms or more) and data blocks found in the cache or read from the file.
-# SMALL=1 also measures 10,000 keys first.
+# SMALL=1 also measures 10,000 keys first. THREADS=1 also splits the CPU seconds of storage node 1
+# and of the frontend in each run by thread name (request workers, flushes, compactions...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,17 +35,29 @@ measure() { # round, setting
   start_velourfog "$BASE_PORT"
   b() { "$BIN/bench" --frontends "http://$frontend_addr" --concurrency 64 --value-size 100 --quiet "$@"; }
   row() { awk -v op="$1" '$1 == op {printf "%7d/s p99 %6.2f max %6.1f ms", $3, $5, $7}'; }
+  threads() { echo "$(thread_cpu "${storage_pids[0]}")|$(thread_cpu "$frontend_pid")"; }
+  split() { # threads before, threads after
+    echo "    node 1: $(thread_cpu_delta "${1%%|*}" "${2%%|*}")"
+    echo "    frontend: $(thread_cpu_delta "${1#*|}" "${2#*|}")"
+  }
+  local t0 t1 t2 t3 t4 t5
   if [ -n "${SMALL:-}" ]; then
-    echo "round $round $name, 10,000 keys: set $(b --keys 10000 --duration "$SET_DURATION" --read-ratio 0 | row set)," \
-      "get $(b --keys 10000 --duration "$GET_DURATION" --read-ratio 1 --preload | row get)"
+    local small_set small_get
+    t0=$(threads)
+    small_set=$(b --keys 10000 --duration "$SET_DURATION" --read-ratio 0 | row set)
+    t1=$(threads)
+    small_get=$(b --keys 10000 --duration "$GET_DURATION" --read-ratio 1 --preload | row get)
+    t2=$(threads)
+    echo "round $round $name, 10,000 keys: set $small_set, get $small_get"
+    [ -n "${THREADS:-}" ] && { echo "  CPU seconds by thread in the SETs:"; split "$t0" "$t1"; echo "  in the GETs:"; split "$t1" "$t2"; }
   fi
   b --keys "$KEYS" --preload --duration 1s --read-ratio 1 >/dev/null
   local set get engine cpu0 cpu1 cpu2
-  cpu0=$(cpu_seconds "${storage_pids[0]}")
+  cpu0=$(cpu_seconds "${storage_pids[0]}") t3=$(threads)
   set=$(b --keys "$KEYS" --duration "$SET_DURATION" --read-ratio 0 | row set)
-  cpu1=$(cpu_seconds "${storage_pids[0]}")
+  cpu1=$(cpu_seconds "${storage_pids[0]}") t4=$(threads)
   get=$(b --keys "$KEYS" --duration "$GET_DURATION" --read-ratio 1 | row get)
-  cpu2=$(cpu_seconds "${storage_pids[0]}")
+  cpu2=$(cpu_seconds "${storage_pids[0]}") t5=$(threads)
   engine=$(curl -fsS "http://${storage_addrs[0]}/v1/stats" | python3 -c '
 import json, sys
 e = json.load(sys.stdin)["engine"]["lsm"]
@@ -52,6 +65,8 @@ done, seconds, stalls = e["compactions_done"], e["compaction_ms"] / 1000, e["wri
 cached, read = e["data_blocks"]["cached"], e["data_blocks"]["read"]
 print(f"compactions {done} ({seconds:.1f} s), stalls {stalls}, data blocks {cached / max(1, cached + read):.0%} cached")')
   echo "round $round $name, $KEYS keys: set $set, get $get; node 1 CPU $(python3 -c "print(f'{$cpu1 - $cpu0:.1f} s in the SETs, {$cpu2 - $cpu1:.1f} s in the GETs')"); $engine; $(du -sm "$work/storage1" | cut -f1) MiB"
+  [ -n "${THREADS:-}" ] && { echo "  CPU seconds by thread in the SETs:"; split "$t3" "$t4"; echo "  in the GETs:"; split "$t4" "$t5"; }
+  true
 }
 
 for round in $(seq "$ROUNDS"); do
