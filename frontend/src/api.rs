@@ -226,10 +226,11 @@ pub(crate) async fn read(frontend: &Frontend, key: &[u8], level: Level) -> Resul
         return read_and_compare(frontend, &routes, partition, key, level.required(replication)).await;
     }
     let readable: Vec<NodeId> = routes.map.read_set(partition).collect();
-    let failures = match frontend.replicas.read_first(&routes, &frontend.read_order(readable), key).await {
-        Ok(found) => return Ok(found),
-        Err(failures) => failures,
-    };
+    let failures =
+        match frontend.replicas.read_first(&routes, &frontend.read_order(partition, readable), key).await {
+            Ok(found) => return Ok(found),
+            Err(failures) => failures,
+        };
     frontend.suspect(&failures);
     // No up replica with a lease answered (the controller may be down, so leases lapse):
     // compare enough replicas to meet every write quorum; the newest record among them is at

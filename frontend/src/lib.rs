@@ -3,8 +3,9 @@
 //! A frontend hashes each key to its partition with the map it follows from the controller
 //! (see [`routing`]), writes to the partition's live replicas in parallel and answers 200 once a
 //! write quorum stored it and every live replica that did not was fenced out of reads, and reads
-//! from one up replica, chosen by a rotating preference so that concurrent reads travel in large
-//! batches (see [`affinity`]), falling back to the others (see [`replica`], [`consistency`]).
+//! from one up replica, the same for every read of a partition so that the nodes read in
+//! parallel and each caches what it serves (see [`affinity`]), falling back to the others (see
+//! [`replica`], [`consistency`]).
 //! Writes are stamped by a clock that never goes backwards on this frontend.
 //! Any number of frontends can run behind any load balancer; they share nothing. Clients are
 //! served by [`server`]: small requests directly, everything else through hyper.
@@ -119,8 +120,6 @@ pub struct Frontend {
     pub client: Client,
     pub write_level: consistency::Level,
     pub read_level: consistency::Level,
-    /// Which replica a read asks first.
-    pub affinity: affinity::ReadAffinity,
     /// Replicas that failed a read recently, tried last until then.
     pub suspects: Suspects,
 }
@@ -164,11 +163,15 @@ pub const SUSPICION: Duration = Duration::from_secs(2);
 pub const FENCE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Frontend {
-    /// `nodes` in this rotation's order of preference, recently failed ones last.
-    pub fn read_order(&self, mut nodes: Vec<common::placement::NodeId>) -> Vec<common::placement::NodeId> {
-        let now = std::time::Instant::now();
-        self.affinity.order(&mut nodes, self.affinity.slot(now));
-        self.suspects.put_last(&mut nodes, now);
+    /// `nodes`, replicas of `partition`, in the order its reads ask them (see [`affinity`]),
+    /// recently failed ones last.
+    pub fn read_order(
+        &self,
+        partition: common::partition::Partition,
+        mut nodes: Vec<common::placement::NodeId>,
+    ) -> Vec<common::placement::NodeId> {
+        affinity::order(&mut nodes, partition);
+        self.suspects.put_last(&mut nodes, std::time::Instant::now());
         nodes
     }
 
@@ -246,7 +249,6 @@ impl Server {
             client,
             write_level: config.write_level,
             read_level: config.read_level,
-            affinity: affinity::ReadAffinity::new(rand::random()),
             suspects: Default::default(),
         });
         let rules = common::http::Rules {

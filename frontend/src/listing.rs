@@ -382,7 +382,7 @@ async fn ask(
     let readable: Vec<NodeId> = routes.map.read_set(call.partition).collect();
     let mut failures = Vec::new();
     let mut answered = false;
-    for node in frontend.read_order(readable) {
+    for node in frontend.read_order(call.partition, readable) {
         let addr = routes.addr(node).to_owned();
         let url = format!("http://{addr}{}", proto::KEYS_PATH);
         let result = frontend

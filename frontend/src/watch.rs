@@ -37,7 +37,7 @@ pub async fn watch(
         let routes = frontend.router.current().ok_or(ApiError::NoMap)?;
         let partition = common::partition::of(key, routes.map.digits);
         let readable: Vec<NodeId> = routes.map.read_set(partition).collect();
-        for node in frontend.read_order(readable) {
+        for node in frontend.read_order(partition, readable) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Ok(None);
