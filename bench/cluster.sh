@@ -1,5 +1,5 @@
-# Shared by bench/compare.sh and bench/soak.sh (source it, do not run it): a temporary work
-# directory, processes that are killed on exit, and a local release cluster.
+# Shared by bench/compare.sh, soak.sh, scale.sh and tune.sh (source it, do not run it): a
+# temporary work directory, processes that are killed on exit, and a local release cluster.
 #
 # After `start_velourfog BASE_PORT`: $frontend_addr, $frontend_pid, ${storage_pids[@]} and
 # ${storage_addrs[@]} describe a running cluster of 1 controller, 3 storage nodes (K = 3,

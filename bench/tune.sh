@@ -36,9 +36,15 @@ measure() { # round, setting
   b() { "$BIN/bench" --frontends "http://$frontend_addr" --concurrency 64 --value-size 100 --quiet "$@"; }
   row() { awk -v op="$1" '$1 == op {printf "%7d/s p99 %6.2f max %6.1f ms", $3, $5, $7}'; }
   threads() { echo "$(thread_cpu "${storage_pids[0]}")|$(thread_cpu "$frontend_pid")"; }
-  split() { # threads before, threads after
-    echo "    node 1: $(thread_cpu_delta "${1%%|*}" "${2%%|*}")"
-    echo "    frontend: $(thread_cpu_delta "${1#*|}" "${2#*|}")"
+  phase_by_thread() { # phase, threads before, threads after
+    echo "  CPU seconds by thread in the $1:"
+    echo "    node 1: $(thread_cpu_delta "${2%%|*}" "${3%%|*}")"
+    echo "    frontend: $(thread_cpu_delta "${2#*|}" "${3#*|}")"
+  }
+  by_thread() { # threads before the SETs, after them, after the GETs (printed with THREADS=1)
+    [ -n "${THREADS:-}" ] || return 0
+    phase_by_thread SETs "$1" "$2"
+    phase_by_thread GETs "$2" "$3"
   }
   local t0 t1 t2 t3 t4 t5
   if [ -n "${SMALL:-}" ]; then
@@ -49,7 +55,7 @@ measure() { # round, setting
     small_get=$(b --keys 10000 --duration "$GET_DURATION" --read-ratio 1 --preload | row get)
     t2=$(threads)
     echo "round $round $name, 10,000 keys: set $small_set, get $small_get"
-    [ -n "${THREADS:-}" ] && { echo "  CPU seconds by thread in the SETs:"; split "$t0" "$t1"; echo "  in the GETs:"; split "$t1" "$t2"; }
+    by_thread "$t0" "$t1" "$t2"
   fi
   b --keys "$KEYS" --preload --duration 1s --read-ratio 1 >/dev/null
   local set get engine cpu0 cpu1 cpu2
@@ -65,8 +71,7 @@ done, seconds, stalls = e["compactions_done"], e["compaction_ms"] / 1000, e["wri
 cached, read = e["data_blocks"]["cached"], e["data_blocks"]["read"]
 print(f"compactions {done} ({seconds:.1f} s), stalls {stalls}, data blocks {cached / max(1, cached + read):.0%} cached")')
   echo "round $round $name, $KEYS keys: set $set, get $get; node 1 CPU $(python3 -c "print(f'{$cpu1 - $cpu0:.1f} s in the SETs, {$cpu2 - $cpu1:.1f} s in the GETs')"); $engine; $(du -sm "$work/storage1" | cut -f1) MiB"
-  [ -n "${THREADS:-}" ] && { echo "  CPU seconds by thread in the SETs:"; split "$t3" "$t4"; echo "  in the GETs:"; split "$t4" "$t5"; }
-  true
+  by_thread "$t3" "$t4" "$t5"
 }
 
 for round in $(seq "$ROUNDS"); do
