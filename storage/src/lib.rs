@@ -531,10 +531,11 @@ impl Server {
             shutdown.clone(),
         ));
         let disk = tokio::spawn(self.node.disk.clone().run(shutdown.clone()));
+        let settler = tokio::spawn(settle_digests(self.node.store.clone(), shutdown.clone()));
         let node = self.node.clone();
         let handler = move |req| api::handle(node.clone(), req);
         common::http::serve_with(self.listener, handler, shutdown, self.rules).await;
-        let tasks = [heartbeat, map_follower, anti_entropy, reaper, moves, disk];
+        let tasks = [heartbeat, map_follower, anti_entropy, reaper, moves, disk, settler];
         for task in &tasks {
             task.abort();
         }
@@ -547,5 +548,23 @@ impl Server {
             Err(e) => log::warn!("storage node stopped, but its store could not be closed cleanly: {e}"),
         }
         Ok(())
+    }
+}
+
+/// Every second, rescans the digest buckets that writes left unsettled once they have been
+/// quiet long enough (see `crate::digest`), off the request threads.
+async fn settle_digests(store: Arc<store::Store>, mut shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.wait() => return,
+        }
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.settle_quiet()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(settled)) => log::debug!("digests: {settled} buckets settled by a rescan"),
+            Ok(Err(e)) => log::warn!("digests: cannot rescan unsettled buckets: {e}"),
+            Err(e) => log::warn!("digests: the rescan stopped: {e}"),
+        }
     }
 }

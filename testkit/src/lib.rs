@@ -573,7 +573,8 @@ impl Cluster {
     }
 
     /// Storage node `s`'s partition digests for the current map (waiting while a node
-    /// restarted after a crash rebuilds them: it answers 503 until then).
+    /// restarted after a crash rebuilds them: it answers 503 until then), 16 bytes each; a
+    /// partition with recent writes that skipped their read is all 0xff until it settles.
     pub async fn storage_digests(&self, s: usize) -> Bytes {
         let partitions = self.status().await["partitions"].as_u64().expect("cluster formed");
         let digits = (partitions.trailing_zeros() / 4) as u8;

@@ -11,7 +11,7 @@
 //! only guarantees that [`Store::reap`] removes nothing but the exact tombstone it is given,
 //! under the same per-key lock as every write, so a write racing it is never lost.
 
-use super::{decode_stored, partition, Store, StoreError, WRITE_STRIPES};
+use super::{decode_stored, partition, stripe_index, Store, StoreError};
 use bytes::Bytes;
 use std::ops::Bound;
 
@@ -101,7 +101,7 @@ impl Store {
     /// key, in one journal write.
     pub fn reap(&self, tombstones: &[(Bytes, u64)]) -> Result<Reaped, StoreError> {
         let stripes: std::collections::BTreeSet<usize> =
-            tombstones.iter().map(|(key, _)| partition::hash_prefix(key) as usize % WRITE_STRIPES).collect();
+            tombstones.iter().map(|(key, _)| stripe_index(partition::hash_prefix(key))).collect();
         // Locked in ascending order, as writes lock them, so they cannot deadlock.
         let _guards: Vec<_> =
             stripes.iter().map(|&i| self.stripes[i].lock().unwrap_or_else(|p| p.into_inner())).collect();
@@ -162,7 +162,7 @@ impl Store {
     }
 
     fn stripe_of(&self, key: &[u8]) -> std::sync::MutexGuard<'_, ()> {
-        let stripe = partition::hash_prefix(key) as usize % WRITE_STRIPES;
+        let stripe = stripe_index(partition::hash_prefix(key));
         self.stripes[stripe].lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -20,7 +20,9 @@
 use super::{Store, StoreError};
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 8] = b"VFDIGST1";
+/// Version 2 saves each bucket's newest timestamp, record count and state beside its digest;
+/// a version 1 file (digests only) is not restored, so the first start after an upgrade scans.
+const MAGIC: &[u8; 8] = b"VFDIGST2";
 const HASH_BYTES: usize = 16;
 
 fn path(dir: &Path) -> PathBuf {
@@ -68,7 +70,8 @@ impl Store {
         };
         // Read before the digests: a write after this point would take a higher number.
         let seqno = self.db.seqno();
-        let snapshot = encode(seqno, &digests.to_bytes());
+        // With the write locks held, no bucket is halfway through a rescan.
+        let snapshot = encode(seqno, &self.with_writes_held(|| digests.to_bytes()));
         common::atomic_file::write(&path(&self.dir), &snapshot)?;
         Ok(())
     }
@@ -154,6 +157,33 @@ mod tests {
         drop(store);
         let store = open(dir.path());
         assert!(store.opened_clean, "flushes and compactions before the close do not void it");
+        assert_eq!(store.digests().unwrap().all(2), reference.digests().unwrap().all(2));
+    }
+
+    #[test]
+    fn unsettled_buckets_stay_unsettled_across_a_clean_stop() {
+        let (dir, reference_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let reference = open(reference_dir.path());
+        let store = open(dir.path());
+        let (old, new) = (Record::value(1, "old".into()), Record::value(2, "new".into()));
+        store.apply_many(&[(b"k".as_slice(), &old)]).unwrap();
+        store.apply_many(&[(b"k".as_slice(), &new)]).unwrap(); // replaced unread
+        reference.apply(b"k", &new).unwrap();
+        let p = common::partition::of(b"k", 2);
+        assert_eq!(store.digests().unwrap().partition(p, 2), crate::digest::UNSETTLED);
+        store.close().unwrap();
+        drop(store);
+        let store = open(dir.path());
+        assert!(store.opened_clean);
+        // Restored as unsettled (its digest still holds the replaced record's hash), and the
+        // newest timestamp came back: an older write still reads and loses.
+        assert_eq!(store.digests().unwrap().partition(p, 2), crate::digest::UNSETTLED);
+        let late = Record::value(1, "late".into());
+        assert_eq!(
+            store.apply_many(&[(b"k".as_slice(), &late)]).unwrap(),
+            [crate::store::Applied::Superseded { by: 2 }]
+        );
+        assert_eq!(store.settle_all().unwrap(), 1);
         assert_eq!(store.digests().unwrap().all(2), reference.digests().unwrap().all(2));
     }
 
