@@ -492,11 +492,13 @@ impl Server {
     /// Serves until `shutdown` fires.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         log::info!("storage node listening on {} (advertised as {})", self.local_addr()?, self.advertise);
-        // After an unclean stop, the digests are rebuilt while the node serves (see `store`),
-        // at the engine's niceness: the requests come first.
+        // After an unclean stop, the digests are rebuilt while the node serves (see `store`);
+        // then, every second, the digest buckets that writes left unsettled are rescanned once
+        // quiet (see `digest`). At the engine's niceness: the requests come first.
         let store = self.node.store.clone();
         let niceness = self.engine_niceness;
-        std::thread::Builder::new().name("digest-rebuild".into()).spawn(move || {
+        let stop = shutdown.clone();
+        std::thread::Builder::new().name("digests".into()).spawn(move || {
             if niceness > 0 {
                 store::set_thread_niceness(niceness);
             }
@@ -505,6 +507,7 @@ impl Server {
                 log::error!("cannot rebuild the digests: {e}; stopping");
                 std::process::exit(1);
             }
+            settle_digests(&store, &stop);
         })?;
         let heartbeat = tokio::spawn(membership::run(
             self.controller.clone(),
@@ -531,11 +534,10 @@ impl Server {
             shutdown.clone(),
         ));
         let disk = tokio::spawn(self.node.disk.clone().run(shutdown.clone()));
-        let settler = tokio::spawn(settle_digests(self.node.store.clone(), shutdown.clone()));
         let node = self.node.clone();
         let handler = move |req| api::handle(node.clone(), req);
         common::http::serve_with(self.listener, handler, shutdown, self.rules).await;
-        let tasks = [heartbeat, map_follower, anti_entropy, reaper, moves, disk, settler];
+        let tasks = [heartbeat, map_follower, anti_entropy, reaper, moves, disk];
         for task in &tasks {
             task.abort();
         }
@@ -551,20 +553,16 @@ impl Server {
     }
 }
 
-/// Every second, rescans the digest buckets that writes left unsettled once they have been
-/// quiet long enough (see `crate::digest`), off the request threads.
-async fn settle_digests(store: Arc<store::Store>, mut shutdown: Shutdown) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = shutdown.wait() => return,
-        }
-        let store = store.clone();
-        match tokio::task::spawn_blocking(move || store.settle_quiet()).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(settled)) => log::debug!("digests: {settled} buckets settled by a rescan"),
-            Ok(Err(e)) => log::warn!("digests: cannot rescan unsettled buckets: {e}"),
-            Err(e) => log::warn!("digests: the rescan stopped: {e}"),
+/// Until `shutdown`, rescans the digest buckets that writes left unsettled once they have been
+/// quiet long enough (see `crate::digest`), at most [`store::Store::SETTLE_RECORDS_PER_SECOND`],
+/// a tenth of it every 100 ms.
+fn settle_digests(store: &store::Store, shutdown: &Shutdown) {
+    while !shutdown.is_triggered() {
+        std::thread::sleep(Duration::from_millis(100));
+        match store.settle_quiet(store::Store::SETTLE_RECORDS_PER_SECOND / 10) {
+            Ok(0) => {}
+            Ok(settled) => log::debug!("digests: {settled} buckets settled by a rescan"),
+            Err(e) => log::warn!("digests: cannot rescan unsettled buckets: {e}"),
         }
     }
 }
