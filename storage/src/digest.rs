@@ -5,7 +5,7 @@
 //! and value). XOR makes it order-independent and updatable in O(1): replacing a record XORs the
 //! old hash out and the new one in. Digests are kept for 65,536 buckets (the first 4 hex digits
 //! of the key hash); a partition of a map with `digits <= 4` is the XOR of its buckets. They live
-//! in memory (2 MiB); a node that stopped cleanly saved them and restores them at start, any
+//! in memory (about 2.5 MiB with the state below); a node that stopped cleanly saved them and restores them at start, any
 //! other start rebuilds them by one scan while it serves (see `crate::store`).
 //!
 //! **Writes that skip the read.** Each bucket also knows the newest timestamp of any record it

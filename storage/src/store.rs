@@ -419,7 +419,10 @@ impl Store {
 
     /// Rescans every unsettled digest bucket now; returns how many.
     pub fn settle_all(&self) -> Result<usize, StoreError> {
-        self.settle_where(|_, _| true)
+        let Ok(digests) = self.digests() else { return Ok(0) };
+        let buckets: Vec<usize> = digests.unsettled().collect();
+        self.settle_buckets(digests, &buckets)?;
+        Ok(buckets.len())
     }
 
     /// The rate [`Store::settle_quiet`] is meant to be called at: records rescanned per second
@@ -428,13 +431,6 @@ impl Store {
     /// Unbounded, the rescans after a 30 s SET burst over 2 M keys took the GETs that followed
     /// from 90k to 75k/s (`bench/tune.sh`): CPU, and blocks they pushed out of the cache.
     pub const SETTLE_RECORDS_PER_SECOND: u64 = 50_000;
-
-    fn settle_where(&self, due: impl Fn(&Digests, usize) -> bool) -> Result<usize, StoreError> {
-        let Ok(digests) = self.digests() else { return Ok(0) };
-        let buckets: Vec<usize> = digests.unsettled().filter(|&bucket| due(digests, bucket)).collect();
-        self.settle_buckets(digests, &buckets)?;
-        Ok(buckets.len())
-    }
 
     /// Rescans and settles `buckets`; returns how many records it read.
     fn settle_buckets(&self, digests: &Digests, buckets: &[usize]) -> Result<u64, StoreError> {
