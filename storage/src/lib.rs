@@ -557,7 +557,7 @@ impl Server {
 /// quiet long enough (see `crate::digest`), at most [`store::Store::SETTLE_RECORDS_PER_SECOND`]
 /// records each second. Once a second, not more often: each pass looks at every bucket, and at
 /// ten passes a second that alone took 0.9 s of CPU per node in 30 s of SETs (`THREADS=1
-/// bench/tune.sh`).
+/// bench/tune.sh`). A pass while no bucket is unsettled looks at none.
 fn settle_digests(store: &store::Store, shutdown: &Shutdown) {
     while !shutdown.is_triggered() {
         std::thread::sleep(Duration::from_secs(1));

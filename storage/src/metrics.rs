@@ -42,6 +42,11 @@ pub fn describe() {
         "Block cache bound (--cache-mib)."
     );
     describe_gauge!("velourfog_storage_write_buffer_bytes", Unit::Bytes, "Unflushed memtables.");
+    describe_gauge!(
+        "velourfog_storage_digest_unsettled_buckets",
+        Unit::Count,
+        "Digest buckets written without reading what the writes replaced, not yet rescanned (anti-entropy skips their partitions)."
+    );
     describe_gauge!("velourfog_storage_lsm_tables", Unit::Count, "Table files of the records' LSM tree.");
     describe_gauge!(
         "velourfog_storage_lsm_level0_tables",
@@ -191,6 +196,7 @@ pub fn refresh(node: &Node) {
     gauge!("velourfog_storage_cache_capacity_bytes").set(engine.cache_capacity_bytes as f64);
     gauge!("velourfog_storage_write_buffer_bytes").set(engine.write_buffer_bytes as f64);
     gauge!("velourfog_storage_records").set(engine.approximate_records as f64);
+    gauge!("velourfog_storage_digest_unsettled_buckets").set(engine.unsettled_buckets as f64);
     let lsm = engine.lsm;
     gauge!("velourfog_storage_lsm_tables").set(lsm.tables as f64);
     gauge!("velourfog_storage_lsm_level0_tables").set(lsm.l0_tables as f64);

@@ -174,6 +174,9 @@ pub struct EngineStats {
     pub approximate_records: u64,
     /// False while the digests are rebuilt after an unclean stop (see [`Store::rebuild_digests`]).
     pub digests_whole: bool,
+    /// Digest buckets that writes left unsettled (see `crate::digest`): anti-entropy leaves
+    /// their partitions alone until the rescans settle them.
+    pub unsettled_buckets: u64,
     /// The LSM tree of the records: its shape, its background work and where its reads went.
     pub lsm: LsmStats,
 }
@@ -401,6 +404,9 @@ impl Store {
     /// last call stopped, so none waits behind the others.
     pub fn settle_quiet(&self, budget: u64) -> Result<usize, StoreError> {
         let Ok(digests) = self.digests() else { return Ok(0) };
+        if digests.unsettled_count() == 0 {
+            return Ok(0);
+        }
         let (mut spent, mut settled) = (0, 0);
         let mut bucket = self.settle_cursor.load(Ordering::Relaxed);
         for _ in 0..digest::BUCKET_COUNT {
@@ -1045,6 +1051,7 @@ impl Store {
             write_buffer_bytes: self.db.write_buffer_size(),
             approximate_records: self.approximate_len(),
             digests_whole: *self.whole.borrow(),
+            unsettled_buckets: self.digests().map_or(0, |d| d.unsettled_count() as u64),
             lsm: self.lsm_stats(),
         }
     }
@@ -1803,7 +1810,9 @@ mod tests {
         assert_eq!(batch(&store, Record::tombstone(30)), Applied::Stored);
         assert_eq!(digest_of(&store), digest::UNSETTLED);
         store.digests().unwrap().advance(10);
+        assert_eq!(store.engine_stats().unsettled_buckets, 1);
         assert_eq!(store.settle_quiet(u64::MAX).unwrap(), 1);
+        assert_eq!(store.engine_stats().unsettled_buckets, 0);
         reference.apply(b"k", &Record::tombstone(30)).unwrap();
         assert_eq!(digest_of(&store), digest_of(&reference));
     }
@@ -1819,6 +1828,7 @@ mod tests {
         assert_eq!(store.digests().unwrap().partition(p, 2), digest::UNSETTLED);
         assert_eq!(store.purge_partition(p, 2).unwrap(), 1);
         assert_eq!(store.digests().unwrap().partition(p, 2), 0, "nothing held, and it says so at once");
+        assert_eq!(store.engine_stats().unsettled_buckets, 0);
     }
 
     #[test]
