@@ -388,6 +388,8 @@ pub struct Server {
     anti_entropy_interval: Duration,
     /// `--engine-niceness`, for the digest rebuild's thread too.
     engine_niceness: i32,
+    /// `--memtable-mib`, in bytes: an idle flush needs a quarter of it (see `upkeep`).
+    memtable_bytes: u64,
     /// What clients' connections are held to.
     rules: common::http::Rules,
     /// Held for the node's lifetime: no other process may open the same data directory.
@@ -476,6 +478,7 @@ impl Server {
             node,
             anti_entropy_interval: Duration::from_millis(config.anti_entropy_ms.max(1)),
             engine_niceness: config.engine_niceness.into(),
+            memtable_bytes: config.memtable_mib.max(1) << 20,
             rules: common::http::Rules {
                 timeouts: config.client,
                 max_head_bytes: common::http::MAX_HEAD_BYTES,
@@ -494,11 +497,12 @@ impl Server {
         log::info!("storage node listening on {} (advertised as {})", self.local_addr()?, self.advertise);
         // After an unclean stop, the digests are rebuilt while the node serves (see `store`);
         // then, every second, the digest buckets that writes left unsettled are rescanned once
-        // quiet (see `digest`). At the engine's niceness: the requests come first.
+        // quiet (see `digest`), and the memtable is flushed when writes pause (see `upkeep`).
+        // At the engine's niceness: the requests come first.
         let store = self.node.store.clone();
-        let niceness = self.engine_niceness;
+        let (niceness, memtable_bytes) = (self.engine_niceness, self.memtable_bytes);
         let stop = shutdown.clone();
-        std::thread::Builder::new().name("digests".into()).spawn(move || {
+        std::thread::Builder::new().name("upkeep".into()).spawn(move || {
             if niceness > 0 {
                 store::set_thread_niceness(niceness);
             }
@@ -507,7 +511,7 @@ impl Server {
                 log::error!("cannot rebuild the digests: {e}; stopping");
                 std::process::exit(1);
             }
-            settle_digests(&store, &stop);
+            upkeep(&store, memtable_bytes, &stop);
         })?;
         let heartbeat = tokio::spawn(membership::run(
             self.controller.clone(),
@@ -553,14 +557,25 @@ impl Server {
     }
 }
 
-/// Until `shutdown`, rescans the digest buckets that writes left unsettled once they have been
-/// quiet long enough (see `crate::digest`), at most [`store::Store::SETTLE_RECORDS_PER_SECOND`]
-/// records each second. Once a second, not more often: each pass looks at every bucket, and at
-/// ten passes a second that alone took 0.9 s of CPU per node in 30 s of SETs (`THREADS=1
-/// bench/tune.sh`). A pass while no bucket is unsettled looks at none.
-fn settle_digests(store: &store::Store, shutdown: &Shutdown) {
+/// Until `shutdown`, once a second: rescans the digest buckets that writes left unsettled once
+/// they have been quiet long enough (see `crate::digest`), at most
+/// [`store::Store::SETTLE_RECORDS_PER_SECOND`] records each second, and flushes the memtable
+/// when writes have paused for [`store::Store::IDLE_FLUSH_SECONDS`] and it holds at least a
+/// quarter of `memtable_bytes` (see [`store::Store::flush_idle_memtable`]). Once a second, not
+/// more often: each rescan pass looks at every bucket, and at ten passes a second that alone
+/// took 0.9 s of CPU per node in 30 s of SETs (`THREADS=1 bench/tune.sh`). A pass while no
+/// bucket is unsettled looks at none.
+fn upkeep(store: &store::Store, memtable_bytes: u64, shutdown: &Shutdown) {
+    let mut idle = store::Idle::default();
     while !shutdown.is_triggered() {
         std::thread::sleep(Duration::from_secs(1));
+        if idle.tick(store.writes(), store::Store::IDLE_FLUSH_SECONDS) {
+            match store.flush_idle_memtable(memtable_bytes / 4) {
+                Ok(true) => log::debug!("writes paused: memtable flushed"),
+                Ok(false) => {}
+                Err(e) => log::warn!("cannot flush the memtable while writes pause: {e}"),
+            }
+        }
         match store.settle_quiet(store::Store::SETTLE_RECORDS_PER_SECOND) {
             Ok(0) => {}
             Ok(settled) => log::debug!("digests: {settled} buckets settled by a rescan"),

@@ -1,4 +1,5 @@
-//! Cluster behaviour on real processes: concurrency, convergence, start order, failed replicas.
+//! Cluster behaviour on real processes: concurrency, convergence, start order, failed replicas,
+//! a node that flushes its memtable when writes pause.
 
 use bytes::Bytes;
 use futures_util::future::join_all;
@@ -165,4 +166,38 @@ async fn a_hung_replica_costs_a_bounded_delay() {
     assert!(started.elapsed() < Duration::from_secs(5), "write took {:?}", started.elapsed());
     cluster.storage[2].resume();
     assert_eq!(cluster.get(0, b"k").await, (StatusCode::OK, Bytes::from_static(b"x")));
+}
+
+#[tokio::test]
+async fn a_node_whose_writes_pause_flushes_its_memtable_and_keeps_serving_it() {
+    let cluster = Cluster::start(ClusterConfig {
+        storage: 1,
+        replication: 1,
+        frontends: 1,
+        storage_args: vec!["--memtable-mib".into(), "1".into()],
+        ..Default::default()
+    })
+    .await;
+    // 400 KiB: more than the quarter of the 1 MiB memtable an idle flush needs, too little to
+    // fill it.
+    for i in 0..40 {
+        let (status, body) =
+            cluster.set(0, format!("k{i}").as_bytes(), vec![b'a' + (i % 26) as u8; 10 << 10]).await;
+        assert_eq!(status, StatusCode::OK, "{body:?}");
+    }
+    let unflushed =
+        |stats: serde_json::Value| stats["engine"]["write_buffer_bytes"].as_u64().expect("a number");
+    assert!(unflushed(cluster.storage_stats(0).await) >= 400 << 10);
+    // Flushed once the writes have paused for 5 s (checked once a second). What stays is the
+    // engine's own bookkeeping, a few dozen bytes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while unflushed(cluster.storage_stats(0).await) > 4 << 10 {
+        assert!(Instant::now() < deadline, "the memtable of an idle node was not flushed");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for i in 0..40 {
+        let (status, body) = cluster.get(0, format!("k{i}").as_bytes()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, vec![b'a' + (i % 26) as u8; 10 << 10]);
+    }
 }
