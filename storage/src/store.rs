@@ -14,6 +14,8 @@
 //! [`Store::apply`] returns, so a killed process loses nothing. Surviving a machine crash needs
 //! an fsync: [`crate::durability`] batches the fsyncs of concurrent writers (group commit).
 //! Memory is bounded by the block cache (`cache_bytes`); nothing is loaded whole at start.
+//! When writes pause, the node's upkeep flushes the memtable ([`Store::flush_idle_memtable`]),
+//! so reads stop searching it.
 //!
 //! Opening after an unclean stop replays the journal (bounded by the memtables), then serves at
 //! once: the partition digests are rebuilt by one scan of a snapshot taken before the first
