@@ -82,7 +82,19 @@ async fn run(
 
 async fn send(client: &Client, url: &str, ops: &[Op], timeout: Duration) -> Result<Vec<Outcome>, RpcError> {
     let kind = if matches!(ops.first(), Some(Op::Put { .. })) { "write" } else { "read" };
-    crate::metrics::batch(kind, ops.len());
+    let started = std::time::Instant::now();
+    let result = exchange(client, url, ops, timeout).await;
+    crate::metrics::batch(kind, ops.len(), started.elapsed());
+    result
+}
+
+/// One batch request and its decoded answer.
+async fn exchange(
+    client: &Client,
+    url: &str,
+    ops: &[Op],
+    timeout: Duration,
+) -> Result<Vec<Outcome>, RpcError> {
     let body = batch::encode_ops(ops);
     let make = || Request::post(url).body(Full::new(body.clone())).expect("valid request");
     let (parts, answer) = client.send_collect(make, timeout).await?;

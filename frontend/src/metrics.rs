@@ -15,6 +15,7 @@ const REQUESTS: &str = "velourfog_frontend_requests_total";
 const REQUEST_SECONDS: &str = "velourfog_frontend_request_duration_seconds";
 const REPLICA_CALLS: &str = "velourfog_frontend_replica_calls_total";
 const BATCH_OPERATIONS: &str = "velourfog_frontend_batch_operations";
+const BATCH_SECONDS: &str = "velourfog_frontend_batch_duration_seconds";
 const FENCES: &str = "velourfog_frontend_fences_total";
 const RESTAMPS: &str = "velourfog_frontend_restamps_total";
 const MAP_EPOCH: &str = "velourfog_frontend_map_epoch";
@@ -37,6 +38,11 @@ pub fn describe() {
         BATCH_OPERATIONS,
         Unit::Count,
         "Operations per batch sent to a storage node, by kind."
+    );
+    describe_histogram!(
+        BATCH_SECONDS,
+        Unit::Seconds,
+        "Time from sending a batch to a storage node to its decoded answer (or failure), by kind."
     );
     describe_counter!(
         FENCES,
@@ -118,9 +124,11 @@ pub fn replica_call(node: NodeId, op: &'static str, result: Result<&'static str,
     counter!(REPLICA_CALLS, "node" => node_label(node), "op" => op, "outcome" => outcome).increment(1);
 }
 
-/// One batch of `ops` operations of `kind` (`read` or `write`).
-pub fn batch(kind: &'static str, ops: usize) {
+/// One batch of `ops` operations of `kind` (`read` or `write`), answered (or failed) after
+/// `elapsed`.
+pub fn batch(kind: &'static str, ops: usize, elapsed: Duration) {
     histogram!(BATCH_OPERATIONS, "kind" => kind).record(ops as f64);
+    histogram!(BATCH_SECONDS, "kind" => kind).record(elapsed.as_secs_f64());
 }
 
 pub fn fence(fenced: bool) {

@@ -215,6 +215,7 @@ fn digits_of(query: &Query<'_>, max: u8) -> Result<u8, ApiError> {
 /// a stale map are refused, and the answer comes once every write is durable (one wait for all).
 async fn batch(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     use common::batch::{self, Op, Outcome};
+    let started = std::time::Instant::now();
     let limit = batch::MAX_OPS * (node.limits.max_key_bytes + batch::MAX_VALUE_BYTES + 32);
     let body = h::read_body(req.into_body(), limit).await.map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let ops = batch::decode_ops(body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -292,6 +293,7 @@ async fn batch(node: &Node, req: Request<Incoming>) -> Result<Response<Body>, Ap
             }
         }
     }
+    crate::metrics::batch(if wrote { "write" } else { "read" }, started.elapsed());
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(http::header::CONTENT_TYPE, "application/octet-stream")

@@ -13,6 +13,7 @@ const READS: &str = "velourfog_storage_reads_total";
 const FSYNC_SECONDS: &str = "velourfog_storage_fsync_duration_seconds";
 const ENGINE_WRITE_SECONDS: &str = "velourfog_storage_engine_write_duration_seconds";
 const FSYNC_WRITES: &str = "velourfog_storage_fsync_writes";
+const BATCH_SECONDS: &str = "velourfog_storage_batch_duration_seconds";
 const TRANSFER_BYTES: &str = "velourfog_storage_transfer_bytes_total";
 const WRITES_REFUSED: &str = "velourfog_storage_writes_refused_total";
 const TOMBSTONES_REAPED: &str = "velourfog_storage_tombstones_reaped_total";
@@ -23,6 +24,11 @@ pub fn describe() {
     describe_counter!(WRITES, Unit::Count, "Record writes applied or found already superseded.");
     describe_counter!(READS, Unit::Count, "Record reads served.");
     describe_histogram!(FSYNC_SECONDS, Unit::Seconds, "Time one fsync of the store took.");
+    describe_histogram!(
+        BATCH_SECONDS,
+        Unit::Seconds,
+        "Time from a batch request's arrival to its answer (writes: applied and durable), by kind."
+    );
     describe_histogram!(
         ENGINE_WRITE_SECONDS,
         Unit::Seconds,
@@ -161,6 +167,12 @@ pub fn reads(count: usize) {
 }
 
 /// One fsync that took `elapsed` and made `batches` waiting write batches durable.
+/// One `POST /v1/batch` of `kind` (`read`, or `write` if any write was applied) answered
+/// after `elapsed`.
+pub fn batch(kind: &'static str, elapsed: Duration) {
+    histogram!(BATCH_SECONDS, "kind" => kind).record(elapsed.as_secs_f64());
+}
+
 pub fn fsync(elapsed: Duration, batches: u64) {
     histogram!(FSYNC_SECONDS).record(elapsed.as_secs_f64());
     histogram!(FSYNC_WRITES).record(batches as f64);

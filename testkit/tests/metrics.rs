@@ -76,16 +76,21 @@ async fn every_node_serves_prometheus_metrics_that_promtool_accepts() {
         Some(partitions)
     );
 
-    let mut writes = 0.0;
+    let (mut writes, mut read_batches) = (0.0, 0.0);
     for storage in &cluster.storage {
         let text = scrape(&storage.addr).await;
         assert_eq!(promtool(&text), "", "{text}");
         writes += value(&text, "velourfog_storage_writes_total").unwrap_or(0.0);
         assert!(value(&text, "velourfog_storage_fsync_duration_seconds_count").unwrap() > 0.0, "{text}");
+        let write_batches = r#"velourfog_storage_batch_duration_seconds_count{kind="write"}"#;
+        assert!(value(&text, write_batches).unwrap() > 0.0, "every replica took writes: {text}");
+        read_batches +=
+            value(&text, r#"velourfog_storage_batch_duration_seconds_count{kind="read"}"#).unwrap_or(0.0);
         assert!(value(&text, "velourfog_storage_disk_free_bytes").unwrap() > 0.0);
         assert_eq!(value(&text, "velourfog_storage_serving_reads"), Some(1.0));
     }
     assert!(writes >= 40.0, "20 writes reached at least 2 replicas each: {writes}");
+    assert!(read_batches >= 1.0, "the reads went in batches: {read_batches}");
 
     let frontend = scrape(cluster.frontend(0)).await;
     assert_eq!(promtool(&frontend), "", "{frontend}");
@@ -103,6 +108,10 @@ async fn every_node_serves_prometheus_metrics_that_promtool_accepts() {
     assert_eq!(value(&other, r#"velourfog_frontend_requests_total{op="get",status="200"}"#), Some(20.0));
     assert_eq!(value(&frontend, r#"velourfog_frontend_requests_total{op="get",status="400"}"#), Some(1.0));
     assert!(frontend.contains("velourfog_frontend_replica_calls_total{node="), "{frontend}");
+    let write_batches = r#"velourfog_frontend_batch_duration_seconds_count{kind="write"}"#;
+    assert!(value(&frontend, write_batches).unwrap() >= 40.0, "20 writes to 2 replicas or more: {frontend}");
+    let read_batches = r#"velourfog_frontend_batch_duration_seconds_count{kind="read"}"#;
+    assert!(value(&other, read_batches).unwrap() >= 20.0, "20 reads in turn: {other}");
     assert!(value(&frontend, "velourfog_frontend_map_epoch").unwrap() >= 1.0);
 }
 
