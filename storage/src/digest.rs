@@ -127,7 +127,7 @@ pub struct Digests {
     /// Seconds added to that clock ([`Digests::advance`]).
     advanced: AtomicU32,
     /// How many buckets are unsettled, so that the rescans can skip looking at every bucket
-    /// when none is (a look at all of them costs ~10 ms of CPU).
+    /// when none is (a look at all of them costs ~3 ms of CPU: 0.9 s for 300 passes).
     unsettled: AtomicUsize,
 }
 

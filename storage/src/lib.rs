@@ -386,7 +386,7 @@ pub struct Server {
     controller: String,
     node: Arc<Node>,
     anti_entropy_interval: Duration,
-    /// `--engine-niceness`, for the digest rebuild's thread too.
+    /// `--engine-niceness`, for the upkeep thread too (digest rebuild and rescans, idle flushes).
     engine_niceness: i32,
     /// `--memtable-mib`, in bytes: an idle flush needs a quarter of it (see `upkeep`).
     memtable_bytes: u64,
